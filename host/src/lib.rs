@@ -1,0 +1,194 @@
+//! # symphony-host
+//!
+//! Turns Redis key expiry into sandboxed background jobs. An application
+//! writes a trigger key `{tenant}:EXPTRIGGER:{action}:{id}` with a TTL; when
+//! it expires, the host hears the keyspace `expired` event, finds the plugin
+//! that owns the action (longest prefix from the manifest) and calls that
+//! WebAssembly component's `on-expire(action, id, key)` in a fresh sandbox
+//! scoped to the tenant.
+//!
+//! # Layout
+//! - [`manifest`]: the TOML manifest, validated by types, errors with line:column.
+//! - [`keys`]: the trigger key format, byte-compatible with `mimeiapify`.
+//! - [`pools`]: one reconnecting Redis connection per pool alias.
+//! - [`repo`]: tenant-scoped repositories (the host functions' backends).
+//! - [`runtime`]: the wasmtime engine, plugin loading and invocation.
+//! - [`plugins`]: the loaded plugin set and its routing table.
+//! - [`listener`]: keyevent subscription with reconnect and config checks.
+//! - [`dispatch`]: from expired key to invocation, bounded and drained on shutdown.
+//! - [`run`] / [`check`]: the orchestration behind the CLI.
+
+pub mod bindings;
+pub mod dispatch;
+pub mod keys;
+pub mod listener;
+pub mod manifest;
+pub mod plugins;
+pub mod pools;
+pub mod repo;
+pub mod runtime;
+pub mod stats;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::dispatch::Dispatcher;
+use crate::listener::Listener;
+use crate::manifest::{Manifest, RedisUrl};
+use crate::plugins::PluginSet;
+use crate::pools::Pools;
+use crate::runtime::Runtime;
+use crate::stats::Stats;
+
+/// A duration in whole milliseconds, for log fields (JSON numbers, unlike `u128`).
+pub(crate) fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Capacity of the channel between listeners and the dispatcher.
+const EVENT_QUEUE: usize = 4096;
+
+/// Options that override the manifest.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RunOptions {
+    /// Replaces every pool's URL (each alias keeps its seed DB).
+    pub redis_url: Option<RedisUrl>,
+}
+
+impl RunOptions {
+    /// Options with a Redis URL override.
+    pub fn with_redis_url(mut self, url: Option<RedisUrl>) -> Self {
+        self.redis_url = url;
+        self
+    }
+}
+
+/// One checked plugin, as reported by [`check`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CheckedPlugin {
+    /// Plugin name.
+    pub name: String,
+    /// Resolved file path.
+    pub path: std::path::PathBuf,
+    /// Content digest (version).
+    pub digest: String,
+    /// Load time, compile included (short when cached).
+    pub load_time: std::time::Duration,
+    /// Action prefixes routed to it.
+    pub actions: Vec<String>,
+}
+
+/// Parses and validates a manifest and compiles every plugin, without
+/// connecting to Redis.
+///
+/// # Errors
+/// The manifest error (with file:line:column) or every plugin load error.
+pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
+    let manifest = Manifest::load(manifest_path)?;
+    let pools = Pools::new(&manifest.pool_urls(None))?;
+    let runtime = Runtime::new(&manifest.runtime, pools)?;
+    let set = PluginSet::load(&runtime, &manifest)?;
+    Ok(set
+        .plugins()
+        .iter()
+        .map(|p| CheckedPlugin {
+            name: p.name().to_string(),
+            path: p.path().to_owned(),
+            digest: p.digest().to_owned(),
+            load_time: p.compile_time(),
+            actions: set.prefixes_of(p).into_iter().map(str::to_owned).collect(),
+        })
+        .collect())
+}
+
+/// Runs the host until `shutdown` resolves: loads the manifest and plugins,
+/// listens for expiries and dispatches them. On shutdown it stops taking
+/// events, lets in-flight invocations finish for up to
+/// `runtime.shutdown_grace`, and returns.
+///
+/// # Errors
+/// An invalid manifest, a plugin that does not load, an engine that cannot
+/// start, or a Redis server that refuses keyevent notifications at startup.
+/// Redis being unreachable is not an error: the listener keeps retrying.
+pub async fn run(
+    manifest_path: &Path,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let manifest = Manifest::load(manifest_path)?;
+    let urls = manifest.pool_urls(options.redis_url.as_ref());
+    let pools = Pools::new(&urls)?;
+    let runtime = Runtime::new(&manifest.runtime, pools.clone())?;
+    let set = PluginSet::load(&runtime, &manifest)
+        .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
+    for plugin in set.plugins() {
+        info!(
+            plugin = %plugin.name(),
+            path = %plugin.path().display(),
+            version = plugin.digest(),
+            load_ms = millis(plugin.compile_time()),
+            actions = ?set.prefixes_of(plugin),
+            "plugin loaded"
+        );
+    }
+    let plugins = Arc::new(ArcSwap::from_pointee(set));
+    let stats = Arc::new(Stats::default());
+    let cancel = CancellationToken::new();
+
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    let mut listeners = JoinSet::new();
+    let mut aliases = manifest.listener.pools.clone();
+    aliases.sort();
+    aliases.dedup();
+    for alias in aliases {
+        let pool = pools.get(alias)?;
+        let listener = Listener::new(alias, pool, manifest.listener.notify_keyspace_events);
+        listeners.spawn(listener.run(tx.clone(), cancel.child_token()));
+    }
+    drop(tx);
+
+    let dispatcher = Dispatcher::new(
+        runtime.clone(),
+        plugins.clone(),
+        manifest.runtime.concurrency.get(),
+        stats.clone(),
+    );
+    let tracker = dispatcher.tracker();
+    let dispatching = tokio::spawn(dispatcher.run(rx, cancel.child_token()));
+
+    let result = tokio::select! {
+        _ = shutdown => {
+            info!("shutdown requested: no new dispatches, draining in-flight ones");
+            Ok(())
+        }
+        Some(ended) = listeners.join_next() => match ended {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e).context("the expiry listener cannot start")),
+            Err(e) => Err(anyhow::Error::new(e).context("the expiry listener failed")),
+        },
+    };
+    cancel.cancel();
+    let _ = dispatching.await;
+    tracker.close();
+    let grace = manifest.runtime.shutdown_grace.0;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        warn!(
+            in_flight = tracker.len(),
+            grace_ms = millis(grace),
+            "shutdown grace elapsed; abandoning in-flight dispatches"
+        );
+    }
+    listeners.shutdown().await;
+    stats.log_summary();
+    result
+}

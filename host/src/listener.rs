@@ -1,0 +1,313 @@
+//! The expiry listener: one dedicated pub/sub connection per listened pool,
+//! subscribed to `__keyevent@{db}__:expired`, under a reconnect loop.
+//!
+//! On every (re)connection it subscribes, then makes sure the server emits
+//! keyevent notifications for expiries (`notify-keyspace-events` holding `E`
+//! and `x`, merged into what is set, since a restarted Redis forgets a runtime
+//! `CONFIG SET`). A lost connection is retried with capped exponential
+//! backoff (first retry after 50 ms, then up to 5 s), and the gap is logged.
+//! A health-check PING every few seconds catches half-open connections.
+//!
+//! The listener only hears keys; it sends each one to the dispatcher as an
+//! [`Expired`] event. Other sources of due triggers (a durable index sweep)
+//! feed the same channel.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use redis::aio::MultiplexedConnection;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::manifest::{NotifyMode, RedisUrl};
+use crate::millis;
+use crate::pools::{Pool, PoolAlias};
+
+/// First reconnect delay.
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Longest reconnect delay.
+const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Time allowed to connect, subscribe or check the configuration.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Interval of the health-check PING on the subscription.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+/// An expired key heard on a pool's keyevent channel.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    /// The pool whose DB the key lived in.
+    pub pool: PoolAlias,
+    /// The key, or its raw bytes when it is not UTF-8.
+    pub key: Result<String, Vec<u8>>,
+    /// When the host heard it.
+    pub heard_at: Instant,
+}
+
+/// Why `notify-keyspace-events` could not be made right.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotifyError {
+    /// CONFIG GET or SET was refused by the server.
+    #[error(
+        "cannot {op} notify-keyspace-events on {server}: {reason}. Expiry events need the flags \
+         `E` and `x`: set `notify-keyspace-events Ex` (plus any flags you use) in redis.conf or \
+         your provider's parameter settings, then set `notify_keyspace_events = \"assume\"` \
+         under [listener] in the manifest so the host does not try CONFIG"
+    )]
+    ConfigRefused {
+        /// `read` or `set`.
+        op: &'static str,
+        /// host:port.
+        server: String,
+        /// The server's answer.
+        reason: String,
+    },
+    /// `check` mode found the flags missing.
+    #[error(
+        "notify-keyspace-events on {server} is {current:?}, which lacks `E` or `x`, and the \
+         manifest says notify_keyspace_events = \"check\": run \
+         `redis-cli -h <host> -p <port> CONFIG SET notify-keyspace-events {current}Ex` or set it \
+         in redis.conf"
+    )]
+    Missing {
+        /// host:port.
+        server: String,
+        /// The current flags.
+        current: String,
+    },
+}
+
+enum SessionError {
+    /// Connection trouble: retry with backoff.
+    Retry(String),
+    /// The server's configuration stops us: fatal before the first
+    /// successful subscription, retried (and logged as an error) after.
+    Fatal(NotifyError),
+}
+
+impl From<redis::RedisError> for SessionError {
+    fn from(e: redis::RedisError) -> Self {
+        SessionError::Retry(e.to_string())
+    }
+}
+
+impl From<tokio::time::error::Elapsed> for SessionError {
+    fn from(_: tokio::time::error::Elapsed) -> Self {
+        SessionError::Retry(format!("timed out after {CONNECT_TIMEOUT:?}"))
+    }
+}
+
+/// Listens to one pool's expiry events.
+pub struct Listener {
+    alias: PoolAlias,
+    client: redis::Client,
+    url: RedisUrl,
+    mode: NotifyMode,
+}
+
+impl Listener {
+    /// A listener for `pool` (not yet connected).
+    pub fn new(alias: PoolAlias, pool: &Pool, mode: NotifyMode) -> Self {
+        Self {
+            alias,
+            client: pool.client().clone(),
+            url: pool.url().clone(),
+            mode,
+        }
+    }
+
+    /// The channel this listener subscribes to.
+    pub fn channel(&self) -> String {
+        format!("__keyevent@{}__:expired", self.url.db())
+    }
+
+    /// Runs until `cancel`, forwarding every expired key to `tx`.
+    ///
+    /// # Errors
+    /// Only when the server's configuration refuses keyevent notifications
+    /// before the first successful subscription (see [`NotifyError`]);
+    /// connection failures are retried for ever.
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<Expired>,
+        cancel: CancellationToken,
+    ) -> Result<(), NotifyError> {
+        let mut backoff = BACKOFF_START;
+        let mut lost_at: Option<Instant> = None;
+        let mut subscribed_once = false;
+        loop {
+            let result = self
+                .session(
+                    &tx,
+                    &cancel,
+                    &mut lost_at,
+                    &mut subscribed_once,
+                    &mut backoff,
+                )
+                .await;
+            let now = Instant::now();
+            match result {
+                Ok(()) => return Ok(()),
+                Err(SessionError::Fatal(e)) if !subscribed_once => return Err(e),
+                Err(SessionError::Fatal(e)) => {
+                    error!(pool = %self.alias, server = %self.url.server(), error = %e, "listener cannot enable expiry events; retrying");
+                }
+                Err(SessionError::Retry(reason)) => {
+                    let down_ms = lost_at.map_or(0, |t| millis(now.duration_since(t)));
+                    warn!(pool = %self.alias, server = %self.url.server(), error = %reason, down_ms, retry_in_ms = millis(backoff), "listener disconnected; reconnecting");
+                }
+            }
+            lost_at.get_or_insert(now);
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(BACKOFF_CAP);
+        }
+    }
+
+    async fn session(
+        &self,
+        tx: &mpsc::Sender<Expired>,
+        cancel: &CancellationToken,
+        lost_at: &mut Option<Instant>,
+        subscribed_once: &mut bool,
+        backoff: &mut Duration,
+    ) -> Result<(), SessionError> {
+        let channel = self.channel();
+        let mut pubsub =
+            tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await??;
+        tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(&channel)).await??;
+        let mut conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            self.client.get_multiplexed_async_connection(),
+        )
+        .await??;
+        ensure_notifications(&mut conn, self.mode, &self.url.server()).await?;
+        drop(conn);
+
+        if let Some(t) = lost_at.take() {
+            warn!(
+                pool = %self.alias, server = %self.url.server(), %channel,
+                gap_ms = millis(t.elapsed()),
+                "listener reconnected after a gap; keys that expired during it were not heard"
+            );
+        }
+        info!(pool = %self.alias, server = %self.url.server(), %channel, "listening for expiries");
+        *subscribed_once = true;
+        *backoff = BACKOFF_START;
+
+        let (mut sink, mut stream) = pubsub.split();
+        let mut health = tokio::time::interval(HEALTH_INTERVAL);
+        health.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        health.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                msg = stream.next() => {
+                    let Some(msg) = msg else {
+                        return Err(SessionError::Retry("subscription connection closed".into()));
+                    };
+                    let bytes = msg.get_payload_bytes();
+                    let key = std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| bytes.to_vec());
+                    let event = Expired { pool: self.alias, key, heard_at: Instant::now() };
+                    tokio::select! {
+                        _ = cancel.cancelled() => return Ok(()),
+                        sent = tx.send(event) => if sent.is_err() { return Ok(()) },
+                    }
+                }
+                _ = health.tick() => {
+                    match tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Err(SessionError::Retry(format!("health check failed: {e}"))),
+                        Err(_) => return Err(SessionError::Retry("health check timed out".into())),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Makes sure `notify-keyspace-events` holds `E` and `x` (per `mode`).
+async fn ensure_notifications(
+    conn: &mut MultiplexedConnection,
+    mode: NotifyMode,
+    server: &str,
+) -> Result<(), SessionError> {
+    if mode == NotifyMode::Assume {
+        return Ok(());
+    }
+    let refused = |op, e: redis::RedisError| {
+        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() {
+            SessionError::Retry(e.to_string())
+        } else {
+            SessionError::Fatal(NotifyError::ConfigRefused {
+                op,
+                server: server.to_owned(),
+                reason: e.to_string(),
+            })
+        }
+    };
+    let reply: Vec<String> = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::cmd("CONFIG")
+            .arg("GET")
+            .arg("notify-keyspace-events")
+            .query_async(conn),
+    )
+    .await?
+    .map_err(|e| refused("read", e))?;
+    let current = reply.get(1).cloned().unwrap_or_default();
+    let missing = missing_flags(&current);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if mode == NotifyMode::Check {
+        return Err(SessionError::Fatal(NotifyError::Missing {
+            server: server.to_owned(),
+            current,
+        }));
+    }
+    let wanted = format!("{current}{missing}");
+    tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg(&wanted)
+            .query_async::<()>(conn),
+    )
+    .await?
+    .map_err(|e| refused("set", e))?;
+    info!(server, before = %current, after = %wanted, "enabled keyevent notifications for expiries");
+    Ok(())
+}
+
+/// The flags among `E` and `x` that `current` lacks (`A` implies `x`).
+fn missing_flags(current: &str) -> String {
+    let mut missing = String::new();
+    if !current.contains('E') {
+        missing.push('E');
+    }
+    if !current.contains('x') && !current.contains('A') {
+        missing.push('x');
+    }
+    missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_flags;
+
+    #[test]
+    fn merges_only_what_is_missing() {
+        assert_eq!(missing_flags(""), "Ex");
+        assert_eq!(missing_flags("xE"), "");
+        assert_eq!(missing_flags("AKE"), "");
+        assert_eq!(missing_flags("Kg"), "Ex");
+        assert_eq!(missing_flags("Ex$"), "");
+        assert_eq!(missing_flags("Kx"), "E");
+    }
+}

@@ -1,0 +1,232 @@
+//! `symphony-host`: the command line. Parses arguments, sets up logging and
+//! calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use symphony_host::manifest::{DEFAULT_REDIS_URL, Manifest, RedisUrl};
+use symphony_host::pools::{PoolAlias, Pools};
+use symphony_host::repo::TriggerRepo;
+use tracing_subscriber::EnvFilter;
+
+/// Runs WebAssembly component plugins when Redis trigger keys expire.
+///
+/// An application schedules work by writing `{tenant}:EXPTRIGGER:{action}:{id}`
+/// with a TTL in the expiry DB (8); when it expires, the plugin that owns the
+/// action (longest prefix in the manifest) runs `on-expire(action, id, key)`.
+///
+/// Logs go to stderr; RUST_LOG filters them (default `info`).
+#[derive(Parser)]
+#[command(name = "symphony-host", version, about, long_about)]
+struct Cli {
+    /// Log format: human-readable text, or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Listen for expiries and dispatch them to the manifest's plugins until
+    /// SIGINT or SIGTERM (then drain in-flight jobs and exit 0).
+    Run {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+        /// Redis URL replacing the manifest's (each pool alias keeps its seed DB).
+        #[arg(long, env = "SYMPHONY_REDIS_URL")]
+        redis_url: Option<RedisUrl>,
+    },
+    /// Parse and validate a manifest and compile every plugin; exits non-zero
+    /// with a clear message (file:line:column for manifest errors) on failure.
+    Check {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+    },
+    /// Schedule or cancel a trigger.
+    #[command(subcommand)]
+    Trigger(TriggerCommand),
+}
+
+#[derive(Subcommand)]
+enum TriggerCommand {
+    /// Set `{tenant}:EXPTRIGGER:{action}:{id}` to fire after --ttl
+    /// (`:` in action and id is escaped to `_`, as the Python library does).
+    Set {
+        /// Tenant.
+        tenant: String,
+        /// Action.
+        action: String,
+        /// Identifier.
+        id: String,
+        /// Time until it fires, e.g. `500ms`, `5s`, `2m`.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Cancel a pending trigger.
+    Cancel {
+        /// Tenant.
+        tenant: String,
+        /// Action.
+        action: String,
+        /// Identifier.
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+/// Where the expiry pool is.
+#[derive(clap::Args)]
+struct Target {
+    /// Take the Redis settings from this manifest.
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Redis URL (overrides the manifest; the expiry pool uses DB 8).
+    #[arg(long, env = "SYMPHONY_REDIS_URL")]
+    redis_url: Option<RedisUrl>,
+}
+
+impl Target {
+    fn pools(&self) -> anyhow::Result<Pools> {
+        let urls = match &self.manifest {
+            Some(path) => Manifest::load(path)?.pool_urls(self.redis_url.as_ref()),
+            None => {
+                let base = match &self.redis_url {
+                    Some(u) => u.clone(),
+                    None => DEFAULT_REDIS_URL.parse().map_err(anyhow::Error::msg)?,
+                };
+                PoolAlias::ALL
+                    .iter()
+                    .map(|&a| (a, base.with_db(a.seed_db())))
+                    .collect()
+            }
+        };
+        Pools::new(&urls)
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,wasmtime=warn,cranelift=warn,wasmtime_cache=warn")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn main_inner(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run {
+            manifest,
+            redis_url,
+        } => {
+            let options = symphony_host::RunOptions::default().with_redis_url(redis_url);
+            symphony_host::run(&manifest, options, shutdown_signal()).await
+        }
+        Command::Check { manifest } => {
+            let plugins = symphony_host::check(&manifest).await?;
+            for p in &plugins {
+                println!(
+                    "ok  {:<16} {}  version {}  loaded in {} ms  actions {}",
+                    p.name,
+                    p.path.display(),
+                    p.digest,
+                    p.load_time.as_millis(),
+                    p.actions.join(", ")
+                );
+            }
+            println!("{}: {} plugin(s) ok", manifest.display(), plugins.len());
+            Ok(())
+        }
+        Command::Trigger(TriggerCommand::Set {
+            tenant,
+            action,
+            id,
+            ttl,
+            target,
+        }) => {
+            let repo = TriggerRepo::new(&target.pools()?, &tenant)?;
+            let key = repo
+                .set(&action, &id, ttl)
+                .await
+                .with_context(|| format!("cannot set trigger {action}:{id} of tenant {tenant}"))?;
+            println!("set {key} (fires in {})", humantime::format_duration(ttl));
+            Ok(())
+        }
+        Command::Trigger(TriggerCommand::Cancel {
+            tenant,
+            action,
+            id,
+            target,
+        }) => {
+            let repo = TriggerRepo::new(&target.pools()?, &tenant)?;
+            let removed = repo.delete(&action, &id).await.with_context(|| {
+                format!("cannot cancel trigger {action}:{id} of tenant {tenant}")
+            })?;
+            if removed {
+                println!("cancelled {action}:{id} of tenant {tenant}");
+            } else {
+                println!("no pending trigger {action}:{id} for tenant {tenant}");
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match main_inner(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The loaded plugin set and its routing table (longest action prefix wins).
+//!
+//! A set is built whole from a manifest and then only read; the dispatcher
+//! holds the live one behind an `ArcSwap`, so a later reload can build a new
+//! set to the side and swap it in while in-flight jobs keep their own `Arc`.
+
+use std::sync::Arc;
+
+use crate::manifest::Manifest;
+use crate::runtime::{LoadError, LoadedPlugin, Runtime};
+
+/// Every plugin of a manifest, compiled, with the prefix routes.
+pub struct PluginSet {
+    plugins: Vec<Arc<LoadedPlugin>>,
+    /// `(prefix, index into plugins)`, longest prefix first.
+    routes: Vec<(String, usize)>,
+}
+
+/// Every plugin that failed to load (the set is all or nothing).
+#[derive(Debug, thiserror::Error)]
+#[error("{} plugin(s) failed to load:\n  {}", errors.len(), errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+pub struct LoadErrors {
+    /// One error per failed plugin.
+    pub errors: Vec<LoadError>,
+}
+
+impl PluginSet {
+    /// Compiles every plugin the manifest lists.
+    ///
+    /// # Errors
+    /// All load errors, when any plugin fails.
+    pub fn load(runtime: &Runtime, manifest: &Manifest) -> Result<PluginSet, LoadErrors> {
+        let mut plugins = Vec::new();
+        let mut routes = Vec::new();
+        let mut errors = Vec::new();
+        for spec in &manifest.plugins {
+            match runtime.load(spec.name.get_ref(), &spec.resolved_path(manifest)) {
+                Ok(plugin) => {
+                    for prefix in &spec.actions {
+                        routes.push((prefix.get_ref().as_str().to_owned(), plugins.len()));
+                    }
+                    plugins.push(Arc::new(plugin));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(LoadErrors { errors });
+        }
+        routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Ok(PluginSet { plugins, routes })
+    }
+
+    /// The plugin owning `action`: the one with the longest prefix of it.
+    pub fn route(&self, action: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.routes
+            .iter()
+            .find(|(prefix, _)| action.starts_with(prefix.as_str()))
+            .and_then(|&(_, i)| self.plugins.get(i))
+    }
+
+    /// The loaded plugins, in manifest order.
+    pub fn plugins(&self) -> &[Arc<LoadedPlugin>] {
+        &self.plugins
+    }
+
+    /// The action prefixes routed to `plugin`.
+    pub fn prefixes_of(&self, plugin: &LoadedPlugin) -> Vec<&str> {
+        let mut out: Vec<&str> = self
+            .routes
+            .iter()
+            .filter(|(_, i)| {
+                self.plugins
+                    .get(*i)
+                    .is_some_and(|p| p.name() == plugin.name())
+            })
+            .map(|(p, _)| p.as_str())
+            .collect();
+        out.sort_unstable();
+        out
+    }
+}

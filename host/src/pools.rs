@@ -1,0 +1,153 @@
+//! Redis pools: one reconnecting connection per alias, as the seed's six.
+//!
+//! Each alias gets a lazily connecting [`ConnectionManager`]: it is built
+//! without touching the network (so the host starts while Redis is down),
+//! connects on first use and reconnects by itself after a failure. Commands
+//! are multiplexed and pipelined on it; cloning it is cheap.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use serde::Deserialize;
+
+use crate::manifest::RedisUrl;
+
+/// The seed's pool aliases (`RedisClient.POOL_DB_MAPPING`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoolAlias {
+    /// General keys (`RedisGeneric`), DB 15.
+    Default,
+    /// User records, DB 11.
+    User,
+    /// Handler state, tables and batches, DB 10.
+    Handlers,
+    /// Shared state between tools and agents, DB 9.
+    SymphonySharedState,
+    /// Trigger keys and the expiry listener, DB 8.
+    Expiry,
+    /// Pub/sub messages, DB 7.
+    Pubsub,
+}
+
+impl PoolAlias {
+    /// Every alias, in the seed's order.
+    pub const ALL: [PoolAlias; 6] = [
+        PoolAlias::Default,
+        PoolAlias::User,
+        PoolAlias::Handlers,
+        PoolAlias::SymphonySharedState,
+        PoolAlias::Expiry,
+        PoolAlias::Pubsub,
+    ];
+
+    /// The DB the seed gives this alias when one URL is configured.
+    pub fn seed_db(self) -> u32 {
+        match self {
+            PoolAlias::Default => 15,
+            PoolAlias::User => 11,
+            PoolAlias::Handlers => 10,
+            PoolAlias::SymphonySharedState => 9,
+            PoolAlias::Expiry => 8,
+            PoolAlias::Pubsub => 7,
+        }
+    }
+
+    /// The alias as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolAlias::Default => "default",
+            PoolAlias::User => "user",
+            PoolAlias::Handlers => "handlers",
+            PoolAlias::SymphonySharedState => "symphony_shared_state",
+            PoolAlias::Expiry => "expiry",
+            PoolAlias::Pubsub => "pubsub",
+        }
+    }
+}
+
+impl fmt::Display for PoolAlias {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One alias: its URL, a client (for dedicated connections such as pub/sub)
+/// and the shared command connection.
+#[derive(Clone)]
+pub struct Pool {
+    url: RedisUrl,
+    client: redis::Client,
+    manager: ConnectionManager,
+}
+
+impl Pool {
+    /// The URL this pool connects to.
+    pub fn url(&self) -> &RedisUrl {
+        &self.url
+    }
+    /// A client for opening dedicated connections (pub/sub, CONFIG checks).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+    /// The shared, reconnecting command connection (a cheap clone).
+    pub fn conn(&self) -> ConnectionManager {
+        self.manager.clone()
+    }
+}
+
+/// Every pool alias, built from the manifest's URLs.
+#[derive(Clone)]
+pub struct Pools {
+    pools: BTreeMap<PoolAlias, Pool>,
+}
+
+/// How long a command may wait for its reply before failing.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a (re)connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+impl Pools {
+    /// Builds a pool per alias without connecting (must run inside Tokio).
+    ///
+    /// # Errors
+    /// A URL the Redis client rejects.
+    pub fn new(urls: &BTreeMap<PoolAlias, RedisUrl>) -> anyhow::Result<Pools> {
+        let mut pools = BTreeMap::new();
+        for (&alias, url) in urls {
+            let client = redis::Client::open(url.as_str())
+                .with_context(|| format!("invalid Redis URL for pool {alias}: {url}"))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                .set_number_of_retries(2)
+                .set_min_delay(Duration::from_millis(20))
+                .set_max_delay(Duration::from_millis(500));
+            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
+                .with_context(|| format!("cannot set up Redis pool {alias} ({url})"))?;
+            pools.insert(
+                alias,
+                Pool {
+                    url: url.clone(),
+                    client,
+                    manager,
+                },
+            );
+        }
+        Ok(Pools { pools })
+    }
+
+    /// The pool of `alias`.
+    ///
+    /// # Errors
+    /// When the alias was not configured (never the case for pools built
+    /// from a manifest, which configures all six).
+    pub fn get(&self, alias: PoolAlias) -> anyhow::Result<&Pool> {
+        self.pools
+            .get(&alias)
+            .with_context(|| format!("Redis pool {alias} is not configured"))
+    }
+}

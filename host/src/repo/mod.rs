@@ -1,0 +1,66 @@
+//! Tenant-scoped repositories over Redis, byte-compatible with `mimeiapify`.
+//!
+//! Each repository is built for one tenant and can only name keys under it;
+//! plugins reach them through host functions, Rust code embedding the host
+//! can use them directly.
+
+mod trigger;
+
+pub use trigger::TriggerRepo;
+
+use crate::keys::KeyError;
+
+/// Why a repository operation failed. Crosses into plugins as the WIT
+/// `repo-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    /// The record, field or key does not exist.
+    #[error("not found")]
+    NotFound,
+    /// An argument was rejected.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// Redis could not be reached or answered with an error.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// Not allowed.
+    #[error("denied: {0}")]
+    Denied(String),
+}
+
+impl From<redis::RedisError> for RepoError {
+    fn from(e: redis::RedisError) -> Self {
+        RepoError::Unavailable(e.to_string())
+    }
+}
+
+impl From<KeyError> for RepoError {
+    fn from(e: KeyError) -> Self {
+        RepoError::InvalidInput(e.to_string())
+    }
+}
+
+/// Runs an idempotent command, retrying once when the connection was lost
+/// (for example after a Redis restart), so a stale connection costs a
+/// reconnect rather than an error — unlike the seed, where every idle pooled
+/// connection fails once after a restart.
+pub(crate) async fn query<T: redis::FromRedisValue>(
+    conn: &redis::aio::ConnectionManager,
+    cmd: &redis::Cmd,
+) -> Result<T, RepoError> {
+    let mut c = conn.clone();
+    match cmd.query_async(&mut c).await {
+        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+            let mut c = conn.clone();
+            Ok(cmd.query_async(&mut c).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+/// `datetime.utcnow().isoformat()` as Python prints it: microseconds, no zone.
+pub(crate) fn utc_now_iso() -> String {
+    let s = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    s.trim_end_matches('Z').to_owned()
+}

@@ -1,0 +1,107 @@
+//! Counters of what the host heard and did, and a throttle for log lines
+//! that bad input could otherwise repeat without bound.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::runtime::Outcome;
+
+/// Counters since start.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Expired keys heard.
+    pub heard: AtomicU64,
+    /// Keys that are not trigger keys (or not UTF-8).
+    pub not_trigger: AtomicU64,
+    /// Trigger keys whose action no plugin owns.
+    pub unrouted: AtomicU64,
+    /// Invocations that returned ok.
+    pub ok: AtomicU64,
+    /// Invocations that returned an error.
+    pub error: AtomicU64,
+    /// Invocations that trapped.
+    pub trap: AtomicU64,
+    /// Invocations interrupted by the timeout.
+    pub timeout: AtomicU64,
+}
+
+impl Stats {
+    /// Counts an invocation's outcome.
+    pub fn record(&self, outcome: &Outcome) {
+        let counter = match outcome {
+            Outcome::Ok => &self.ok,
+            Outcome::Error(_) => &self.error,
+            Outcome::Trap(_) => &self.trap,
+            Outcome::Timeout(_) => &self.timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs every counter as one event.
+    pub fn log_summary(&self) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        tracing::info!(
+            heard = get(&self.heard),
+            not_trigger = get(&self.not_trigger),
+            unrouted = get(&self.unrouted),
+            ok = get(&self.ok),
+            error = get(&self.error),
+            trap = get(&self.trap),
+            timeout = get(&self.timeout),
+            "dispatch totals"
+        );
+    }
+}
+
+/// Lets a log line through at most once per interval and counts the rest.
+#[derive(Debug)]
+pub struct Throttle {
+    interval: Duration,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl Throttle {
+    /// A throttle passing one line per `interval`.
+    pub fn new(interval: Duration) -> Self {
+        Self {
+            interval,
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// `Some(n)` when a line may be logged now, `n` being how many were
+    /// suppressed since the last one; `None` when this one is suppressed.
+    pub fn allow(&self) -> Option<u64> {
+        let Ok(mut state) = self.state.lock() else {
+            return None;
+        };
+        let now = Instant::now();
+        match state.0 {
+            Some(last) if now.duration_since(last) < self.interval => {
+                state.1 += 1;
+                None
+            }
+            _ => {
+                let suppressed = std::mem::take(&mut state.1);
+                state.0 = Some(now);
+                Some(suppressed)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_counts_what_it_suppresses() {
+        let t = Throttle::new(Duration::from_millis(50));
+        assert_eq!(t.allow(), Some(0));
+        assert_eq!(t.allow(), None);
+        assert_eq!(t.allow(), None);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(t.allow(), Some(2));
+    }
+}

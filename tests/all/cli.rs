@@ -1,0 +1,188 @@
+//! `check`, `trigger set|cancel` and shutdown.
+
+use std::process::Command;
+use std::time::Duration;
+
+use redis::Commands;
+
+use crate::support::*;
+
+fn host_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+}
+
+fn check(manifest: &std::path::Path) -> (bool, String, String) {
+    let out = host_cmd().arg("check").arg(manifest).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_the_example_manifest() {
+    plugins_dir();
+    let (ok, stdout, stderr) = check(&root().join("plugins-example/manifest.toml"));
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("2 plugin(s) ok"), "{stdout}");
+    assert!(stdout.contains("reminders"), "{stdout}");
+}
+
+#[test]
+fn check_rejects_an_unknown_field_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = write_manifest(
+        dir.path(),
+        &plugin_entry("recorder", "recorder", &["rec_"]),
+        "retries = 3",
+    );
+    let (ok, _, stderr) = check(&m);
+    assert!(!ok);
+    // write_manifest puts `retries` on line 5, under [runtime].
+    let expected = format!("{}:5:1: unknown field `retries`", m.display());
+    assert!(
+        stderr.contains(&expected),
+        "expected {expected:?} in:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_rejects_a_missing_wasm_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.toml");
+    std::fs::write(
+        &m,
+        "[[plugin]]\nname = \"ghost\"\npath = \"nowhere/ghost.wasm\"\nactions = [\"boo\"]\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = check(&m);
+    assert!(!ok);
+    assert!(
+        stderr.contains("plugin ghost: cannot read") && stderr.contains("nowhere/ghost.wasm"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("No such file"), "{stderr}");
+}
+
+#[test]
+fn check_rejects_files_that_are_not_components() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("text.wasm"), "definitely not wasm").unwrap();
+    // A valid core module (empty): wasm, but not a component.
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let m = dir.path().join("m.toml");
+    std::fs::write(
+        &m,
+        "[[plugin]]\nname = \"text\"\npath = \"text.wasm\"\nactions = [\"a\"]\n\
+         [[plugin]]\nname = \"core\"\npath = \"core.wasm\"\nactions = [\"b\"]\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = check(&m);
+    assert!(!ok);
+    assert!(stderr.contains("2 plugin(s) failed to load"), "{stderr}");
+    assert!(
+        stderr.contains("plugin text:") && stderr.contains("not a WebAssembly component"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("magic bytes"), "{stderr}");
+    assert!(
+        stderr.contains("plugin core:") && stderr.contains("core WebAssembly module"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_rejects_a_component_of_another_world() {
+    // The audit plugin's world is fine, but a component built for no world
+    // at all (here: the test plugin with its export renamed) is refused.
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(plugin("recorder")).unwrap();
+    let needle = b"on-expire";
+    let at = bytes
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("export name in the component");
+    bytes[at..at + needle.len()].copy_from_slice(b"on-exp1re");
+    std::fs::write(dir.path().join("odd.wasm"), &bytes).unwrap();
+    let m = dir.path().join("m.toml");
+    std::fs::write(
+        &m,
+        "[[plugin]]\nname = \"odd\"\npath = \"odd.wasm\"\nactions = [\"a\"]\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = check(&m);
+    assert!(!ok, "{stderr}");
+    assert!(stderr.contains("plugin odd:"), "{stderr}");
+}
+
+#[test]
+fn trigger_set_and_cancel_write_seed_compatible_keys() {
+    let redis = RedisServer::start();
+    let out = host_cmd()
+        .args([
+            "trigger",
+            "set",
+            "acme",
+            "send:reminder",
+            "user:1",
+            "--ttl",
+            "90s",
+        ])
+        .env("SYMPHONY_REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut db8 = redis.conn(8);
+    let key = "acme:EXPTRIGGER:send_reminder:user_1";
+    let value: String = db8.get(key).unwrap();
+    assert!(value.starts_with("trigger:20"), "{value:?}");
+    let ttl: i64 = db8.pttl(key).unwrap();
+    assert!((80_000..=90_000).contains(&ttl), "pttl {ttl}");
+
+    let out = host_cmd()
+        .args(["trigger", "cancel", "acme", "send:reminder", "user:1"])
+        .args(["--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    assert!(!db8.exists::<_, bool>(key).unwrap());
+
+    let out = host_cmd()
+        .args(["trigger", "set", "te:nant", "a", "b", "--ttl", "1s"])
+        .args(["--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contains ':'"));
+}
+
+#[test]
+fn sigterm_lets_the_in_flight_job_finish_and_exits_zero() {
+    let redis = RedisServer::start();
+    let mut host = Host::start(&redis, &plugin_entry("recorder", "recorder", &["slow"]));
+    let mut db8 = redis.conn(8);
+    set_expiring(&mut db8, b"acme:EXPTRIGGER:slow_job:1", 50);
+    host.wait_for("the slow job to start", Duration::from_secs(10), |e| {
+        e["message"] == "slow start"
+    });
+    let status = host.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status {status:?}\n{}", host.log());
+    let e = host.wait_for("the drained dispatch", Duration::from_secs(1), |e| {
+        is_dispatch(e, "slow_job", "1")
+    });
+    assert_eq!(e["outcome"], "ok", "{e}");
+    assert!(
+        db8.exists::<_, bool>("acme:EXPTRIGGER:seen_slow_job:1")
+            .unwrap()
+    );
+}

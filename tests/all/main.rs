@@ -1,0 +1,11 @@
+//! Integration tests: the real `symphony-host` binary, real plugins built
+//! from `plugins-example/` and `tests/plugins/`, and a private redis-server
+//! per test on a free loopback port.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod cli;
+mod dispatch;
+mod faults;

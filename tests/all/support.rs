@@ -1,0 +1,362 @@
+//! Test harness: a private redis-server, the plugin build, and the host
+//! process with its JSON log lines.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Builds every plugin once per test run (`scripts/build-plugins.sh`) and
+/// returns the directory holding `<name>.wasm`.
+pub fn plugins_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/build-plugins.sh"))
+            .output()
+            .expect("run scripts/build-plugins.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-plugins.sh failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        root().join("target/plugins")
+    })
+}
+
+/// Path of a built plugin.
+pub fn plugin(name: &str) -> String {
+    plugins_dir()
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+/// A redis-server of the test's own, stopped by PID on drop.
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..5 {
+            let mut server = RedisServer {
+                port: free_port(),
+                dir: tempfile::tempdir().unwrap(),
+                child: None,
+            };
+            if server.spawn() {
+                return server;
+            }
+        }
+        panic!(
+            "could not start redis-server (dir {})",
+            dir.path().display()
+        );
+    }
+
+    fn spawn(&mut self) -> bool {
+        let bin = std::env::var("SYMPHONY_TEST_REDIS_SERVER").unwrap_or("redis-server".into());
+        let child = Command::new(bin)
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (is it installed? scripts/test.sh installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(mut c) = self.client().get_connection()
+                && redis::cmd("PING").query::<String>(&mut c).is_ok()
+            {
+                return true;
+            }
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait().ok().flatten().is_some()
+            {
+                self.child = None;
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop();
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    /// A connection to `db`.
+    pub fn conn(&self, db: u32) -> redis::Connection {
+        let mut c = redis::Client::open(format!("{}/{db}", self.url()))
+            .unwrap()
+            .get_connection()
+            .unwrap_or_else(|e| panic!("connect to test redis: {e}\n{}", self.log()));
+        let _: () = redis::cmd("PING").query(&mut c).unwrap();
+        c
+    }
+
+    /// Stops the server (SIGKILL by PID) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills the server and starts a fresh one on the same port (it keeps
+    /// nothing: no RDB, no AOF, so `notify-keyspace-events` is reset too).
+    pub fn restart(&mut self) {
+        self.stop();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "redis-server did not come back on port {}\n{}",
+            self.port,
+            self.log()
+        );
+    }
+
+    /// The server's log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A directory holding a manifest, with the shared compile cache.
+pub fn write_manifest(dir: &Path, plugins: &str, extra: &str) -> PathBuf {
+    let cache = root().join("target/test-wasm-cache");
+    let text = format!(
+        "[runtime]\ncache_dir = {:?}\ntimeout = \"2s\"\nshutdown_grace = \"10s\"\n{extra}\n{plugins}",
+        cache.display().to_string()
+    );
+    let path = dir.join("manifest.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `[[plugin]]` entry.
+pub fn plugin_entry(name: &str, wasm: &str, actions: &[&str]) -> String {
+    let actions: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
+    format!(
+        "[[plugin]]\nname = {name:?}\npath = {:?}\nactions = [{}]\n",
+        plugin(wasm),
+        actions.join(", ")
+    )
+}
+
+#[derive(Default)]
+struct Lines {
+    events: Vec<Value>,
+    raw: Vec<String>,
+    closed: bool,
+}
+
+/// The host process under test, with its parsed JSON log lines.
+pub struct Host {
+    child: Option<Child>,
+    lines: Arc<(Mutex<Lines>, Condvar)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    /// Starts `symphony-host --log-format json run` on a manifest with
+    /// `plugins` against `redis`, and waits until it listens.
+    pub fn start(redis: &RedisServer, plugins: &str) -> Host {
+        Self::start_with(redis, plugins, "")
+    }
+
+    /// As [`Host::start`], with extra manifest text (before the plugins).
+    pub fn start_with(redis: &RedisServer, plugins: &str, extra: &str) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_manifest(dir.path(), plugins, extra);
+        let mut host = Host::spawn(&manifest, &redis.url(), dir);
+        host.wait_for("the listener to subscribe", Duration::from_secs(20), |e| {
+            e["message"] == "listening for expiries"
+        });
+        host
+    }
+
+    pub fn spawn(manifest: &Path, redis_url: &str, dir: tempfile::TempDir) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+            .args(["--log-format", "json", "run"])
+            .arg(manifest)
+            .env("SYMPHONY_REDIS_URL", redis_url)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn symphony-host");
+        let stderr = child.stderr.take().unwrap();
+        let lines = Arc::new((Mutex::new(Lines::default()), Condvar::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (lock, cv) = &*sink;
+                let mut l = lock.lock().unwrap();
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    l.events.push(v);
+                }
+                l.raw.push(line);
+                cv.notify_all();
+            }
+            let (lock, cv) = &*sink;
+            lock.lock().unwrap().closed = true;
+            cv.notify_all();
+        });
+        Host {
+            child: Some(child),
+            lines,
+            _dir: dir,
+        }
+    }
+
+    /// Every log line so far.
+    pub fn log(&self) -> String {
+        self.lines.0.lock().unwrap().raw.join("\n")
+    }
+
+    /// Every JSON event so far matching `pred`.
+    pub fn events(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let l = self.lines.0.lock().unwrap();
+        l.events.iter().filter(|e| pred(e)).cloned().collect()
+    }
+
+    /// Waits (bounded) for the first event matching `pred`; panics with the
+    /// host's log if none comes.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.wait_for_n(what, timeout, 1, pred).remove(0)
+    }
+
+    /// Waits (bounded) until `n` events match `pred`.
+    pub fn wait_for_n(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.lines;
+        let mut l = lock.lock().unwrap();
+        loop {
+            let found: Vec<Value> = l.events.iter().filter(|e| pred(e)).cloned().collect();
+            if found.len() >= n {
+                return found;
+            }
+            let now = Instant::now();
+            if now >= deadline || l.closed {
+                let raw = l.raw.join("\n");
+                drop(l);
+                panic!(
+                    "waited {timeout:?} for {what} ({} of {n} seen); host {}; host log:\n{raw}",
+                    found.len(),
+                    if self.lines.0.lock().unwrap().closed {
+                        "exited"
+                    } else {
+                        "running"
+                    }
+                );
+            }
+            l = cv.wait_timeout(l, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("host already stopped");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!(
+                    "host did not exit within {timeout:?} of SIGTERM; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A dispatch event for `action`/`id` (any outcome).
+pub fn is_dispatch(e: &Value, action: &str, id: &str) -> bool {
+    e["message"] == "dispatch" && e["action"] == action && e["id"] == id
+}
+
+/// Sets `key` in `db` to expire after `ttl_ms`, the way any client would.
+pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg("")
+        .arg("PX")
+        .arg(ttl_ms)
+        .query(conn)
+        .unwrap();
+}
