@@ -81,7 +81,7 @@ fn the_host_starts_while_redis_is_down_and_listens_once_it_is_up() {
         &plugin_entry("recorder", "recorder", &["rec_"]),
         "",
     );
-    let mut host = Host::spawn(&manifest, &redis.url(), dir);
+    let mut host = Host::spawn(&manifest, &redis, dir);
     host.wait_for("a reconnect warning", Duration::from_secs(10), |e| {
         e["message"] == "listener disconnected; reconnecting"
     });

@@ -156,9 +156,14 @@ impl RedisServer {
         );
     }
 
+    /// The server's log file.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("redis.log")
+    }
+
     /// The server's log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 }
 
@@ -202,6 +207,8 @@ pub struct Host {
     child: Option<Child>,
     lines: Arc<(Mutex<Lines>, Condvar)>,
     _dir: tempfile::TempDir,
+    /// The test redis-server's log file, shown when a wait fails.
+    redis_log: Option<PathBuf>,
 }
 
 impl Host {
@@ -215,18 +222,19 @@ impl Host {
     pub fn start_with(redis: &RedisServer, plugins: &str, extra: &str) -> Host {
         let dir = tempfile::tempdir().unwrap();
         let manifest = write_manifest(dir.path(), plugins, extra);
-        let mut host = Host::spawn(&manifest, &redis.url(), dir);
+        let mut host = Host::spawn(&manifest, redis, dir);
         host.wait_for("the listener to subscribe", Duration::from_secs(20), |e| {
             e["message"] == "listening for expiries"
         });
         host
     }
 
-    pub fn spawn(manifest: &Path, redis_url: &str, dir: tempfile::TempDir) -> Host {
+    /// Starts the host on `manifest` against `redis` without waiting.
+    pub fn spawn(manifest: &Path, redis: &RedisServer, dir: tempfile::TempDir) -> Host {
         let mut child = Command::new(env!("CARGO_BIN_EXE_symphony-host"))
             .args(["--log-format", "json", "run"])
             .arg(manifest)
-            .env("SYMPHONY_REDIS_URL", redis_url)
+            .env("SYMPHONY_REDIS_URL", redis.url())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -255,6 +263,7 @@ impl Host {
             child: Some(child),
             lines,
             _dir: dir,
+            redis_log: Some(redis.log_path()),
         }
     }
 
@@ -299,15 +308,17 @@ impl Host {
             let now = Instant::now();
             if now >= deadline || l.closed {
                 let raw = l.raw.join("\n");
+                let state = if l.closed { "exited" } else { "running" };
                 drop(l);
+                let redis_log = self
+                    .redis_log
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .unwrap_or_default();
                 panic!(
-                    "waited {timeout:?} for {what} ({} of {n} seen); host {}; host log:\n{raw}",
+                    "waited {timeout:?} for {what} ({} of {n} seen); host {state}; host log:\n{raw}\n\
+                     redis-server log:\n{redis_log}",
                     found.len(),
-                    if self.lines.0.lock().unwrap().closed {
-                        "exited"
-                    } else {
-                        "running"
-                    }
                 );
             }
             l = cv.wait_timeout(l, deadline - now).unwrap().0;

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds every plugin, and runs
+# the unit, doc and integration tests. Each integration test starts its own
+# redis-server on a free loopback port; none touches a Redis you run.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+bash scripts/setup.sh
+bash scripts/build-plugins.sh
+# Unit and integration tests of the host (tests/all), then the SDK's doc example.
+cargo test --locked -p symphony-host "$@"
+cargo test --locked -p symphony-sdk --doc
