@@ -20,7 +20,7 @@ fixtures=(recorder)
 args=()
 for p in "${examples[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done
 
-cargo build --quiet --profile plugin --target wasm32-wasip2 \
+cargo build --locked --quiet --profile plugin --target wasm32-wasip2 \
     --target-dir "$root/target/wasm" "${args[@]}"
 
 out="$root/target/wasm/wasm32-wasip2/plugin"
