@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use symphony_host::manifest::{DEFAULT_REDIS_URL, Manifest, RedisUrl};
-use symphony_host::pools::{PoolAlias, Pools};
+use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
+use symphony_host::pools::Pools;
 use symphony_host::repo::TriggerRepo;
 use tracing_subscriber::EnvFilter;
 
@@ -104,16 +104,7 @@ impl Target {
     fn pools(&self) -> anyhow::Result<Pools> {
         let urls = match &self.manifest {
             Some(path) => Manifest::load(path)?.pool_urls(self.redis_url.as_ref()),
-            None => {
-                let base = match &self.redis_url {
-                    Some(u) => u.clone(),
-                    None => DEFAULT_REDIS_URL.parse().map_err(anyhow::Error::msg)?,
-                };
-                PoolAlias::ALL
-                    .iter()
-                    .map(|&a| (a, base.with_db(a.seed_db())))
-                    .collect()
-            }
+            None => seed_pool_urls(self.redis_url.as_ref().unwrap_or(&RedisUrl::local())),
         };
         Pools::new(&urls)
     }

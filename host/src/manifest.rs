@@ -338,6 +338,16 @@ impl RedisUrl {
     }
 }
 
+impl RedisUrl {
+    /// [`DEFAULT_REDIS_URL`]: the local server on the default port.
+    #[allow(clippy::expect_used)]
+    pub fn local() -> RedisUrl {
+        DEFAULT_REDIS_URL
+            .parse()
+            .expect("DEFAULT_REDIS_URL is a valid Redis URL (unit-tested)")
+    }
+}
+
 impl FromStr for RedisUrl {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -493,26 +503,25 @@ impl Manifest {
         let base = match (override_url, &self.redis.url) {
             (Some(u), _) => u.clone(),
             (None, Some(u)) => u.get_ref().clone(),
-            (None, None) => DEFAULT_REDIS_URL
-                .parse()
-                .unwrap_or_else(|_| unreachable_url()),
+            (None, None) => RedisUrl::local(),
         };
-        PoolAlias::ALL
-            .iter()
-            .map(|&alias| {
-                let url = match (override_url, self.redis.pools.get(&alias)) {
-                    (None, Some(u)) => u.get_ref().clone(),
-                    _ => base.with_db(alias.seed_db()),
-                };
-                (alias, url)
-            })
-            .collect()
+        let mut urls = seed_pool_urls(&base);
+        if override_url.is_none() {
+            for (alias, url) in &self.redis.pools {
+                urls.insert(*alias, url.get_ref().clone());
+            }
+        }
+        urls
     }
 }
 
-#[allow(clippy::panic)]
-fn unreachable_url() -> RedisUrl {
-    panic!("DEFAULT_REDIS_URL is a valid URL")
+/// Every pool alias on `base`, each with its seed DB (the Python library's
+/// `setup_single_url`).
+pub fn seed_pool_urls(base: &RedisUrl) -> BTreeMap<PoolAlias, RedisUrl> {
+    PoolAlias::ALL
+        .iter()
+        .map(|&alias| (alias, base.with_db(alias.seed_db())))
+        .collect()
 }
 
 /// 1-based line and column of byte offset `at`.
@@ -561,6 +570,10 @@ actions = ["send_reminder", "followup_"]
             "redis://10.0.0.1:7000/11"
         );
         assert_eq!(m.runtime.concurrency.get(), 64);
+        assert_eq!(
+            RedisUrl::local().with_db(8).as_str(),
+            "redis://127.0.0.1:6379/8"
+        );
         assert_eq!(m.listener.pools, vec![PoolAlias::Expiry]);
     }
 
