@@ -95,3 +95,75 @@ fn the_host_starts_while_redis_is_down_and_listens_once_it_is_up() {
     });
     assert_eq!(e["outcome"], "ok", "{e}");
 }
+
+#[test]
+fn a_killed_subscription_is_resubscribed_at_once() {
+    let redis = RedisServer::start();
+    let mut host = Host::start(&redis, &plugin_entry("recorder", "recorder", &["rec_"]));
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.conn(0))
+        .unwrap();
+    assert_eq!(killed, 1, "one subscription connection: the listener's");
+    let e = host.wait_for("the gap to be logged", Duration::from_secs(5), |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("listener reconnected after a gap"))
+    });
+    let gap = e["gap_ms"].as_u64().unwrap();
+    assert!(gap < 1_000, "resubscribed after {gap} ms");
+    set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:rec_after_kill:1", 50);
+    let e = host.wait_for("a dispatch after the kill", Duration::from_secs(5), |e| {
+        is_dispatch(e, "rec_after_kill", "1")
+    });
+    assert_eq!(e["outcome"], "ok", "{e}");
+}
+
+#[test]
+fn a_server_that_refuses_config_stops_the_host_with_the_fix() {
+    let redis = RedisServer::start_with(&["--rename-command", "CONFIG", ""]);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &plugin_entry("recorder", "recorder", &["rec_"]),
+        "",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+        .arg("run")
+        .arg(&manifest)
+        .env("SYMPHONY_REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("cannot read notify-keyspace-events"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("notify-keyspace-events Ex"), "{stderr}");
+    assert!(
+        stderr.contains("notify_keyspace_events = \"assume\""),
+        "{stderr}"
+    );
+
+    // With `assume` the host runs; the flags were set on the server's command line.
+    let redis = RedisServer::start_with(&[
+        "--rename-command",
+        "CONFIG",
+        "",
+        "--notify-keyspace-events",
+        "Ex",
+    ]);
+    let mut host = Host::start_with(
+        &redis,
+        &plugin_entry("recorder", "recorder", &["rec_"]),
+        "[listener]\nnotify_keyspace_events = \"assume\"",
+    );
+    set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:rec_assumed:1", 50);
+    let e = host.wait_for("the dispatch", Duration::from_secs(5), |e| {
+        is_dispatch(e, "rec_assumed", "1")
+    });
+    assert_eq!(e["outcome"], "ok", "{e}");
+}

@@ -50,6 +50,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -62,21 +63,23 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_with(&[])
+    }
+
+    /// A server started with extra command-line arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
             let mut server = RedisServer {
                 port: free_port(),
                 dir: tempfile::tempdir().unwrap(),
                 child: None,
+                extra: extra.iter().map(|s| s.to_string()).collect(),
             };
             if server.spawn() {
                 return server;
             }
         }
-        panic!(
-            "could not start redis-server (dir {})",
-            dir.path().display()
-        );
+        panic!("could not start redis-server {extra:?}");
     }
 
     fn spawn(&mut self) -> bool {
@@ -88,6 +91,7 @@ impl RedisServer {
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
