@@ -30,6 +30,24 @@ pub enum KeyError {
     /// The action is empty.
     #[error("action must not be empty")]
     EmptyAction,
+    /// A key part is empty.
+    #[error("{part} must not be empty")]
+    Empty {
+        /// Which part (`user id`, `table`, ...).
+        part: &'static str,
+    },
+    /// A part that the key format does not escape contains `:`, which would
+    /// make the key ambiguous.
+    #[error(
+        "{part} {value:?} contains ':', which would make the key ambiguous (the Python library \
+         does not escape this part); use another separator"
+    )]
+    Ambiguous {
+        /// Which part.
+        part: &'static str,
+        /// The rejected value.
+        value: String,
+    },
 }
 
 /// The parts of a trigger key, borrowed from it.
@@ -66,6 +84,196 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
         });
     }
     Ok(())
+}
+
+/// How the key format treats one part (mirrors the seed's `KeyFactory`).
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    /// The seed escapes `:` to `_` here.
+    Escaped,
+    /// The seed keeps it as is and more parts follow: `:` is rejected.
+    Middle,
+    /// The seed keeps it as is and it ends the key: anything goes.
+    Tail,
+}
+
+fn part<'a>(name: &'static str, value: &'a str, how: Part) -> Result<Cow<'a, str>, KeyError> {
+    if value.is_empty() {
+        return Err(KeyError::Empty { part: name });
+    }
+    match how {
+        Part::Escaped => Ok(escape(value)),
+        Part::Middle if value.contains(':') => Err(KeyError::Ambiguous {
+            part: name,
+            value: value.to_owned(),
+        }),
+        Part::Middle | Part::Tail => Ok(Cow::Borrowed(value)),
+    }
+}
+
+/// Escapes Redis glob characters (`* ? [ ] \`) so a SCAN pattern matches them literally.
+pub fn glob_escape(s: &str) -> Cow<'_, str> {
+    if !s.contains(['*', '?', '[', ']', '\\']) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    Cow::Owned(out)
+}
+
+/// `{t}:user:{uid}` (pool `user`).
+///
+/// # Errors
+/// An invalid tenant or an empty user id.
+pub fn user_key(tenant: &str, user_id: &str) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let uid = part("user id", user_id, Part::Tail)?;
+    Ok(format!("{tenant}:user:{uid}"))
+}
+
+/// SCAN pattern of every user record of a tenant.
+pub fn user_pattern(tenant: &str) -> String {
+    format!("{}:user:*", glob_escape(tenant))
+}
+
+/// `{t}:state:{name}:{uid}` (pool `handlers`).
+///
+/// # Errors
+/// An invalid tenant, an empty part, or a name containing `:`.
+pub fn handler_key(tenant: &str, name: &str, user_id: &str) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let name = part("handler name", name, Part::Middle)?;
+    let uid = part("user id", user_id, Part::Tail)?;
+    Ok(format!("{tenant}:state:{name}:{uid}"))
+}
+
+/// `{t}:df:{table}:pkid:{pk}` with table and pk escaped (pool `handlers`).
+///
+/// # Errors
+/// An invalid tenant or an empty part.
+pub fn table_key(tenant: &str, table: &str, pk: &str) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let table = part("table", table, Part::Escaped)?;
+    let pk = part("pk", pk, Part::Escaped)?;
+    Ok(format!("{tenant}:df:{table}:pkid:{pk}"))
+}
+
+/// SCAN pattern of every row of one table.
+///
+/// # Errors
+/// An empty table.
+pub fn table_rows_pattern(tenant: &str, table: &str) -> Result<String, KeyError> {
+    let table = part("table", table, Part::Escaped)?;
+    Ok(format!(
+        "{}:df:{}:pkid:*",
+        glob_escape(tenant),
+        glob_escape(&table)
+    ))
+}
+
+/// SCAN pattern of the row `pk` in every table of a tenant.
+///
+/// # Errors
+/// An empty pk.
+pub fn table_pk_pattern(tenant: &str, pk: &str) -> Result<String, KeyError> {
+    let pk = part("pk", pk, Part::Escaped)?;
+    Ok(format!(
+        "{}:df:*:pkid:{}",
+        glob_escape(tenant),
+        glob_escape(&pk)
+    ))
+}
+
+/// `{t}:SS:{state}:{uid}` with state and uid escaped (pool `symphony_shared_state`).
+///
+/// # Errors
+/// An invalid tenant or an empty part.
+pub fn shared_state_key(tenant: &str, state: &str, user_id: &str) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let state = part("state", state, Part::Escaped)?;
+    let uid = part("user id", user_id, Part::Escaped)?;
+    Ok(format!("{tenant}:SS:{state}:{uid}"))
+}
+
+/// SCAN pattern of every shared state of a user, and the key prefix and
+/// suffix around the state name.
+///
+/// # Errors
+/// An empty user id.
+pub fn shared_states_pattern(
+    tenant: &str,
+    user_id: &str,
+) -> Result<(String, String, String), KeyError> {
+    let uid = part("user id", user_id, Part::Escaped)?;
+    Ok((
+        format!("{}:SS:*:{}", glob_escape(tenant), glob_escape(&uid)),
+        format!("{tenant}:SS:"),
+        format!(":{uid}"),
+    ))
+}
+
+/// `{t}:batch:{service}:{entity}:{action}` (pool `handlers`).
+///
+/// # Errors
+/// An invalid tenant, an empty part, or `:` in service or entity.
+pub fn batch_key(
+    tenant: &str,
+    service: &str,
+    entity: &str,
+    action: &str,
+) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let service = part("service", service, Part::Middle)?;
+    let entity = part("entity", entity, Part::Middle)?;
+    let action = part("action", action, Part::Tail)?;
+    Ok(format!("{tenant}:batch:{service}:{entity}:{action}"))
+}
+
+/// `pending_batches:{service}`: the set of tenants with pending batches (no tenant prefix).
+///
+/// # Errors
+/// An empty service.
+pub fn pending_key(service: &str) -> Result<String, KeyError> {
+    let service = part("service", service, Part::Tail)?;
+    Ok(format!("pending_batches:{service}"))
+}
+
+/// `{t}:{key}` (pool `default`).
+///
+/// # Errors
+/// An invalid tenant or an empty key.
+pub fn generic_key(tenant: &str, key: &str) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let key = part("key", key, Part::Tail)?;
+    Ok(format!("{tenant}:{key}"))
+}
+
+/// SCAN pattern of every trigger of an id, whatever its action.
+///
+/// # Errors
+/// An empty id.
+pub fn trigger_id_pattern(tenant: &str, id: &str) -> Result<String, KeyError> {
+    let id = part("id", id, Part::Escaped)?;
+    Ok(format!(
+        "{}:{TRIGGER_MARKER}:*:{}",
+        glob_escape(tenant),
+        glob_escape(&id)
+    ))
+}
+
+/// `{t}:{channel}`: a pub/sub channel under the tenant.
+///
+/// # Errors
+/// An invalid tenant or an empty channel.
+pub fn channel_name(tenant: &str, channel: &str) -> Result<String, KeyError> {
+    validate_tenant(tenant)?;
+    let channel = part("channel", channel, Part::Tail)?;
+    Ok(format!("{tenant}:{channel}"))
 }
 
 /// Builds `{tenant}:EXPTRIGGER:{action}:{id}` with `action` and `id` escaped.
@@ -137,6 +345,58 @@ mod tests {
         assert_eq!(parse_trigger("t1:user:u1"), None);
         let k = parse_trigger("t1:EXPTRIGGER:act:").unwrap();
         assert_eq!(k.id, "");
+    }
+
+    #[test]
+    fn builds_repository_keys_like_the_seed() {
+        // SEED_BEHAVIOUR.md §3, measured examples.
+        assert_eq!(user_key("t1", "u:1").unwrap(), "t1:user:u:1");
+        assert_eq!(
+            handler_key("t1", "chat", "flow:u:1").unwrap(),
+            "t1:state:chat:flow:u:1"
+        );
+        assert_eq!(
+            table_key("t1", "orders:2024", "pk:9").unwrap(),
+            "t1:df:orders_2024:pkid:pk_9"
+        );
+        assert_eq!(
+            shared_state_key("t1", "conv:x", "u:1").unwrap(),
+            "t1:SS:conv_x:u_1"
+        );
+        assert_eq!(
+            batch_key("t1", "wa", "ent", "1:act").unwrap(),
+            "t1:batch:wa:ent:1:act"
+        );
+        assert_eq!(pending_key("wa").unwrap(), "pending_batches:wa");
+        assert_eq!(generic_key("t1", "a:b").unwrap(), "t1:a:b");
+        // Ambiguous parts are refused, not guessed.
+        assert!(matches!(
+            handler_key("t1", "chat:flow", "u1"),
+            Err(KeyError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            batch_key("t1", "wa", "ent:1", "act"),
+            Err(KeyError::Ambiguous { .. })
+        ));
+        assert!(matches!(user_key("t1", ""), Err(KeyError::Empty { .. })));
+        assert!(matches!(
+            user_key("a:b", "u"),
+            Err(KeyError::TenantWithColon { .. })
+        ));
+    }
+
+    #[test]
+    fn patterns_escape_globs() {
+        assert_eq!(user_pattern("a*b"), "a\\*b:user:*");
+        assert_eq!(
+            table_pk_pattern("t", "x?[y]").unwrap(),
+            "t:df:*:pkid:x\\?\\[y\\]"
+        );
+        assert_eq!(
+            trigger_id_pattern("t", "i:d").unwrap(),
+            "t:EXPTRIGGER:*:i_d"
+        );
+        assert_eq!(glob_escape("a\\b"), "a\\\\b");
     }
 
     #[test]

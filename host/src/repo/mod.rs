@@ -4,9 +4,20 @@
 //! plugins reach them through host functions, Rust code embedding the host
 //! can use them directly.
 
+mod batch;
+pub mod codec;
+mod generic;
+pub mod hash;
+mod pubsub;
 mod trigger;
 
+pub use batch::BatchRepo;
+pub use generic::GenericRepo;
+pub use hash::{HandlerStateRepo, HashRepo, SharedStateRepo, TableRepo, UserRepo};
+pub use pubsub::Publisher;
 pub use trigger::TriggerRepo;
+
+use crate::pools::{PoolAlias, Pools};
 
 use crate::keys::KeyError;
 
@@ -39,6 +50,26 @@ impl From<KeyError> for RepoError {
     fn from(e: KeyError) -> Self {
         RepoError::InvalidInput(e.to_string())
     }
+}
+
+/// The command connection of `alias`.
+pub(crate) fn connection(
+    pools: &Pools,
+    alias: PoolAlias,
+) -> Result<redis::aio::ConnectionManager, RepoError> {
+    Ok(pools
+        .get(alias)
+        .map_err(|e| RepoError::Unavailable(e.to_string()))?
+        .conn())
+}
+
+/// Runs a command that must not run twice (no retry).
+pub(crate) async fn query_once<T: redis::FromRedisValue>(
+    conn: &redis::aio::ConnectionManager,
+    cmd: &redis::Cmd,
+) -> Result<T, RepoError> {
+    let mut c = conn.clone();
+    Ok(cmd.query_async(&mut c).await?)
 }
 
 /// Runs an idempotent command, retrying once when the connection was lost

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::{RepoError, query, utc_now_iso};
-use crate::keys::{trigger_key, validate_tenant};
+use super::hash::delete_matching;
+use super::{RepoError, connection, query, utc_now_iso};
+use crate::keys::{trigger_id_pattern, trigger_key, validate_tenant};
 use crate::pools::{PoolAlias, Pools};
 
 /// Schedules and cancels `{tenant}:EXPTRIGGER:{action}:{id}` keys of one tenant.
@@ -22,12 +23,8 @@ impl TriggerRepo {
     /// [`RepoError::InvalidInput`] for an empty tenant or one containing `:`.
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         validate_tenant(tenant)?;
-        let conn = pools
-            .get(PoolAlias::Expiry)
-            .map_err(|e| RepoError::Unavailable(e.to_string()))?
-            .conn();
         Ok(Self {
-            conn,
+            conn: connection(pools, PoolAlias::Expiry)?,
             tenant: tenant.to_owned(),
         })
     }
@@ -68,5 +65,14 @@ impl TriggerRepo {
         let key = trigger_key(&self.tenant, action, id)?;
         let removed: u64 = query(&self.conn, redis::cmd("DEL").arg(&key)).await?;
         Ok(removed > 0)
+    }
+
+    /// Deletes every pending trigger of `id`, whatever its action (SCAN, then
+    /// DEL); returns how many.
+    ///
+    /// # Errors
+    /// An empty id, or Redis failing.
+    pub async fn delete_all_by_identifier(&self, id: &str) -> Result<u32, RepoError> {
+        delete_matching(&self.conn, &trigger_id_pattern(&self.tenant, id)?).await
     }
 }

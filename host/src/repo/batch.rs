@@ -1,0 +1,160 @@
+//! Batch repository (`RedisBatch`): lists `{t}:batch:{service}:{entity}:{action}`
+//! and the set `pending_batches:{service}` of tenants with work, in pool `handlers`.
+
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+
+use super::codec::{dumps, loads};
+use super::hash::DEFAULT_TTL_SECS;
+use super::{RepoError, connection, query, query_once};
+use crate::keys::{self, batch_key, pending_key};
+use crate::pools::{PoolAlias, Pools};
+
+/// A tenant's batches.
+#[derive(Clone)]
+pub struct BatchRepo {
+    conn: ConnectionManager,
+    tenant: String,
+}
+
+impl BatchRepo {
+    /// The batch repository of `tenant`.
+    ///
+    /// # Errors
+    /// [`RepoError::InvalidInput`] for an invalid tenant.
+    pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
+        keys::validate_tenant(tenant)?;
+        Ok(Self {
+            conn: connection(pools, PoolAlias::Handlers)?,
+            tenant: tenant.to_owned(),
+        })
+    }
+
+    /// Appends `data` to the batch and marks the tenant pending for `service`,
+    /// in one transaction. Unlike the seed, the list gets a TTL (renewed on
+    /// every enqueue) so an abandoned batch does not stay for ever. Returns
+    /// the new length.
+    ///
+    /// # Errors
+    /// Invalid key parts, or Redis failing.
+    pub async fn enqueue(
+        &self,
+        service: &str,
+        entity: &str,
+        action: &str,
+        data: &Value,
+    ) -> Result<u64, RepoError> {
+        let key = batch_key(&self.tenant, service, entity, action)?;
+        let pending = pending_key(service)?;
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .rpush(&key, dumps(data))
+            .expire(&key, i64::from(DEFAULT_TTL_SECS))
+            .ignore()
+            .sadd(&pending, &self.tenant)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let (len,): (u64,) = pipe.query_async(&mut conn).await?;
+        Ok(len)
+    }
+
+    /// Items `start..=stop` (negative from the end), decoded.
+    ///
+    /// # Errors
+    /// Invalid key parts, or Redis failing.
+    pub async fn get_chunk(
+        &self,
+        service: &str,
+        entity: &str,
+        action: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<Value>, RepoError> {
+        let key = batch_key(&self.tenant, service, entity, action)?;
+        let raw: Vec<String> = query(
+            &self.conn,
+            redis::cmd("LRANGE").arg(key).arg(start).arg(stop),
+        )
+        .await?;
+        Ok(raw.iter().map(|r| loads(r)).collect())
+    }
+
+    /// Keeps only items `start..=stop`.
+    ///
+    /// # Errors
+    /// Invalid key parts, or Redis failing.
+    pub async fn trim(
+        &self,
+        service: &str,
+        entity: &str,
+        action: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<(), RepoError> {
+        let key = batch_key(&self.tenant, service, entity, action)?;
+        // Not retried: LTRIM twice would cut twice.
+        query_once::<()>(
+            &self.conn,
+            redis::cmd("LTRIM").arg(key).arg(start).arg(stop),
+        )
+        .await
+    }
+
+    /// Number of items.
+    ///
+    /// # Errors
+    /// Invalid key parts, or Redis failing.
+    pub async fn length(
+        &self,
+        service: &str,
+        entity: &str,
+        action: &str,
+    ) -> Result<u64, RepoError> {
+        let key = batch_key(&self.tenant, service, entity, action)?;
+        query(&self.conn, redis::cmd("LLEN").arg(key)).await
+    }
+
+    /// Whether this tenant is marked pending for `service`.
+    ///
+    /// # Errors
+    /// An empty service, or Redis failing.
+    pub async fn is_pending(&self, service: &str) -> Result<bool, RepoError> {
+        let n: u64 = query(
+            &self.conn,
+            redis::cmd("SISMEMBER")
+                .arg(pending_key(service)?)
+                .arg(&self.tenant),
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Unmarks this tenant for `service`; returns whether it was marked.
+    ///
+    /// # Errors
+    /// An empty service, or Redis failing.
+    pub async fn remove_from_pending(&self, service: &str) -> Result<bool, RepoError> {
+        let n: u64 = query(
+            &self.conn,
+            redis::cmd("SREM")
+                .arg(pending_key(service)?)
+                .arg(&self.tenant),
+        )
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Every tenant marked pending for `service` (the seed's
+    /// `get_pending_tenants`). Crosses tenants, so it is for the embedding
+    /// application only and is not a plugin import.
+    ///
+    /// # Errors
+    /// An empty service, or Redis failing.
+    pub async fn pending_tenants(pools: &Pools, service: &str) -> Result<Vec<String>, RepoError> {
+        let conn = connection(pools, PoolAlias::Handlers)?;
+        let mut tenants: Vec<String> =
+            query(&conn, redis::cmd("SMEMBERS").arg(pending_key(service)?)).await?;
+        tenants.sort();
+        Ok(tenants)
+    }
+}

@@ -1,0 +1,74 @@
+//! Generic values (`RedisGeneric`): string keys `{t}:{key}` in pool `default`.
+
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+
+use super::codec::{dumps, loads};
+use super::{RepoError, connection, query};
+use crate::keys::{self, generic_key};
+use crate::pools::{PoolAlias, Pools};
+
+/// A tenant's generic values.
+#[derive(Clone)]
+pub struct GenericRepo {
+    conn: ConnectionManager,
+    tenant: String,
+}
+
+impl GenericRepo {
+    /// The generic repository of `tenant`.
+    ///
+    /// # Errors
+    /// [`RepoError::InvalidInput`] for an invalid tenant.
+    pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
+        keys::validate_tenant(tenant)?;
+        Ok(Self {
+            conn: connection(pools, PoolAlias::Default)?,
+            tenant: tenant.to_owned(),
+        })
+    }
+
+    /// `SET {t}:{key} dumps(value) [EX ttl]`.
+    ///
+    /// # Errors
+    /// An empty key, or Redis failing.
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &Value,
+        ttl_secs: Option<u32>,
+    ) -> Result<(), RepoError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(generic_key(&self.tenant, key)?).arg(dumps(value));
+        if let Some(ttl) = ttl_secs.filter(|t| *t > 0) {
+            cmd.arg("EX").arg(ttl);
+        }
+        query::<()>(&self.conn, &cmd).await
+    }
+
+    /// The value, decoded, or `None`.
+    ///
+    /// # Errors
+    /// An empty key, or Redis failing.
+    pub async fn get(&self, key: &str) -> Result<Option<Value>, RepoError> {
+        let raw: Option<String> = query(
+            &self.conn,
+            redis::cmd("GET").arg(generic_key(&self.tenant, key)?),
+        )
+        .await?;
+        Ok(raw.map(|r| loads(&r)))
+    }
+
+    /// Deletes the value; returns whether it existed.
+    ///
+    /// # Errors
+    /// An empty key, or Redis failing.
+    pub async fn delete(&self, key: &str) -> Result<bool, RepoError> {
+        let n: u64 = query(
+            &self.conn,
+            redis::cmd("DEL").arg(generic_key(&self.tenant, key)?),
+        )
+        .await?;
+        Ok(n > 0)
+    }
+}
