@@ -16,7 +16,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
 fi
 
 examples=(reminder audit)
-fixtures=(recorder)
+fixtures=(recorder driver)
 args=()
 for p in "${examples[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done
 

@@ -9,3 +9,4 @@ mod support;
 mod cli;
 mod dispatch;
 mod faults;
+mod repos;

@@ -235,10 +235,33 @@ impl Host {
 
     /// Starts the host on `manifest` against `redis` without waiting.
     pub fn spawn(manifest: &Path, redis: &RedisServer, dir: tempfile::TempDir) -> Host {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+        Self::spawn_inner(manifest, redis, dir, true)
+    }
+
+    /// As [`Host::spawn`], but the manifest's `[redis]` is used as written.
+    pub fn spawn_without_override(
+        manifest: &Path,
+        redis: &RedisServer,
+        dir: tempfile::TempDir,
+    ) -> Host {
+        Self::spawn_inner(manifest, redis, dir, false)
+    }
+
+    fn spawn_inner(
+        manifest: &Path,
+        redis: &RedisServer,
+        dir: tempfile::TempDir,
+        override_url: bool,
+    ) -> Host {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symphony-host"));
+        if override_url {
+            cmd.env("SYMPHONY_REDIS_URL", redis.url());
+        } else {
+            cmd.env_remove("SYMPHONY_REDIS_URL");
+        }
+        let mut child = cmd
             .args(["--log-format", "json", "run"])
             .arg(manifest)
-            .env("SYMPHONY_REDIS_URL", redis.url())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -30,8 +30,13 @@
 //!
 //! # Layout
 //! - [`Plugin`], [`Expiry`] and [`export_plugin!`]: the entry point.
-//! - [`log`], [`tenant`], [`trigger`]: the host functions, scoped by the host
-//!   to the tenant of the firing trigger.
+//! - [`log`], [`tenant`], [`trigger`]: logging, the current tenant, and
+//!   triggers (with [`Duration`](std::time::Duration) TTLs).
+//! - [`user`], [`handler_state`], [`table`], [`shared_state`], [`batch`],
+//!   [`generic`], [`pubsub`]: the repositories, as generated from the WIT.
+//!   Values cross as JSON text; [`json::to`] and [`json::from`] convert with
+//!   serde. Every call is scoped by the host to the tenant of the firing
+//!   trigger; none takes a tenant.
 //! - [`Error`] / [`Result`]: what a plugin returns; a host call's
 //!   [`RepoError`] converts into it with `?`.
 //! - [`bindings`]: the raw generated bindings, for what the wrappers do not cover.
@@ -53,6 +58,43 @@ pub mod bindings {
 
 /// Why a host call failed (re-exported from the WIT `types` interface).
 pub use bindings::symphony::plugin::types::RepoError;
+
+/// Repositories, as generated from the WIT (`wit/symphony.wit` documents
+/// each function). `json` arguments and results are JSON text.
+pub use bindings::symphony::plugin::{
+    batch, generic, handler_state, pubsub, shared_state, table, user,
+};
+
+/// JSON text to and from Rust values, for the repositories' `json` values.
+///
+/// ```
+/// # fn main() -> symphony_sdk::Result<()> {
+/// #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+/// struct Profile { name: String, visits: u32 }
+/// let text = symphony_sdk::json::to(&Profile { name: "Ann".into(), visits: 3 })?;
+/// let back: Profile = symphony_sdk::json::from(&text)?;
+/// assert_eq!(back.visits, 3);
+/// # Ok(()) }
+/// ```
+pub mod json {
+    use super::Result;
+
+    /// Serializes `value` to JSON text.
+    ///
+    /// # Errors
+    /// When serde cannot represent the value as JSON.
+    pub fn to<T: serde::Serialize + ?Sized>(value: &T) -> Result<String> {
+        Ok(serde_json::to_string(value)?)
+    }
+
+    /// Deserializes JSON text.
+    ///
+    /// # Errors
+    /// When the text is not JSON or does not fit `T`.
+    pub fn from<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
 
 /// The trigger that fired.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +157,12 @@ impl std::error::Error for Error {}
 impl From<RepoError> for Error {
     fn from(e: RepoError) -> Self {
         Error::Repo(e)
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Failed(format!("JSON: {e}"))
     }
 }
 
@@ -196,6 +244,14 @@ pub mod trigger {
     /// As [`set`].
     pub fn delete(action: &str, id: &str) -> Result<bool> {
         Ok(raw::delete(action, id)?)
+    }
+
+    /// Cancels every pending trigger of `id`, whatever its action; returns how many.
+    ///
+    /// # Errors
+    /// As [`set`].
+    pub fn delete_all_by_identifier(id: &str) -> Result<u32> {
+        Ok(raw::delete_all_by_identifier(id)?)
     }
 }
 
