@@ -8,6 +8,8 @@ cd "$root"
 
 bash scripts/setup.sh
 bash scripts/build-plugins.sh
+# The compatibility test drives the real Python library; make its venv once.
+bash scripts/python-venv.sh >/dev/null
 # Unit and integration tests of the host (tests/all), then the SDK's doc example.
 cargo test --locked -p symphony-host "$@"
 cargo test --locked -p symphony-sdk --doc

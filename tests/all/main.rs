@@ -7,6 +7,7 @@
 mod support;
 
 mod cli;
+mod compat;
 mod dispatch;
 mod faults;
 mod repos;
