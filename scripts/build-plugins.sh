@@ -15,7 +15,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2 >&2
 fi
 
-examples=(reminder audit)
+examples=(reminder audit batcher)
 fixtures=(recorder driver)
 args=()
 for p in "${examples[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done

@@ -25,7 +25,7 @@ fn check_accepts_the_example_manifest() {
     plugins_dir();
     let (ok, stdout, stderr) = check(&root().join("plugins-example/manifest.toml"));
     assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("2 plugin(s) ok"), "{stdout}");
+    assert!(stdout.contains("3 plugin(s) ok"), "{stdout}");
     assert!(stdout.contains("reminders"), "{stdout}");
 }
 

@@ -9,5 +9,6 @@ mod support;
 mod cli;
 mod compat;
 mod dispatch;
+mod example;
 mod faults;
 mod repos;
