@@ -1,18 +1,25 @@
-//! The dispatcher: turns expired keys into plugin invocations.
+//! The dispatcher: turns expired keys into plugin invocations, fairly.
 //!
 //! For each [`Expired`] event it parses the key, routes the action to the
-//! plugin with the longest matching prefix, waits for a concurrency permit
-//! (back-pressure reaches the listener through the bounded channel) and runs
-//! the job on a tracked task, so shutdown can drain what is in flight. Every
-//! invocation ends in one `symphony::dispatch` event with tenant, action, id,
-//! plugin, outcome and duration_us.
+//! plugin with the longest matching prefix, checks that the plugin serves the
+//! tenant, and queues the job under its tenant. A scheduler then starts jobs
+//! round-robin across tenants while three limits hold: `runtime.concurrency`
+//! jobs in all, `runtime.per_tenant_concurrency` per tenant, and the plugin's
+//! `max_instances`. So a flood from one tenant waits in its own queue while
+//! other tenants' triggers start as soon as a slot frees. The queues are
+//! bounded in total; when full, the dispatcher stops reading events, and the
+//! back-pressure reaches the listener.
+//!
+//! Every invocation ends in one `symphony::dispatch` event with tenant,
+//! action, id, plugin, outcome and duration_us.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -20,39 +27,78 @@ use tracing::{error, info, warn};
 use crate::keys::parse_trigger;
 use crate::listener::Expired;
 use crate::plugins::PluginSet;
+use crate::policy::serves;
 use crate::runtime::{Job, LoadedPlugin, Outcome, Runtime};
 use crate::stats::{Stats, Throttle};
 
 /// How often an ignored-key line may repeat.
 const IGNORED_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Most jobs waiting for a slot, over all tenants.
+const MAX_QUEUED: usize = 100_000;
 
-/// Routes events to plugins and runs them, bounded.
+/// Limits of the scheduler.
+#[derive(Debug, Clone, Copy)]
+pub struct Concurrency {
+    /// Jobs running at once.
+    pub total: usize,
+    /// Jobs of one tenant running at once.
+    pub per_tenant: usize,
+}
+
+struct Queued {
+    job: Arc<Job>,
+    plugin: Arc<LoadedPlugin>,
+    heard_at: Instant,
+}
+
+/// A finished job, reported back to the scheduler.
+struct Done {
+    tenant: String,
+    plugin: String,
+}
+
+/// Routes events to plugins and runs them, bounded and fair across tenants.
 pub struct Dispatcher {
     runtime: Arc<Runtime>,
     plugins: Arc<ArcSwap<PluginSet>>,
-    permits: Arc<Semaphore>,
+    limits: Concurrency,
     tracker: TaskTracker,
     stats: Arc<Stats>,
     not_trigger_log: Throttle,
     unrouted_log: Throttle,
+    tenant_log: Throttle,
+    queues: HashMap<String, VecDeque<Queued>>,
+    /// Tenants with queued jobs, in round-robin order.
+    order: VecDeque<String>,
+    queued: usize,
+    running: usize,
+    tenant_running: HashMap<String, usize>,
+    plugin_running: HashMap<String, usize>,
 }
 
 impl Dispatcher {
-    /// A dispatcher running at most `concurrency` invocations at once.
+    /// A dispatcher with these limits.
     pub fn new(
         runtime: Arc<Runtime>,
         plugins: Arc<ArcSwap<PluginSet>>,
-        concurrency: usize,
+        limits: Concurrency,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
             runtime,
             plugins,
-            permits: Arc::new(Semaphore::new(concurrency)),
+            limits,
             tracker: TaskTracker::new(),
             stats,
             not_trigger_log: Throttle::new(IGNORED_LOG_INTERVAL),
             unrouted_log: Throttle::new(IGNORED_LOG_INTERVAL),
+            tenant_log: Throttle::new(IGNORED_LOG_INTERVAL),
+            queues: HashMap::new(),
+            order: VecDeque::new(),
+            queued: 0,
+            running: 0,
+            tenant_running: HashMap::new(),
+            plugin_running: HashMap::new(),
         }
     }
 
@@ -61,22 +107,35 @@ impl Dispatcher {
         self.tracker.clone()
     }
 
-    /// Takes events until `cancel` or until every sender is gone.
-    pub async fn run(self, mut events: mpsc::Receiver<Expired>, cancel: CancellationToken) {
+    /// Takes events and runs jobs until `cancel`, or until every sender is
+    /// gone and nothing is queued.
+    pub async fn run(mut self, mut events: mpsc::Receiver<Expired>, cancel: CancellationToken) {
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut events_open = true;
         loop {
-            let event = tokio::select! {
+            self.start_ready(&done_tx);
+            if !events_open && self.queued == 0 {
+                break;
+            }
+            tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                event = events.recv() => match event {
-                    Some(event) => event,
-                    None => break,
+                Some(done) = done_rx.recv() => self.finished(done),
+                event = events.recv(), if events_open && self.queued < MAX_QUEUED => match event {
+                    Some(event) => self.accept(event),
+                    None => events_open = false,
                 },
-            };
-            self.handle(event, &cancel).await;
+            }
+        }
+        if self.queued > 0 {
+            warn!(
+                queued = self.queued,
+                "shutting down with triggers queued that were not dispatched"
+            );
         }
     }
 
-    async fn handle(&self, event: Expired, cancel: &CancellationToken) {
+    fn accept(&mut self, event: Expired) {
         self.stats.heard.fetch_add(1, Ordering::Relaxed);
         let key = match event.key {
             Ok(key) => key,
@@ -95,7 +154,7 @@ impl Dispatcher {
             }
             return;
         };
-        let set = self.plugins.load_full();
+        let set = self.plugins.load();
         let Some(plugin) = set.route(trigger.action) else {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = self.unrouted_log.allow() {
@@ -109,7 +168,13 @@ impl Dispatcher {
             }
             return;
         };
-        let plugin = plugin.clone();
+        if !serves(&plugin.policy().tenants, trigger.tenant) {
+            self.stats.tenant_denied.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.tenant_log.allow() {
+                warn!(tenant = trigger.tenant, action = trigger.action, id = trigger.id, plugin = %plugin.name(), suppressed, "the plugin owning this action may not serve this tenant; trigger not dispatched");
+            }
+            return;
+        }
         let job = Arc::new(Job {
             tenant: trigger.tenant.to_owned(),
             action: trigger.action.to_owned(),
@@ -117,24 +182,99 @@ impl Dispatcher {
             key: key.clone(),
             plugin: plugin.name().clone(),
         });
-        let permit = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => {
-                warn!(tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin, "shutting down before this trigger could be dispatched");
-                return;
+        let queue = self.queues.entry(job.tenant.clone()).or_default();
+        if queue.is_empty() {
+            self.order.push_back(job.tenant.clone());
+        }
+        queue.push_back(Queued {
+            job,
+            plugin: plugin.clone(),
+            heard_at: event.heard_at,
+        });
+        self.queued += 1;
+    }
+
+    /// Starts queued jobs round-robin across tenants while the limits allow.
+    fn start_ready(&mut self, done: &mpsc::UnboundedSender<Done>) {
+        while self.running < self.limits.total && !self.order.is_empty() {
+            let mut started = false;
+            for _ in 0..self.order.len() {
+                if self.running >= self.limits.total {
+                    break;
+                }
+                let Some(tenant) = self.order.pop_front() else {
+                    break;
+                };
+                let Some(queue) = self.queues.get_mut(&tenant) else {
+                    continue;
+                };
+                let tenant_busy = self.tenant_running.get(&tenant).copied().unwrap_or(0)
+                    >= self.limits.per_tenant;
+                let plugin_busy = queue.front().is_some_and(|q| {
+                    self.plugin_running
+                        .get(q.plugin.name().as_str())
+                        .copied()
+                        .unwrap_or(0)
+                        >= q.plugin.policy().limits.max_instances.get()
+                });
+                if !tenant_busy
+                    && !plugin_busy
+                    && let Some(next) = queue.pop_front()
+                {
+                    self.queued -= 1;
+                    started = true;
+                    let empty = queue.is_empty();
+                    self.start(next, done);
+                    if empty {
+                        self.queues.remove(&tenant);
+                        continue;
+                    }
+                }
+                self.order.push_back(tenant);
             }
-            permit = self.permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
+            if !started {
+                break;
+            }
+        }
+    }
+
+    fn start(&mut self, queued: Queued, done: &mpsc::UnboundedSender<Done>) {
+        let Queued {
+            job,
+            plugin,
+            heard_at,
+        } = queued;
+        self.running += 1;
+        *self.tenant_running.entry(job.tenant.clone()).or_default() += 1;
+        *self
+            .plugin_running
+            .entry(plugin.name().as_str().to_owned())
+            .or_default() += 1;
         let runtime = self.runtime.clone();
         let stats = self.stats.clone();
-        let heard_at = event.heard_at;
+        let done = done.clone();
         self.tracker.spawn(async move {
-            let _permit = permit;
-            run_job(&runtime, &plugin, job, &stats, heard_at).await;
+            run_job(&runtime, &plugin, job.clone(), &stats, heard_at).await;
+            let _ = done.send(Done {
+                tenant: job.tenant.clone(),
+                plugin: plugin.name().as_str().to_owned(),
+            });
         });
+    }
+
+    fn finished(&mut self, done: Done) {
+        self.running = self.running.saturating_sub(1);
+        decrement(&mut self.tenant_running, &done.tenant);
+        decrement(&mut self.plugin_running, &done.plugin);
+    }
+}
+
+fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = counts.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(key);
+        }
     }
 }
 
@@ -153,27 +293,21 @@ async fn run_job(
     let j = &*job;
     let version = plugin.digest();
     let outcome_name = outcome.as_str();
-    match &outcome {
-        Outcome::Ok => info!(
+    match (&outcome, outcome.detail()) {
+        (Outcome::Ok, _) | (_, None) => info!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
             outcome = outcome_name, duration_us, queued_us, "dispatch"
         ),
-        Outcome::Error(message) => warn!(
+        (Outcome::Error(_) | Outcome::Denied(_), Some(detail)) => warn!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            outcome = outcome_name, duration_us, queued_us, error = %message, "dispatch"
+            outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
         ),
-        Outcome::Trap(message) => error!(
+        (_, Some(detail)) => error!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            outcome = outcome_name, duration_us, queued_us, error = %message, "dispatch"
-        ),
-        Outcome::Timeout(limit) => error!(
-            target: "symphony::dispatch",
-            tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            outcome = outcome_name, duration_us, queued_us,
-            error = %format!("interrupted after the {limit:?} timeout"), "dispatch"
+            outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
         ),
     }
 }

@@ -14,6 +14,7 @@
 //! - [`repo`]: tenant-scoped repositories (the host functions' backends).
 //! - [`runtime`]: the wasmtime engine, plugin loading and invocation.
 //! - [`plugins`]: the loaded plugin set and its routing table.
+//! - [`policy`]: capabilities, tenants and limits of each plugin.
 //! - [`listener`]: keyevent subscription with reconnect and config checks.
 //! - [`dispatch`]: from expired key to invocation, bounded and drained on shutdown.
 //! - [`run`] / [`check`]: the orchestration behind the CLI.
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod listener;
 pub mod manifest;
 pub mod plugins;
+pub mod policy;
 pub mod pools;
 pub mod repo;
 pub mod runtime;
@@ -40,9 +42,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Concurrency, Dispatcher};
 use crate::listener::Listener;
-use crate::manifest::{Manifest, RedisUrl};
+use crate::manifest::{Manifest, RedisUrl, RuntimeConfig};
 use crate::plugins::PluginSet;
 use crate::pools::Pools;
 use crate::runtime::Runtime;
@@ -96,7 +98,11 @@ pub struct CheckedPlugin {
 pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
     let manifest = Manifest::load(manifest_path)?;
     let pools = Pools::new(&manifest.pool_urls(None))?;
-    let runtime = Runtime::new(&manifest.runtime, pools)?;
+    let runtime = Runtime::new(
+        &manifest.runtime,
+        RuntimeConfig::fuel_needed(&manifest.plugins),
+        pools,
+    )?;
     let set = PluginSet::load(&runtime, &manifest)?;
     Ok(set
         .plugins()
@@ -128,7 +134,11 @@ pub async fn run(
     let manifest = Manifest::load(manifest_path)?;
     let urls = manifest.pool_urls(options.redis_url.as_ref());
     let pools = Pools::new(&urls)?;
-    let runtime = Runtime::new(&manifest.runtime, pools.clone())?;
+    let runtime = Runtime::new(
+        &manifest.runtime,
+        RuntimeConfig::fuel_needed(&manifest.plugins),
+        pools.clone(),
+    )?;
     let set = PluginSet::load(&runtime, &manifest)
         .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
     for plugin in set.plugins() {
@@ -160,7 +170,10 @@ pub async fn run(
     let dispatcher = Dispatcher::new(
         runtime.clone(),
         plugins.clone(),
-        manifest.runtime.concurrency.get(),
+        Concurrency {
+            total: manifest.runtime.concurrency.get(),
+            per_tenant: manifest.runtime.tenant_concurrency(),
+        },
         stats.clone(),
     );
     let tracker = dispatcher.tracker();

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::num::NonZeroUsize;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::policy::{Capability, Grants, Limits, Policy, TenantSelector};
 use crate::pools::PoolAlias;
 
 /// A manifest that could not be read or is invalid.
@@ -142,14 +143,20 @@ pub struct RuntimeConfig {
     /// Most plugin invocations running at once, across all plugins.
     #[serde(default = "default_concurrency")]
     pub concurrency: NonZeroUsize,
-    /// Wall-clock limit of one invocation; a plugin still running then is
-    /// interrupted (outcome `trap`).
+    /// Most invocations of one tenant running at once (default: half of
+    /// `concurrency`, at least 1), so one tenant's flood leaves room for the others.
+    pub per_tenant_concurrency: Option<NonZeroUsize>,
+    /// Default wall-clock limit of one invocation (a plugin's
+    /// `limits.timeout` overrides it); a plugin still running then is
+    /// interrupted (outcome `timeout`).
     #[serde(default = "default_timeout")]
     pub timeout: HumanDuration,
     /// How long shutdown waits for in-flight invocations.
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
-    /// Largest linear memory a plugin instance may have, in MiB.
+    /// Largest linear memory any plugin may be given, in MiB (the size of
+    /// the pooling allocator's slots); each plugin's own limit is
+    /// `limits.max_memory_mib`.
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: NonZeroUsize,
     /// Directory for compiled plugins, keyed by content hash. Defaults to
@@ -160,10 +167,25 @@ pub struct RuntimeConfig {
     pub cache: bool,
 }
 
+impl RuntimeConfig {
+    /// `per_tenant_concurrency`, or half of `concurrency` (at least 1).
+    pub fn tenant_concurrency(&self) -> usize {
+        self.per_tenant_concurrency
+            .map_or((self.concurrency.get() / 2).max(1), NonZeroUsize::get)
+            .min(self.concurrency.get())
+    }
+
+    /// Whether any plugin asks for fuel metering (the engine then meters all).
+    pub fn fuel_needed(plugins: &[PluginConfig]) -> bool {
+        plugins.iter().any(|p| p.limits.fuel.is_some())
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             concurrency: default_concurrency(),
+            per_tenant_concurrency: None,
             timeout: default_timeout(),
             shutdown_grace: default_shutdown_grace(),
             max_memory_mib: default_max_memory_mib(),
@@ -177,7 +199,7 @@ fn default_concurrency() -> NonZeroUsize {
     NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN)
 }
 fn default_timeout() -> HumanDuration {
-    HumanDuration(Duration::from_secs(30))
+    HumanDuration(Duration::from_secs(10))
 }
 fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
@@ -201,12 +223,77 @@ pub struct PluginConfig {
     /// Action prefixes this plugin owns; the longest matching prefix across
     /// all plugins wins.
     pub actions: Vec<Spanned<ActionPrefix>>,
+    /// Tenants whose triggers this plugin may serve (`"*"` for all). Required:
+    /// a trigger of any other tenant is not dispatched to it.
+    pub tenants: Vec<TenantSelector>,
+    /// Repositories granted (`"user"`, `"user:read"`, `"trigger"`, ...).
+    /// None by default: logging and the tenant are always available.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+    /// Per-invocation limits; unset ones take the defaults.
+    #[serde(default)]
+    pub limits: PluginLimits,
 }
+
+/// `[plugin.limits]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct PluginLimits {
+    /// Wall-clock time per invocation (default: `runtime.timeout`).
+    pub timeout: Option<HumanDuration>,
+    /// Largest linear memory in MiB (default 64; at most `runtime.max_memory_mib`).
+    pub max_memory_mib: Option<NonZeroUsize>,
+    /// Fuel per invocation; unset means no fuel metering for this plugin.
+    pub fuel: Option<NonZeroU64>,
+    /// Instances running at once (default 16).
+    pub max_instances: Option<NonZeroUsize>,
+    /// Largest value crossing the boundary, in KiB (default 1024).
+    pub max_value_kib: Option<NonZeroUsize>,
+    /// Host calls per invocation (default 10000).
+    pub max_host_calls: Option<NonZeroU64>,
+}
+
+/// Default linear-memory limit of a plugin, MiB.
+pub const DEFAULT_PLUGIN_MEMORY_MIB: usize = 64;
+/// Default instances of one plugin at once.
+pub const DEFAULT_MAX_INSTANCES: usize = 16;
+/// Default largest value crossing the boundary, KiB.
+pub const DEFAULT_MAX_VALUE_KIB: usize = 1024;
+/// Default host calls per invocation.
+pub const DEFAULT_MAX_HOST_CALLS: u64 = 10_000;
 
 impl PluginConfig {
     /// The plugin file's path, resolved against the manifest's directory.
     pub fn resolved_path(&self, manifest: &Manifest) -> PathBuf {
         manifest.base_dir().join(self.path.get_ref())
+    }
+
+    /// What the host enforces for this plugin, defaults filled in.
+    pub fn policy(&self, runtime: &RuntimeConfig) -> Policy {
+        let l = &self.limits;
+        let nz = |n: usize| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Policy {
+            grants: Grants::new(self.capabilities.iter().copied()),
+            tenants: self.tenants.clone(),
+            limits: Limits {
+                timeout: l.timeout.unwrap_or(runtime.timeout).0,
+                max_memory_bytes: l
+                    .max_memory_mib
+                    .map_or(DEFAULT_PLUGIN_MEMORY_MIB, NonZeroUsize::get)
+                    .min(runtime.max_memory_mib.get())
+                    .saturating_mul(1 << 20),
+                fuel: l.fuel,
+                max_instances: l.max_instances.unwrap_or(nz(DEFAULT_MAX_INSTANCES)),
+                max_value_bytes: l
+                    .max_value_kib
+                    .map_or(DEFAULT_MAX_VALUE_KIB, NonZeroUsize::get)
+                    .saturating_mul(1024),
+                max_host_calls: l
+                    .max_host_calls
+                    .unwrap_or(NonZeroU64::new(DEFAULT_MAX_HOST_CALLS).unwrap_or(NonZeroU64::MIN)),
+            },
+        }
     }
 }
 
@@ -463,6 +550,23 @@ impl Manifest {
                     format!("duplicate plugin name {name:?}"),
                 ));
             }
+            if plugin.tenants.is_empty() {
+                return Err((
+                    plugin.name.span(),
+                    format!("plugin {name} lists no tenants; use `tenants = [\"*\"]` to serve all"),
+                ));
+            }
+            if let Some(mib) = plugin.limits.max_memory_mib
+                && mib > self.runtime.max_memory_mib
+            {
+                return Err((
+                    plugin.name.span(),
+                    format!(
+                        "plugin {name}: limits.max_memory_mib = {mib} is over runtime.max_memory_mib = {}",
+                        self.runtime.max_memory_mib
+                    ),
+                ));
+            }
             if plugin.actions.is_empty() {
                 return Err((
                     plugin.name.span(),
@@ -549,6 +653,7 @@ url = "redis://127.0.0.1:6390/3"
 name = "reminders"
 path = "plugins/reminder.wasm"
 actions = ["send_reminder", "followup_"]
+tenants = ["*"]
 "#;
 
     #[test]
@@ -591,11 +696,11 @@ actions = ["send_reminder", "followup_"]
             "{err}"
         );
         let dup = format!(
-            "{OK}\n[[plugin]]\nname = \"other\"\npath = \"x.wasm\"\nactions = [\"followup_\"]\n"
+            "{OK}\n[[plugin]]\nname = \"other\"\npath = \"x.wasm\"\nactions = [\"followup_\"]\ntenants = [\"*\"]\n"
         );
         let err = parse(&dup).unwrap_err();
         assert!(err.contains("owned by both reminders and other"), "{err}");
-        assert!(err.starts_with("m.toml:13:"), "{err}");
+        assert!(err.starts_with("m.toml:14:"), "{err}");
         let err = parse(&OK.replace("redis://127.0.0.1:6390/3", "http://x")).unwrap_err();
         assert!(
             err.starts_with("m.toml:3:7:") && err.contains("scheme"),
@@ -606,6 +711,40 @@ actions = ["send_reminder", "followup_"]
         let err =
             parse(&OK.replace("[redis]", "[runtime]\ntimeout = \"soon\"\n[redis]")).unwrap_err();
         assert!(err.contains("invalid duration"), "{err}");
+    }
+
+    #[test]
+    fn policies_fill_defaults_and_refuse_bad_grants() {
+        use crate::policy::{Access, Repo};
+        let m = parse(OK).unwrap();
+        let p = m.plugins[0].policy(&m.runtime);
+        assert_eq!(p.limits.timeout, Duration::from_secs(10));
+        assert_eq!(p.limits.max_memory_bytes, 64 << 20);
+        assert_eq!(p.limits.max_host_calls.get(), 10_000);
+        assert!(!p.grants.allows(Repo::User, Access::Read));
+        let star = "tenants = [\"*\"]";
+        let text = OK.replace(
+            star,
+            "tenants = [\"acme\"]\ncapabilities = [\"user:read\"]\n[plugin.limits]\ntimeout = \"1s\"\nmax_memory_mib = 8",
+        );
+        let m = parse(&text).unwrap();
+        let p = m.plugins[0].policy(&m.runtime);
+        assert_eq!(p.limits.timeout, Duration::from_secs(1));
+        assert_eq!(p.limits.max_memory_bytes, 8 << 20);
+        assert!(p.grants.allows(Repo::User, Access::Read));
+        let err = parse(&OK.replace(star, "tenants = [\"*\"]\ncapabilities = [\"everything\"]"))
+            .unwrap_err();
+        assert!(err.contains("unknown capability"), "{err}");
+        let err = parse(&OK.replace("tenants = [\"*\"]\n", "")).unwrap_err();
+        assert!(err.contains("missing field `tenants`"), "{err}");
+        let err = parse(&OK.replace(star, "tenants = []")).unwrap_err();
+        assert!(err.contains("lists no tenants"), "{err}");
+        let err = parse(&OK.replace(
+            star,
+            "tenants = [\"*\"]\n[plugin.limits]\nmax_memory_mib = 1024",
+        ))
+        .unwrap_err();
+        assert!(err.contains("over runtime.max_memory_mib"), "{err}");
     }
 
     #[test]

@@ -34,7 +34,8 @@ impl PluginSet {
         let mut routes = Vec::new();
         let mut errors = Vec::new();
         for spec in &manifest.plugins {
-            match runtime.load(spec.name.get_ref(), &spec.resolved_path(manifest)) {
+            let policy = spec.policy(runtime.config());
+            match runtime.load(spec.name.get_ref(), &spec.resolved_path(manifest), policy) {
                 Ok(plugin) => {
                     for prefix in &spec.actions {
                         routes.push((prefix.get_ref().as_str().to_owned(), plugins.len()));

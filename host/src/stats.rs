@@ -16,6 +16,8 @@ pub struct Stats {
     pub not_trigger: AtomicU64,
     /// Trigger keys whose action no plugin owns.
     pub unrouted: AtomicU64,
+    /// Triggers of a tenant that the owning plugin may not serve.
+    pub tenant_denied: AtomicU64,
     /// Invocations that returned ok.
     pub ok: AtomicU64,
     /// Invocations that returned an error.
@@ -24,6 +26,14 @@ pub struct Stats {
     pub trap: AtomicU64,
     /// Invocations interrupted by the timeout.
     pub timeout: AtomicU64,
+    /// Invocations that failed after a denied host call.
+    pub denied: AtomicU64,
+    /// Invocations stopped at their memory limit.
+    pub memory: AtomicU64,
+    /// Invocations out of fuel.
+    pub fuel: AtomicU64,
+    /// Invocations over their host-call budget.
+    pub limit: AtomicU64,
 }
 
 impl Stats {
@@ -34,6 +44,10 @@ impl Stats {
             Outcome::Error(_) => &self.error,
             Outcome::Trap(_) => &self.trap,
             Outcome::Timeout(_) => &self.timeout,
+            Outcome::Denied(_) => &self.denied,
+            Outcome::Memory(_) => &self.memory,
+            Outcome::Fuel => &self.fuel,
+            Outcome::Limit(_) => &self.limit,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -45,10 +59,15 @@ impl Stats {
             heard = get(&self.heard),
             not_trigger = get(&self.not_trigger),
             unrouted = get(&self.unrouted),
+            tenant_denied = get(&self.tenant_denied),
             ok = get(&self.ok),
             error = get(&self.error),
             trap = get(&self.trap),
             timeout = get(&self.timeout),
+            denied = get(&self.denied),
+            memory = get(&self.memory),
+            fuel = get(&self.fuel),
+            limit = get(&self.limit),
             "dispatch totals"
         );
     }

@@ -53,7 +53,7 @@ fn check_rejects_a_missing_wasm_file() {
     let m = dir.path().join("m.toml");
     std::fs::write(
         &m,
-        "[[plugin]]\nname = \"ghost\"\npath = \"nowhere/ghost.wasm\"\nactions = [\"boo\"]\n",
+        "[[plugin]]\nname = \"ghost\"\npath = \"nowhere/ghost.wasm\"\nactions = [\"boo\"]\ntenants = [\"*\"]\n",
     )
     .unwrap();
     let (ok, _, stderr) = check(&m);
@@ -74,8 +74,8 @@ fn check_rejects_files_that_are_not_components() {
     let m = dir.path().join("m.toml");
     std::fs::write(
         &m,
-        "[[plugin]]\nname = \"text\"\npath = \"text.wasm\"\nactions = [\"a\"]\n\
-         [[plugin]]\nname = \"core\"\npath = \"core.wasm\"\nactions = [\"b\"]\n",
+        "[[plugin]]\nname = \"text\"\npath = \"text.wasm\"\nactions = [\"a\"]\ntenants = [\"*\"]\n\
+         [[plugin]]\nname = \"core\"\npath = \"core.wasm\"\nactions = [\"b\"]\ntenants = [\"*\"]\n",
     )
     .unwrap();
     let (ok, _, stderr) = check(&m);
@@ -108,7 +108,7 @@ fn check_rejects_a_component_of_another_world() {
     let m = dir.path().join("m.toml");
     std::fs::write(
         &m,
-        "[[plugin]]\nname = \"odd\"\npath = \"odd.wasm\"\nactions = [\"a\"]\n",
+        "[[plugin]]\nname = \"odd\"\npath = \"odd.wasm\"\nactions = [\"a\"]\ntenants = [\"*\"]\n",
     )
     .unwrap();
     let (ok, _, stderr) = check(&m);

@@ -189,11 +189,25 @@ pub fn write_manifest(dir: &Path, plugins: &str, extra: &str) -> PathBuf {
     path
 }
 
-/// A `[[plugin]]` entry.
+/// Every capability, for tests that are not about capabilities.
+pub const ALL_CAPABILITIES: &str = r#"["user", "handler-state", "table", "shared-state", "batch", "generic", "trigger", "pubsub"]"#;
+
+/// A `[[plugin]]` entry serving every tenant with every capability.
 pub fn plugin_entry(name: &str, wasm: &str, actions: &[&str]) -> String {
+    plugin_entry_with(
+        name,
+        wasm,
+        actions,
+        &format!("tenants = [\"*\"]\ncapabilities = {ALL_CAPABILITIES}\n"),
+    )
+}
+
+/// A `[[plugin]]` entry with its own tenants, capabilities and limits (TOML
+/// lines that follow `actions`).
+pub fn plugin_entry_with(name: &str, wasm: &str, actions: &[&str], rest: &str) -> String {
     let actions: Vec<String> = actions.iter().map(|a| format!("{a:?}")).collect();
     format!(
-        "[[plugin]]\nname = {name:?}\npath = {:?}\nactions = [{}]\n",
+        "[[plugin]]\nname = {name:?}\npath = {:?}\nactions = [{}]\n{rest}\n",
         plugin(wasm),
         actions.join(", ")
     )

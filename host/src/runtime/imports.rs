@@ -1,7 +1,12 @@
 //! Host functions of the `plugin` world, implemented on [`JobState`].
 //!
 //! Each takes the tenant from the Store data (the firing trigger), never from
-//! the guest. Failures a plugin can handle come back as the WIT `repo-error`.
+//! the guest. Every call is admitted first ([`JobState::admit`]): it is
+//! counted against `max_host_calls` (past it, the invocation traps with
+//! outcome `limit`), its repository grant is checked (a missing one is the
+//! WIT error `denied`, naming the grant), and its input must fit
+//! `max_value_bytes`, as must its output. Failures a plugin can handle come
+//! back as the WIT `repo-error`, never as a trap.
 
 use std::time::Duration;
 
@@ -11,7 +16,7 @@ use crate::bindings::WitRepoError;
 use crate::bindings::symphony::plugin::{
     batch, context, generic, handler_state, log, pubsub, shared_state, table, trigger, types, user,
 };
-use crate::pools::Pools;
+use crate::policy::{Access, Repo};
 use crate::repo::{
     BatchRepo, GenericRepo, HandlerStateRepo, Publisher, RepoError, SharedStateRepo, TableRepo,
     TriggerRepo, UserRepo,
@@ -26,6 +31,7 @@ impl types::Host for JobState {}
 
 impl log::Host for JobState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.count_call()?;
         let mut message = message;
         if message.len() > MAX_LOG_MESSAGE {
             let mut cut = MAX_LOG_MESSAGE;
@@ -58,6 +64,7 @@ impl log::Host for JobState {
 
 impl context::Host for JobState {
     async fn tenant(&mut self) -> wasmtime::Result<String> {
+        self.count_call()?;
         Ok(self.job.tenant.clone())
     }
 }
@@ -65,8 +72,43 @@ impl context::Host for JobState {
 /// What every repository import returns: a trap (outer) or a WIT result.
 type Ret<T> = wasmtime::Result<Result<T, WitRepoError>>;
 
-fn ret<T>(r: Result<T, RepoError>) -> Ret<T> {
-    Ok(r.map_err(Into::into))
+/// Bytes a result carries back into the guest.
+trait OutSize {
+    fn out_size(&self) -> usize {
+        0
+    }
+}
+impl OutSize for () {}
+impl OutSize for bool {}
+impl OutSize for u32 {}
+impl OutSize for u64 {}
+impl OutSize for i64 {}
+impl OutSize for String {
+    fn out_size(&self) -> usize {
+        self.len()
+    }
+}
+impl OutSize for Option<String> {
+    fn out_size(&self) -> usize {
+        self.as_ref().map_or(0, String::len)
+    }
+}
+impl OutSize for Vec<String> {
+    fn out_size(&self) -> usize {
+        self.iter().map(String::len).sum()
+    }
+}
+
+/// The WIT result of a repository call whose output must fit `max` bytes.
+fn ret<T: OutSize>(max: usize, r: Result<T, RepoError>) -> Ret<T> {
+    Ok(match r {
+        Ok(v) if v.out_size() > max => Err(WitRepoError::InvalidInput(format!(
+            "the result is {} bytes, over this plugin's max_value_kib ({} bytes)",
+            v.out_size(),
+            max
+        ))),
+        other => other.map_err(Into::into),
+    })
 }
 
 fn parse_value(text: &str) -> Result<Value, RepoError> {
@@ -102,62 +144,61 @@ fn json_map(m: Map<String, Value>) -> String {
     Value::Object(m).to_string()
 }
 
-impl JobState {
-    /// The pools and the tenant, borrowed apart from the rest of the state
-    /// (whose WASI context is not `Sync`) so host-call futures stay `Send`.
-    fn scope(&self) -> (&Pools, &str) {
-        (&self.pools, &self.job.tenant)
-    }
+/// Admits a repository call (count, grant, input size), runs `$body` with
+/// the pools and tenant bound to `$p` and `$t`, and checks the output size.
+macro_rules! call {
+    ($self:ident, $repo:ident, $access:ident, [$($input:expr),*], |$p:ident, $t:ident| $body:expr) => {{
+        let bytes = 0usize $(+ $input.len())*;
+        let ($p, $t, max) = match $self.admit(Repo::$repo, Access::$access, bytes)? {
+            Ok(scope) => scope,
+            Err(e) => return Ok(Err(e)),
+        };
+        let result: Result<_, RepoError> = async move { $body }.await;
+        ret(max, result)
+    }};
 }
 
 impl trigger::Host for JobState {
     async fn set(&mut self, action: String, id: String, ttl_ms: u64) -> Ret<()> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
-                let repo = TriggerRepo::new(p, t)?;
-                repo.set(&action, &id, Duration::from_millis(ttl_ms))
-                    .await?;
-                Ok(())
-            }
-            .await)
-        }
+        call!(self, Trigger, Write, [action, id], |p, t| {
+            TriggerRepo::new(p, t)?
+                .set(&action, &id, Duration::from_millis(ttl_ms))
+                .await
+                .map(drop)
+        })
     }
 
     async fn delete(&mut self, action: String, id: String) -> Ret<bool> {
-        {
-            let (p, t) = self.scope();
-            ret(async move { TriggerRepo::new(p, t)?.delete(&action, &id).await }.await)
-        }
+        call!(self, Trigger, Write, [action, id], |p, t| {
+            TriggerRepo::new(p, t)?.delete(&action, &id).await
+        })
     }
 
     async fn delete_all_by_identifier(&mut self, id: String) -> Ret<u32> {
-        {
-            let (p, t) = self.scope();
-            ret(async move { TriggerRepo::new(p, t)?.delete_all_by_identifier(&id).await }.await)
-        }
+        call!(self, Trigger, Write, [id], |p, t| {
+            TriggerRepo::new(p, t)?.delete_all_by_identifier(&id).await
+        })
     }
 }
 
 /// The import functions shared by the four hash repositories, for a
 /// scheme whose id is built from the listed string arguments.
 macro_rules! hash_imports {
-    ($iface:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
+    ($iface:ident, $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
         impl $iface::Host for JobState {
             async fn get(&mut self, $($arg: String),+) -> Ret<Option<String>> {
-                { let (p, t) = self.scope(); ret(async move {
-                    let repo = <$repo>::new(p, t)?;
-                    Ok(repo.get($id($(&$arg),+)).await?.map(json_map))
-                }
-                .await) }
+                call!(self, $cap, Read, [$($arg),+], |p, t| {
+                    Ok(<$repo>::new(p, t)?.get($id($(&$arg),+)).await?.map(json_map))
+                })
             }
 
             async fn get_field(&mut self, $($arg: String),+, field: String) -> Ret<Option<String>> {
-                { let (p, t) = self.scope(); ret(async move {
-                    let repo = <$repo>::new(p, t)?;
-                    Ok(repo.get_field($id($(&$arg),+), &field).await?.map(|v| json(&v)))
-                }
-                .await) }
+                call!(self, $cap, Read, [$($arg),+, field], |p, t| {
+                    Ok(<$repo>::new(p, t)?
+                        .get_field($id($(&$arg),+), &field)
+                        .await?
+                        .map(|v| json(&v)))
+                })
             }
 
             async fn update_field(
@@ -167,36 +208,38 @@ macro_rules! hash_imports {
                 value: String,
                 ttl_secs: Option<u32>,
             ) -> Ret<()> {
-                { let (p, t) = self.scope(); ret(async move {
+                call!(self, $cap, Write, [$($arg),+, field, value], |p, t| {
                     let value = parse_value(&value)?;
-                    let repo = <$repo>::new(p, t)?;
-                    repo.update_field($id($(&$arg),+), &field, &value, ttl_secs).await
-                }
-                .await) }
+                    <$repo>::new(p, t)?
+                        .update_field($id($(&$arg),+), &field, &value, ttl_secs)
+                        .await
+                })
             }
 
             async fn delete(&mut self, $($arg: String),+) -> Ret<bool> {
-                { let (p, t) = self.scope(); ret(async move { <$repo>::new(p, t)?.delete($id($(&$arg),+)).await }.await) }
+                call!(self, $cap, Write, [$($arg),+], |p, t| {
+                    <$repo>::new(p, t)?.delete($id($(&$arg),+)).await
+                })
             }
 
             async fn exists(&mut self, $($arg: String),+) -> Ret<bool> {
-                { let (p, t) = self.scope(); ret(async move { <$repo>::new(p, t)?.exists($id($(&$arg),+)).await }.await) }
+                call!(self, $cap, Read, [$($arg),+], |p, t| {
+                    <$repo>::new(p, t)?.exists($id($(&$arg),+)).await
+                })
             }
 
-            hash_imports!(@extra $iface, $repo, ($($arg),+), $id);
+            hash_imports!(@extra $iface, $cap, $repo, ($($arg),+), $id);
         }
     };
-    (@upsert $repo:ty, ($($arg:ident),+), $id:expr) => {
+    (@upsert $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
         async fn upsert(&mut self, $($arg: String),+, data: String, ttl_secs: Option<u32>) -> Ret<()> {
-            { let (p, t) = self.scope(); ret(async move {
+            call!(self, $cap, Write, [$($arg),+, data], |p, t| {
                 let data = parse_object(&data)?;
-                let repo = <$repo>::new(p, t)?;
-                repo.upsert($id($(&$arg),+), &data, ttl_secs).await
-            }
-            .await) }
+                <$repo>::new(p, t)?.upsert($id($(&$arg),+), &data, ttl_secs).await
+            })
         }
     };
-    (@counters $repo:ty, ($($arg:ident),+), $id:expr) => {
+    (@counters $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
         async fn increment_field(
             &mut self,
             $($arg: String),+,
@@ -204,11 +247,11 @@ macro_rules! hash_imports {
             by: i64,
             ttl_secs: Option<u32>,
         ) -> Ret<i64> {
-            { let (p, t) = self.scope(); ret(async move {
-                let repo = <$repo>::new(p, t)?;
-                repo.increment_field($id($(&$arg),+), &field, by, ttl_secs).await
-            }
-            .await) }
+            call!(self, $cap, Write, [$($arg),+, field], |p, t| {
+                <$repo>::new(p, t)?
+                    .increment_field($id($(&$arg),+), &field, by, ttl_secs)
+                    .await
+            })
         }
 
         async fn append_to_list(
@@ -218,40 +261,35 @@ macro_rules! hash_imports {
             value: String,
             ttl_secs: Option<u32>,
         ) -> Ret<()> {
-            { let (p, t) = self.scope(); ret(async move {
+            call!(self, $cap, Write, [$($arg),+, field, value], |p, t| {
                 let value = parse_value(&value)?;
-                let repo = <$repo>::new(p, t)?;
-                repo.append_to_list($id($(&$arg),+), &field, &value, ttl_secs).await
-            }
-            .await) }
-        }
-    };
-    (@delete_field $repo:ty, ($($arg:ident),+), $id:expr) => {
-        async fn delete_field(&mut self, $($arg: String),+, field: String) -> Ret<bool> {
-            { let (p, t) = self.scope(); ret(async move {
                 <$repo>::new(p, t)?
-                    .delete_field($id($(&$arg),+), &field)
+                    .append_to_list($id($(&$arg),+), &field, &value, ttl_secs)
                     .await
-            }
-            .await) }
+            })
         }
     };
-    (@extra user, $repo:ty, ($($arg:ident),+), $id:expr) => {
-        hash_imports!(@upsert $repo, ($($arg),+), $id);
-        hash_imports!(@counters $repo, ($($arg),+), $id);
-        hash_imports!(@delete_field $repo, ($($arg),+), $id);
+    (@delete_field $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
+        async fn delete_field(&mut self, $($arg: String),+, field: String) -> Ret<bool> {
+            call!(self, $cap, Write, [$($arg),+, field], |p, t| {
+                <$repo>::new(p, t)?.delete_field($id($(&$arg),+), &field).await
+            })
+        }
+    };
+    (@extra user, $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
+        hash_imports!(@upsert $cap, $repo, ($($arg),+), $id);
+        hash_imports!(@counters $cap, $repo, ($($arg),+), $id);
+        hash_imports!(@delete_field $cap, $repo, ($($arg),+), $id);
         async fn find_by_field(&mut self, field: String, value: String) -> Ret<Option<String>> {
-            { let (p, t) = self.scope(); ret(async move {
+            call!(self, $cap, Read, [field, value], |p, t| {
                 let value = parse_value(&value)?;
-                let repo = <$repo>::new(p, t)?;
-                Ok(repo.find_by_field(&field, &value).await?.map(json_map))
-            }
-            .await) }
+                Ok(<$repo>::new(p, t)?.find_by_field(&field, &value).await?.map(json_map))
+            })
         }
     };
-    (@extra handler_state, $repo:ty, ($($arg:ident),+), $id:expr) => {
-        hash_imports!(@upsert $repo, ($($arg),+), $id);
-        hash_imports!(@counters $repo, ($($arg),+), $id);
+    (@extra handler_state, $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
+        hash_imports!(@upsert $cap, $repo, ($($arg),+), $id);
+        hash_imports!(@counters $cap, $repo, ($($arg),+), $id);
         async fn merge(
             &mut self,
             name: String,
@@ -259,52 +297,55 @@ macro_rules! hash_imports {
             data: String,
             ttl_secs: Option<u32>,
         ) -> Ret<String> {
-            { let (p, t) = self.scope(); ret(async move {
+            call!(self, $cap, Write, [name, user_id, data], |p, t| {
                 let data = parse_object(&data)?;
-                let repo = <$repo>::new(p, t)?;
-                Ok(json_map(repo.merge(&name, &user_id, &data, ttl_secs).await?))
-            }
-            .await) }
+                Ok(json_map(<$repo>::new(p, t)?.merge(&name, &user_id, &data, ttl_secs).await?))
+            })
         }
     };
-    (@extra table, $repo:ty, ($($arg:ident),+), $id:expr) => {
-        hash_imports!(@upsert $repo, ($($arg),+), $id);
-        hash_imports!(@counters $repo, ($($arg),+), $id);
+    (@extra table, $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
+        hash_imports!(@upsert $cap, $repo, ($($arg),+), $id);
+        hash_imports!(@counters $cap, $repo, ($($arg),+), $id);
         async fn find_by_field(
             &mut self,
             table: String,
             field: String,
             value: String,
         ) -> Ret<Option<String>> {
-            { let (p, t) = self.scope(); ret(async move {
+            call!(self, $cap, Read, [table, field, value], |p, t| {
                 let value = parse_value(&value)?;
-                let repo = <$repo>::new(p, t)?;
-                Ok(repo.find_by_field(&table, &field, &value).await?.map(json_map))
-            }
-            .await) }
+                Ok(<$repo>::new(p, t)?
+                    .find_by_field(&table, &field, &value)
+                    .await?
+                    .map(json_map))
+            })
         }
 
         async fn delete_all_by_pkid(&mut self, pk: String) -> Ret<u32> {
-            { let (p, t) = self.scope(); ret(async move { <$repo>::new(p, t)?.delete_all_by_pkid(&pk).await }.await) }
+            call!(self, $cap, Write, [pk], |p, t| {
+                <$repo>::new(p, t)?.delete_all_by_pkid(&pk).await
+            })
         }
     };
-    (@extra shared_state, $repo:ty, ($($arg:ident),+), $id:expr) => {
-        hash_imports!(@delete_field $repo, ($($arg),+), $id);
+    (@extra shared_state, $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
+        hash_imports!(@delete_field $cap, $repo, ($($arg),+), $id);
         async fn upsert(&mut self, state: String, user_id: String, data: String) -> Ret<()> {
-            { let (p, t) = self.scope(); ret(async move {
+            call!(self, $cap, Write, [state, user_id, data], |p, t| {
                 let data = parse_object(&data)?;
-                let repo = <$repo>::new(p, t)?;
-                repo.upsert_default_ttl(&state, &user_id, &data).await
-            }
-            .await) }
+                <$repo>::new(p, t)?.upsert_default_ttl(&state, &user_id, &data).await
+            })
         }
 
         async fn list_states(&mut self, user_id: String) -> Ret<Vec<String>> {
-            { let (p, t) = self.scope(); ret(async move { <$repo>::new(p, t)?.list_states(&user_id).await }.await) }
+            call!(self, $cap, Read, [user_id], |p, t| {
+                <$repo>::new(p, t)?.list_states(&user_id).await
+            })
         }
 
         async fn clear_all_states(&mut self, user_id: String) -> Ret<u32> {
-            { let (p, t) = self.scope(); ret(async move { <$repo>::new(p, t)?.clear_all_states(&user_id).await }.await) }
+            call!(self, $cap, Write, [user_id], |p, t| {
+                <$repo>::new(p, t)?.clear_all_states(&user_id).await
+            })
         }
     };
 }
@@ -317,10 +358,22 @@ fn two<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
     (a, b)
 }
 
-hash_imports!(user, UserRepo, (user_id), one);
-hash_imports!(handler_state, HandlerStateRepo, (name, user_id), two);
-hash_imports!(table, TableRepo, (table, pk), two);
-hash_imports!(shared_state, SharedStateRepo, (state, user_id), two);
+hash_imports!(user, User, UserRepo, (user_id), one);
+hash_imports!(
+    handler_state,
+    HandlerState,
+    HandlerStateRepo,
+    (name, user_id),
+    two
+);
+hash_imports!(table, Table, TableRepo, (table, pk), two);
+hash_imports!(
+    shared_state,
+    SharedState,
+    SharedStateRepo,
+    (state, user_id),
+    two
+);
 
 impl batch::Host for JobState {
     async fn enqueue(
@@ -330,16 +383,18 @@ impl batch::Host for JobState {
         action: String,
         data: String,
     ) -> Ret<u64> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
+        call!(
+            self,
+            Batch,
+            Write,
+            [service, entity, action, data],
+            |p, t| {
                 let data = parse_value(&data)?;
                 BatchRepo::new(p, t)?
                     .enqueue(&service, &entity, &action, &data)
                     .await
             }
-            .await)
-        }
+        )
     }
 
     async fn get_chunk(
@@ -350,16 +405,12 @@ impl batch::Host for JobState {
         start: i64,
         stop: i64,
     ) -> Ret<Vec<String>> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
-                let items = BatchRepo::new(p, t)?
-                    .get_chunk(&service, &entity, &action, start, stop)
-                    .await?;
-                Ok(items.iter().map(json).collect())
-            }
-            .await)
-        }
+        call!(self, Batch, Read, [service, entity, action], |p, t| {
+            let items = BatchRepo::new(p, t)?
+                .get_chunk(&service, &entity, &action, start, stop)
+                .await?;
+            Ok(items.iter().map(json).collect())
+        })
     }
 
     async fn trim(
@@ -370,80 +421,60 @@ impl batch::Host for JobState {
         start: i64,
         stop: i64,
     ) -> Ret<()> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
-                BatchRepo::new(p, t)?
-                    .trim(&service, &entity, &action, start, stop)
-                    .await
-            }
-            .await)
-        }
+        call!(self, Batch, Write, [service, entity, action], |p, t| {
+            BatchRepo::new(p, t)?
+                .trim(&service, &entity, &action, start, stop)
+                .await
+        })
     }
 
     async fn length(&mut self, service: String, entity: String, action: String) -> Ret<u64> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
-                BatchRepo::new(p, t)?
-                    .length(&service, &entity, &action)
-                    .await
-            }
-            .await)
-        }
+        call!(self, Batch, Read, [service, entity, action], |p, t| {
+            BatchRepo::new(p, t)?
+                .length(&service, &entity, &action)
+                .await
+        })
     }
 
     async fn is_pending(&mut self, service: String) -> Ret<bool> {
-        {
-            let (p, t) = self.scope();
-            ret(async move { BatchRepo::new(p, t)?.is_pending(&service).await }.await)
-        }
+        call!(self, Batch, Read, [service], |p, t| {
+            BatchRepo::new(p, t)?.is_pending(&service).await
+        })
     }
 
     async fn remove_from_pending(&mut self, service: String) -> Ret<bool> {
-        {
-            let (p, t) = self.scope();
-            ret(async move { BatchRepo::new(p, t)?.remove_from_pending(&service).await }.await)
-        }
+        call!(self, Batch, Write, [service], |p, t| {
+            BatchRepo::new(p, t)?.remove_from_pending(&service).await
+        })
     }
 }
 
 impl generic::Host for JobState {
     async fn set(&mut self, key: String, value: String, ttl_secs: Option<u32>) -> Ret<()> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
-                let value = parse_value(&value)?;
-                GenericRepo::new(p, t)?.set(&key, &value, ttl_secs).await
-            }
-            .await)
-        }
+        call!(self, Generic, Write, [key, value], |p, t| {
+            let value = parse_value(&value)?;
+            GenericRepo::new(p, t)?.set(&key, &value, ttl_secs).await
+        })
     }
 
     async fn get(&mut self, key: String) -> Ret<Option<String>> {
-        {
-            let (p, t) = self.scope();
-            ret(async move { Ok(GenericRepo::new(p, t)?.get(&key).await?.map(|v| json(&v))) }.await)
-        }
+        call!(self, Generic, Read, [key], |p, t| {
+            Ok(GenericRepo::new(p, t)?.get(&key).await?.map(|v| json(&v)))
+        })
     }
 
     async fn delete(&mut self, key: String) -> Ret<bool> {
-        {
-            let (p, t) = self.scope();
-            ret(async move { GenericRepo::new(p, t)?.delete(&key).await }.await)
-        }
+        call!(self, Generic, Write, [key], |p, t| {
+            GenericRepo::new(p, t)?.delete(&key).await
+        })
     }
 }
 
 impl pubsub::Host for JobState {
     async fn publish(&mut self, channel: String, message: String) -> Ret<u32> {
-        {
-            let (p, t) = self.scope();
-            ret(async move {
-                let message = parse_value(&message)?;
-                Publisher::new(p, t)?.publish(&channel, &message).await
-            }
-            .await)
-        }
+        call!(self, Pubsub, Write, [channel, message], |p, t| {
+            let message = parse_value(&message)?;
+            Publisher::new(p, t)?.publish(&channel, &message).await
+        })
     }
 }

@@ -3,10 +3,15 @@
 //! carrying the job (tenant, action, id) in its data.
 //!
 //! # Sandbox
-//! - Memory: the pooling allocator caps each linear memory at
-//!   `runtime.max_memory_mib`.
-//! - Time: epoch interruption with a 10 ms tick; an invocation past
-//!   `runtime.timeout` is interrupted (outcome `timeout`).
+//! Each plugin runs under its [`Policy`] (see `docs/security.md`):
+//! - Memory: a resource limiter refuses growth past the plugin's
+//!   `max_memory_mib` (outcome `memory`); the pooling allocator's slots cap
+//!   every plugin at `runtime.max_memory_mib`.
+//! - Time: epoch interruption with a 10 ms tick stops running guest code at
+//!   the plugin's `timeout`, and a wall-clock timeout around the whole
+//!   invocation stops a guest blocked in a host call (outcome `timeout`).
+//! - Fuel, when the plugin sets it (outcome `fuel`).
+//! - Host calls are counted and checked ([`imports`]).
 //! - WASI: the standard p2 interfaces are linked, but the context has no
 //!   preopened directories, no environment, no arguments, no network (every
 //!   socket address is denied, name lookup is off) and no stdin; stdout and
@@ -32,6 +37,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::{Plugin, PluginPre};
 use crate::manifest::{PluginName, RuntimeConfig};
+use crate::policy::{Access, Grants, Policy, Repo};
 use crate::pools::Pools;
 use output::{GuestOutput, Stream};
 
@@ -61,20 +67,48 @@ pub enum Outcome {
     Ok,
     /// `on-expire` returned `err` with this message.
     Error(String),
-    /// The instance trapped (panic, unreachable, host-side failure).
+    /// `on-expire` returned `err` after a host call was denied for a missing
+    /// capability.
+    Denied(String),
+    /// The instance trapped (panic, unreachable, stack overflow, exit).
     Trap(String),
-    /// The invocation ran past the timeout and was interrupted.
+    /// The invocation ran past its timeout and was stopped.
     Timeout(Duration),
+    /// The plugin tried to grow its memory past its limit.
+    Memory(String),
+    /// The plugin ran out of fuel.
+    Fuel,
+    /// The plugin made more host calls than allowed.
+    Limit(String),
 }
 
 impl Outcome {
-    /// The outcome's name in logs: `ok`, `error`, `trap` or `timeout`.
+    /// The outcome's name in logs: `ok`, `error`, `denied`, `trap`,
+    /// `timeout`, `memory`, `fuel` or `limit`.
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
             Outcome::Error(_) => "error",
+            Outcome::Denied(_) => "denied",
             Outcome::Trap(_) => "trap",
             Outcome::Timeout(_) => "timeout",
+            Outcome::Memory(_) => "memory",
+            Outcome::Fuel => "fuel",
+            Outcome::Limit(_) => "limit",
+        }
+    }
+
+    /// What went wrong, for the log's `error` field (`None` when ok).
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Outcome::Ok => None,
+            Outcome::Error(m)
+            | Outcome::Denied(m)
+            | Outcome::Trap(m)
+            | Outcome::Memory(m)
+            | Outcome::Limit(m) => Some(m.clone()),
+            Outcome::Timeout(limit) => Some(format!("stopped at the {limit:?} timeout")),
+            Outcome::Fuel => Some("ran out of fuel".to_owned()),
         }
     }
 }
@@ -132,6 +166,7 @@ pub struct LoadedPlugin {
     digest: String,
     compile_time: Duration,
     pre: PluginPre<JobState>,
+    policy: Arc<Policy>,
 }
 
 impl LoadedPlugin {
@@ -151,14 +186,109 @@ impl LoadedPlugin {
     pub fn compile_time(&self) -> Duration {
         self.compile_time
     }
+    /// What the host enforces for it.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+}
+
+/// Refuses memory and table growth past the plugin's limits, and remembers
+/// that it did so the outcome can say `memory`.
+struct Limiter {
+    max_memory: usize,
+    refused: Option<usize>,
+}
+
+/// Most elements of any table (function tables of ordinary guests hold a few thousand).
+const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.refused = Some(desired);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
 }
 
 /// Store data of one invocation.
 pub struct JobState {
     job: Arc<Job>,
+    policy: Arc<Policy>,
     pools: Pools,
     wasi: WasiCtx,
     table: ResourceTable,
+    limiter: Limiter,
+    host_calls: u64,
+    over_call_budget: bool,
+    denied: u32,
+}
+
+impl JobState {
+    /// Counts a host call; traps past `max_host_calls`.
+    fn count_call(&mut self) -> wasmtime::Result<()> {
+        self.host_calls += 1;
+        let max = self.policy.limits.max_host_calls.get();
+        if self.host_calls > max {
+            self.over_call_budget = true;
+            return Err(wasmtime::format_err!(
+                "plugin {} exceeded max_host_calls ({max})",
+                self.job.plugin
+            ));
+        }
+        Ok(())
+    }
+
+    /// Admits a repository call: counts it, checks the grant and the input
+    /// size. Gives the pools, the tenant and the output size limit.
+    fn admit(
+        &mut self,
+        repo: Repo,
+        access: Access,
+        input_bytes: usize,
+    ) -> wasmtime::Result<Result<(&Pools, &str, usize), crate::bindings::WitRepoError>> {
+        use crate::bindings::WitRepoError;
+        self.count_call()?;
+        let max = self.policy.limits.max_value_bytes;
+        if !self.policy.grants.allows(repo, access) {
+            self.denied += 1;
+            let missing = Grants::missing(repo, access);
+            if self.denied == 1 {
+                let j = &self.job;
+                tracing::warn!(
+                    target: "symphony::plugin",
+                    tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
+                    needs = %missing,
+                    "host call denied: the manifest does not grant this capability"
+                );
+            }
+            return Ok(Err(WitRepoError::Denied(format!(
+                "plugin {} lacks the capability {missing}",
+                self.job.plugin
+            ))));
+        }
+        if input_bytes > max {
+            return Ok(Err(WitRepoError::InvalidInput(format!(
+                "the arguments are {input_bytes} bytes, over this plugin's max_value_kib ({max} bytes)"
+            ))));
+        }
+        Ok(Ok((&self.pools, &self.job.tenant, max)))
+    }
 }
 
 impl WasiView for JobState {
@@ -170,12 +300,13 @@ impl WasiView for JobState {
     }
 }
 
-/// The shared engine, linker and limits.
+/// The shared engine and linker.
 pub struct Runtime {
     engine: Engine,
     linker: Linker<JobState>,
     pools: Pools,
-    timeout: Duration,
+    fuel: bool,
+    config: RuntimeConfig,
 }
 
 impl Runtime {
@@ -185,9 +316,11 @@ impl Runtime {
     /// # Errors
     /// When the engine cannot be created (for example the pooling allocator
     /// cannot reserve its memory) or the cache directory is unusable.
-    pub fn new(config: &RuntimeConfig, pools: Pools) -> anyhow::Result<Arc<Runtime>> {
+    pub fn new(config: &RuntimeConfig, fuel: bool, pools: Pools) -> anyhow::Result<Arc<Runtime>> {
         let mut wasm = Config::new();
-        wasm.wasm_component_model(true).epoch_interruption(true);
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(fuel);
         if config.cache {
             let dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
             std::fs::create_dir_all(&dir)
@@ -239,7 +372,8 @@ impl Runtime {
             engine,
             linker,
             pools,
-            timeout: config.timeout.0,
+            fuel,
+            config: config.clone(),
         }))
     }
 
@@ -248,11 +382,26 @@ impl Runtime {
         &self.pools
     }
 
+    /// The configuration the runtime was built with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Whether the engine meters fuel (some plugin asked for it).
+    pub fn meters_fuel(&self) -> bool {
+        self.fuel
+    }
+
     /// Reads, compiles (or fetches from the cache) and links a plugin.
     ///
     /// # Errors
     /// A [`LoadError`] naming the plugin, the file and what is wrong.
-    pub fn load(&self, name: &PluginName, path: &Path) -> Result<LoadedPlugin, LoadError> {
+    pub fn load(
+        &self,
+        name: &PluginName,
+        path: &Path,
+        policy: Policy,
+    ) -> Result<LoadedPlugin, LoadError> {
         let start = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
             plugin: name.clone(),
@@ -291,11 +440,13 @@ impl Runtime {
             digest,
             compile_time: start.elapsed(),
             pre,
+            policy: Arc::new(policy),
         })
     }
 
-    /// Runs `on-expire` for `job` in a fresh instance of `plugin`.
+    /// Runs `on-expire` for `job` in a fresh instance of `plugin`, under its limits.
     pub async fn invoke(&self, plugin: &LoadedPlugin, job: Arc<Job>) -> Outcome {
+        let limits = &plugin.policy.limits;
         let stdout = GuestOutput::new(Stream::Stdout, job.clone());
         let stderr = GuestOutput::new(Stream::Stderr, job.clone());
         let wasi = WasiCtxBuilder::new()
@@ -309,31 +460,64 @@ impl Runtime {
             &self.engine,
             JobState {
                 job: job.clone(),
+                policy: plugin.policy.clone(),
                 pools: self.pools.clone(),
                 wasi,
                 table: ResourceTable::new(),
+                limiter: Limiter {
+                    max_memory: limits.max_memory_bytes,
+                    refused: None,
+                },
+                host_calls: 0,
+                over_call_budget: false,
+                denied: 0,
             },
         );
-        let ticks = self.timeout.as_millis() / EPOCH_TICK.as_millis();
+        store.limiter(|s| &mut s.limiter);
+        let ticks = limits.timeout.as_millis() / EPOCH_TICK.as_millis();
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
         store.epoch_deadline_trap();
+        if self.fuel {
+            let fuel = limits.fuel.map_or(u64::MAX, std::num::NonZeroU64::get);
+            if let Err(e) = store.set_fuel(fuel) {
+                return Outcome::Trap(format!("cannot set fuel: {e}"));
+            }
+        }
 
-        let result = async {
+        // The epoch stops running guest code; this also stops a guest that
+        // waits in a host call (a sleep, say) past its time.
+        let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             instance
                 .call_on_expire(&mut store, &job.action, &job.id, &job.key)
                 .await
-        }
-        .await;
+        };
+        let result = tokio::time::timeout(limits.timeout + 4 * EPOCH_TICK, call).await;
         stdout.finish();
         stderr.finish();
+        let state = store.data();
+        let Ok(result) = result else {
+            return Outcome::Timeout(limits.timeout);
+        };
         match result {
             Ok(Ok(())) => Outcome::Ok,
+            Ok(Err(message)) if state.denied > 0 => Outcome::Denied(message),
             Ok(Err(message)) => Outcome::Error(message),
-            Err(e) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                Outcome::Timeout(self.timeout)
-            }
-            Err(e) => Outcome::Trap(trap_message(&e)),
+            Err(_) if state.over_call_budget => Outcome::Limit(format!(
+                "made more than max_host_calls ({}) host calls",
+                limits.max_host_calls
+            )),
+            Err(e) if state.limiter.refused.is_some() => Outcome::Memory(format!(
+                "tried to grow its memory to {} bytes, over its {} MiB limit ({})",
+                state.limiter.refused.unwrap_or_default(),
+                limits.max_memory_bytes >> 20,
+                trap_message(&e)
+            )),
+            Err(e) => match e.downcast_ref::<Trap>() {
+                Some(Trap::Interrupt) => Outcome::Timeout(limits.timeout),
+                Some(Trap::OutOfFuel) => Outcome::Fuel,
+                _ => Outcome::Trap(trap_message(&e)),
+            },
         }
     }
 }

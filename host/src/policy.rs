@@ -1,0 +1,242 @@
+//! What a plugin may do: the repositories it is granted, the tenants it
+//! serves, and its limits. Deny by default: a plugin gets no repository it is
+//! not granted and serves no tenant it does not list.
+
+use std::fmt;
+use std::num::{NonZeroU64, NonZeroUsize};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::keys::validate_tenant;
+
+/// A repository a plugin can be granted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Repo {
+    /// WIT `user`.
+    User,
+    /// WIT `handler-state`.
+    HandlerState,
+    /// WIT `table`.
+    Table,
+    /// WIT `shared-state`.
+    SharedState,
+    /// WIT `batch`.
+    Batch,
+    /// WIT `generic`.
+    Generic,
+    /// WIT `trigger` (writes only).
+    Trigger,
+    /// WIT `pubsub` (writes only).
+    Pubsub,
+}
+
+impl Repo {
+    const ALL: [Repo; 8] = [
+        Repo::User,
+        Repo::HandlerState,
+        Repo::Table,
+        Repo::SharedState,
+        Repo::Batch,
+        Repo::Generic,
+        Repo::Trigger,
+        Repo::Pubsub,
+    ];
+
+    /// The name used in manifests and in the WIT.
+    pub fn name(self) -> &'static str {
+        match self {
+            Repo::User => "user",
+            Repo::HandlerState => "handler-state",
+            Repo::Table => "table",
+            Repo::SharedState => "shared-state",
+            Repo::Batch => "batch",
+            Repo::Generic => "generic",
+            Repo::Trigger => "trigger",
+            Repo::Pubsub => "pubsub",
+        }
+    }
+
+    fn has_reads(self) -> bool {
+        !matches!(self, Repo::Trigger | Repo::Pubsub)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Reading or changing data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Access {
+    /// Operations that only read.
+    Read,
+    /// Operations that write (a write grant includes reads).
+    Write,
+}
+
+/// One grant from a manifest: `"user"` (read and write) or `"user:read"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Capability {
+    /// The repository.
+    pub repo: Repo,
+    /// The access granted.
+    pub access: Access,
+}
+
+impl TryFrom<String> for Capability {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let (name, access) = match s.strip_suffix(":read") {
+            Some(name) => (name, Access::Read),
+            None => (s.as_str(), Access::Write),
+        };
+        let repo = Repo::ALL
+            .into_iter()
+            .find(|r| r.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Repo::ALL.iter().map(|r| r.name()).collect();
+                format!(
+                    "unknown capability {s:?}: use one of {} (read and write) or `<name>:read`",
+                    names.join(", ")
+                )
+            })?;
+        if access == Access::Read && !repo.has_reads() {
+            return Err(format!(
+                "capability {s:?}: {} has no read-only operations; grant {:?}",
+                repo.name(),
+                repo.name()
+            ));
+        }
+        Ok(Capability { repo, access })
+    }
+}
+
+/// The grants of one plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grants([Option<Access>; 8]);
+
+impl Grants {
+    /// Grants from manifest capabilities (the widest access per repository wins).
+    pub fn new(capabilities: impl IntoIterator<Item = Capability>) -> Self {
+        let mut g = Grants::default();
+        for c in capabilities {
+            let slot = &mut g.0[c.repo.index()];
+            *slot = (*slot).max(Some(c.access));
+        }
+        g
+    }
+
+    /// Whether `access` to `repo` is granted.
+    pub fn allows(&self, repo: Repo, access: Access) -> bool {
+        self.0[repo.index()].is_some_and(|granted| granted >= access)
+    }
+
+    /// The grant a denied call lacks, for the error message.
+    pub fn missing(repo: Repo, access: Access) -> String {
+        match access {
+            Access::Read => format!("`{}:read` (or `{}`)", repo.name(), repo.name()),
+            Access::Write => format!("`{}`", repo.name()),
+        }
+    }
+}
+
+/// A tenant a plugin serves: one name, or `"*"` for all.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum TenantSelector {
+    /// `"*"`.
+    Any,
+    /// One tenant.
+    Only(String),
+}
+
+impl TryFrom<String> for TenantSelector {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "*" {
+            return Ok(TenantSelector::Any);
+        }
+        validate_tenant(&s).map_err(|e| format!("invalid tenant {s:?}: {e}"))?;
+        Ok(TenantSelector::Only(s))
+    }
+}
+
+impl fmt::Display for TenantSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TenantSelector::Any => f.write_str("*"),
+            TenantSelector::Only(t) => f.write_str(t),
+        }
+    }
+}
+
+/// Whether `tenant` is served by a plugin listing `selectors`.
+pub fn serves(selectors: &[TenantSelector], tenant: &str) -> bool {
+    selectors.iter().any(|s| match s {
+        TenantSelector::Any => true,
+        TenantSelector::Only(t) => t == tenant,
+    })
+}
+
+/// The limits one invocation of a plugin runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Wall-clock time per invocation.
+    pub timeout: Duration,
+    /// Largest linear memory, in bytes.
+    pub max_memory_bytes: usize,
+    /// Fuel per invocation (instructions, roughly), if metered.
+    pub fuel: Option<NonZeroU64>,
+    /// Instances of this plugin running at once.
+    pub max_instances: NonZeroUsize,
+    /// Largest value (argument or result) crossing the boundary, in bytes.
+    pub max_value_bytes: usize,
+    /// Host calls per invocation.
+    pub max_host_calls: NonZeroU64,
+}
+
+/// Everything the host enforces for one plugin.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Repositories granted.
+    pub grants: Grants,
+    /// Tenants served.
+    pub tenants: Vec<TenantSelector>,
+    /// Per-invocation limits.
+    pub limits: Limits,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(s: &str) -> Result<Capability, String> {
+        Capability::try_from(s.to_owned())
+    }
+
+    #[test]
+    fn capabilities_parse_and_grant() {
+        let g = Grants::new([cap("user:read").unwrap(), cap("trigger").unwrap()]);
+        assert!(g.allows(Repo::User, Access::Read));
+        assert!(!g.allows(Repo::User, Access::Write));
+        assert!(g.allows(Repo::Trigger, Access::Write));
+        assert!(!g.allows(Repo::Table, Access::Read));
+        let g = Grants::new([cap("table:read").unwrap(), cap("table").unwrap()]);
+        assert!(g.allows(Repo::Table, Access::Write));
+        assert!(cap("users").unwrap_err().contains("unknown capability"));
+        assert!(cap("pubsub:read").unwrap_err().contains("no read-only"));
+    }
+
+    #[test]
+    fn tenants_select() {
+        let any = vec![TenantSelector::Any];
+        assert!(serves(&any, "x"));
+        let only = vec![TenantSelector::try_from("acme".to_owned()).unwrap()];
+        assert!(serves(&only, "acme") && !serves(&only, "acme2"));
+        assert!(TenantSelector::try_from("a:b".to_owned()).is_err());
+        assert!(!serves(&[], "acme"));
+    }
+}
