@@ -12,3 +12,4 @@ mod dispatch;
 mod example;
 mod faults;
 mod repos;
+mod sandbox;

@@ -31,6 +31,17 @@ impl Driver {
         }
     }
 
+    /// A driver with its own `[[plugin]]` entry (which must own `drive`).
+    pub fn start_with_plugin(entry: &str) -> Driver {
+        let redis = RedisServer::start();
+        let host = Host::start(&redis, entry);
+        Driver {
+            redis,
+            host,
+            next: 0,
+        }
+    }
+
     /// Runs `calls` in the plugin for `tenant`; returns one result per call.
     pub fn run(&mut self, tenant: &str, calls: Value) -> Vec<Value> {
         self.next += 1;

@@ -6,7 +6,8 @@
 //! stores `result:N` (60 s): a JSON array with, per call, `{"ok": value}` or
 //! `{"err": {"kind": ..., "message": ...}}`. Arguments for `json` parameters
 //! are given as JSON values (the driver turns them into text); TTLs are a
-//! number or null.
+//! number or null. `["generic.set-big", key, n]` stores a string of `n`
+//! bytes built inside the plugin (to test size limits without a big script).
 
 use serde_json::{Value, json};
 use symphony_sdk::{
@@ -193,6 +194,10 @@ fn run(call: &[Value]) -> Result<Value> {
 
         "generic.set" => outcome(generic::set(a.s(0)?, &a.json(1)?, a.ttl(2)), unit),
         "generic.get" => outcome(generic::get(a.s(0)?), parsed),
+        "generic.set-big" => {
+            let big = Value::String("x".repeat(a.int(1)? as usize)).to_string();
+            outcome(generic::set(a.s(0)?, &big, None), unit)
+        }
         "generic.delete" => outcome(generic::delete(a.s(0)?), |b| json!(b)),
 
         "trigger.set" => outcome(
