@@ -1,14 +1,18 @@
 //! The dispatcher: turns expired keys into plugin invocations, fairly.
 //!
-//! For each [`Expired`] event it parses the key, routes the action to the
-//! plugin with the longest matching prefix, checks that the plugin serves the
-//! tenant, and queues the job under its tenant. A scheduler then starts jobs
+//! For each [`Expired`] event it parses the key, checks that some plugin
+//! owns the action (longest prefix) and serves the tenant, and queues the
+//! trigger under its tenant. A scheduler then starts jobs
 //! round-robin across tenants while three limits hold: `runtime.concurrency`
 //! jobs in all, `runtime.per_tenant_concurrency` per tenant, and the plugin's
 //! `max_instances`. So a flood from one tenant waits in its own queue while
 //! other tenants' triggers start as soon as a slot frees. The queues are
 //! bounded in total; when full, the dispatcher stops reading events, and the
 //! back-pressure reaches the listener.
+//!
+//! A job is routed again when it starts, in the plugin set live then: after a
+//! hot reload, queued triggers run on the new version, and in-flight ones
+//! finish on the version they started with (they hold its `Arc`).
 //!
 //! Every invocation ends in one `symphony::dispatch` event with tenant,
 //! action, id, plugin, outcome and duration_us.
@@ -46,8 +50,10 @@ pub struct Concurrency {
 }
 
 struct Queued {
-    job: Arc<Job>,
-    plugin: Arc<LoadedPlugin>,
+    tenant: String,
+    action: String,
+    id: String,
+    key: String,
     heard_at: Instant,
 }
 
@@ -154,44 +160,49 @@ impl Dispatcher {
             }
             return;
         };
-        let set = self.plugins.load();
-        let Some(plugin) = set.route(trigger.action) else {
-            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
-            if let Some(suppressed) = self.unrouted_log.allow() {
-                warn!(
-                    tenant = trigger.tenant,
-                    action = trigger.action,
-                    id = trigger.id,
-                    suppressed,
-                    "no plugin owns this action; trigger ignored"
-                );
-            }
-            return;
-        };
-        if !serves(&plugin.policy().tenants, trigger.tenant) {
-            self.stats.tenant_denied.fetch_add(1, Ordering::Relaxed);
-            if let Some(suppressed) = self.tenant_log.allow() {
-                warn!(tenant = trigger.tenant, action = trigger.action, id = trigger.id, plugin = %plugin.name(), suppressed, "the plugin owning this action may not serve this tenant; trigger not dispatched");
-            }
+        if self
+            .route(trigger.tenant, trigger.action, trigger.id)
+            .is_none()
+        {
             return;
         }
-        let job = Arc::new(Job {
+        let queued = Queued {
             tenant: trigger.tenant.to_owned(),
             action: trigger.action.to_owned(),
             id: trigger.id.to_owned(),
             key: key.clone(),
-            plugin: plugin.name().clone(),
-        });
-        let queue = self.queues.entry(job.tenant.clone()).or_default();
-        if queue.is_empty() {
-            self.order.push_back(job.tenant.clone());
-        }
-        queue.push_back(Queued {
-            job,
-            plugin: plugin.clone(),
             heard_at: event.heard_at,
-        });
+        };
+        let queue = self.queues.entry(queued.tenant.clone()).or_default();
+        if queue.is_empty() {
+            self.order.push_back(queued.tenant.clone());
+        }
+        queue.push_back(queued);
         self.queued += 1;
+    }
+
+    /// The plugin that owns `action` in the live set and serves `tenant`,
+    /// with the set's generation; `None` (counted and logged) otherwise.
+    fn route(&self, tenant: &str, action: &str, id: &str) -> Option<(Arc<LoadedPlugin>, u64)> {
+        let set = self.plugins.load();
+        let Some(plugin) = set.route(action) else {
+            self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.unrouted_log.allow() {
+                warn!(
+                    tenant,
+                    action, id, suppressed, "no plugin owns this action; trigger ignored"
+                );
+            }
+            return None;
+        };
+        if !serves(&plugin.policy().tenants, tenant) {
+            self.stats.tenant_denied.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.tenant_log.allow() {
+                warn!(tenant, action, id, plugin = %plugin.name(), suppressed, "the plugin owning this action may not serve this tenant; trigger not dispatched");
+            }
+            return None;
+        }
+        Some((plugin.clone(), set.generation()))
     }
 
     /// Starts queued jobs round-robin across tenants while the limits allow.
@@ -210,21 +221,34 @@ impl Dispatcher {
                 };
                 let tenant_busy = self.tenant_running.get(&tenant).copied().unwrap_or(0)
                     >= self.limits.per_tenant;
-                let plugin_busy = queue.front().is_some_and(|q| {
-                    self.plugin_running
-                        .get(q.plugin.name().as_str())
-                        .copied()
-                        .unwrap_or(0)
-                        >= q.plugin.policy().limits.max_instances.get()
-                });
-                if !tenant_busy
-                    && !plugin_busy
-                    && let Some(next) = queue.pop_front()
-                {
-                    self.queued -= 1;
-                    started = true;
+                if !tenant_busy && let Some(next) = queue.pop_front() {
                     let empty = queue.is_empty();
-                    self.start(next, done);
+                    match self.route(&next.tenant, &next.action, &next.id) {
+                        // Gone since it was queued (a reload): dropped, logged by `route`.
+                        None => {
+                            self.queued -= 1;
+                            started = true;
+                        }
+                        Some((plugin, generation)) => {
+                            let busy = self
+                                .plugin_running
+                                .get(plugin.name().as_str())
+                                .copied()
+                                .unwrap_or(0)
+                                >= plugin.policy().limits.max_instances.get();
+                            if busy {
+                                // Wait for the plugin; other tenants go on meanwhile.
+                                if let Some(queue) = self.queues.get_mut(&tenant) {
+                                    queue.push_front(next);
+                                }
+                                self.order.push_back(tenant);
+                                continue;
+                            }
+                            self.queued -= 1;
+                            started = true;
+                            self.start(next, plugin, generation, done);
+                        }
+                    }
                     if empty {
                         self.queues.remove(&tenant);
                         continue;
@@ -238,12 +262,22 @@ impl Dispatcher {
         }
     }
 
-    fn start(&mut self, queued: Queued, done: &mpsc::UnboundedSender<Done>) {
-        let Queued {
-            job,
-            plugin,
-            heard_at,
-        } = queued;
+    fn start(
+        &mut self,
+        queued: Queued,
+        plugin: Arc<LoadedPlugin>,
+        generation: u64,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        let heard_at = queued.heard_at;
+        let job = Arc::new(Job {
+            tenant: queued.tenant,
+            action: queued.action,
+            id: queued.id,
+            key: queued.key,
+            plugin: plugin.name().clone(),
+            generation,
+        });
         self.running += 1;
         *self.tenant_running.entry(job.tenant.clone()).or_default() += 1;
         *self
@@ -297,17 +331,17 @@ async fn run_job(
         (Outcome::Ok, _) | (_, None) => info!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            outcome = outcome_name, duration_us, queued_us, "dispatch"
+            generation = j.generation, outcome = outcome_name, duration_us, queued_us, "dispatch"
         ),
         (Outcome::Error(_) | Outcome::Denied(_), Some(detail)) => warn!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
+            generation = j.generation, outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
         ),
         (_, Some(detail)) => error!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
+            generation = j.generation, outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
         ),
     }
 }

@@ -103,7 +103,7 @@ pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
         RuntimeConfig::fuel_needed(&manifest.plugins),
         pools,
     )?;
-    let set = PluginSet::load(&runtime, &manifest)?;
+    let set = PluginSet::load(&runtime, &manifest, 0)?;
     Ok(set
         .plugins()
         .iter()
@@ -139,7 +139,7 @@ pub async fn run(
         RuntimeConfig::fuel_needed(&manifest.plugins),
         pools.clone(),
     )?;
-    let set = PluginSet::load(&runtime, &manifest)
+    let set = PluginSet::load(&runtime, &manifest, 0)
         .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
     for plugin in set.plugins() {
         info!(

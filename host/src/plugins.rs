@@ -11,6 +11,8 @@ use crate::runtime::{LoadError, LoadedPlugin, Runtime};
 
 /// Every plugin of a manifest, compiled, with the prefix routes.
 pub struct PluginSet {
+    /// 0 for the set loaded at start, then one more per successful reload.
+    generation: u64,
     plugins: Vec<Arc<LoadedPlugin>>,
     /// `(prefix, index into plugins)`, longest prefix first.
     routes: Vec<(String, usize)>,
@@ -29,7 +31,11 @@ impl PluginSet {
     ///
     /// # Errors
     /// All load errors, when any plugin fails.
-    pub fn load(runtime: &Runtime, manifest: &Manifest) -> Result<PluginSet, LoadErrors> {
+    pub fn load(
+        runtime: &Runtime,
+        manifest: &Manifest,
+        generation: u64,
+    ) -> Result<PluginSet, LoadErrors> {
         let mut plugins = Vec::new();
         let mut routes = Vec::new();
         let mut errors = Vec::new();
@@ -49,7 +55,16 @@ impl PluginSet {
             return Err(LoadErrors { errors });
         }
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Ok(PluginSet { plugins, routes })
+        Ok(PluginSet {
+            generation,
+            plugins,
+            routes,
+        })
+    }
+
+    /// Which load this set came from (0 at start, +1 per reload).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The plugin owning `action`: the one with the longest prefix of it.

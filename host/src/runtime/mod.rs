@@ -57,6 +57,8 @@ pub struct Job {
     pub key: String,
     /// Name of the plugin that owns the action.
     pub plugin: PluginName,
+    /// Generation of the plugin set the job was routed in.
+    pub generation: u64,
 }
 
 /// How an invocation ended.
