@@ -31,4 +31,13 @@ done
 for p in "${examples[@]}"; do
     cp -p "$out/$p.wasm" "$root/plugins-example/plugins/$p.wasm"
 done
-echo "build-plugins: $(( ${#examples[@]} + ${#fixtures[@]} )) plugins in target/plugins" >&2
+
+# The hot-reload test's plugin, in two versions.
+for v in v1 v2; do
+    features=()
+    [ "$v" = v2 ] && features=(--features v2)
+    cargo build --locked --quiet --profile plugin --target wasm32-wasip2 \
+        --target-dir "$root/target/wasm" -p versioned "${features[@]}"
+    cp -p "$out/versioned.wasm" "$root/target/plugins/versioned-$v.wasm"
+done
+echo "build-plugins: $(( ${#examples[@]} + ${#fixtures[@]} + 2 )) plugins in target/plugins" >&2

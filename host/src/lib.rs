@@ -16,7 +16,8 @@
 //! - [`plugins`]: the loaded plugin set and its routing table.
 //! - [`policy`]: capabilities, tenants and limits of each plugin.
 //! - [`listener`]: keyevent subscription with reconnect and config checks.
-//! - [`dispatch`]: from expired key to invocation, bounded and drained on shutdown.
+//! - [`dispatch`]: from expired key to invocation, bounded, fair, drained on shutdown.
+//! - [`reload`]: hot reload of the manifest and plugins.
 //! - [`run`] / [`check`]: the orchestration behind the CLI.
 
 pub mod bindings;
@@ -27,6 +28,7 @@ pub mod manifest;
 pub mod plugins;
 pub mod policy;
 pub mod pools;
+pub mod reload;
 pub mod repo;
 pub mod runtime;
 pub mod stats;
@@ -47,6 +49,7 @@ use crate::listener::Listener;
 use crate::manifest::{Manifest, RedisUrl, RuntimeConfig};
 use crate::plugins::PluginSet;
 use crate::pools::Pools;
+use crate::reload::Reloader;
 use crate::runtime::Runtime;
 use crate::stats::Stats;
 
@@ -118,7 +121,8 @@ pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
 }
 
 /// Runs the host until `shutdown` resolves: loads the manifest and plugins,
-/// listens for expiries and dispatches them. On shutdown it stops taking
+/// listens for expiries and dispatches them, and reloads the plugins when
+/// their files or the manifest change (or on SIGHUP). On shutdown it stops taking
 /// events, lets in-flight invocations finish for up to
 /// `runtime.shutdown_grace`, and returns.
 ///
@@ -154,6 +158,19 @@ pub async fn run(
     let plugins = Arc::new(ArcSwap::from_pointee(set));
     let stats = Arc::new(Stats::default());
     let cancel = CancellationToken::new();
+
+    let pid_file = reload::pid_file(manifest_path);
+    let pid = std::process::id().to_string();
+    if let Err(e) = std::fs::write(&pid_file, &pid) {
+        warn!(path = %pid_file.display(), error = %e, "cannot write the pid file; `symphony-host reload` will not find this host");
+    }
+    let reloader = Reloader::new(
+        manifest.clone(),
+        options.redis_url.clone(),
+        runtime.clone(),
+        plugins.clone(),
+    );
+    let reloading = tokio::spawn(reload::watch(reloader, cancel.child_token()));
 
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let mut listeners = JoinSet::new();
@@ -202,6 +219,10 @@ pub async fn run(
         );
     }
     listeners.shutdown().await;
+    let _ = reloading.await;
+    if std::fs::read_to_string(&pid_file).is_ok_and(|p| p == pid) {
+        let _ = std::fs::remove_file(&pid_file);
+    }
     stats.log_summary();
     result
 }

@@ -54,6 +54,12 @@ enum Command {
         /// The manifest (TOML).
         manifest: PathBuf,
     },
+    /// Ask the host running this manifest to reload it and its plugins now
+    /// (it also reloads by itself when the files change, and on SIGHUP).
+    Reload {
+        /// The manifest the host was started with.
+        manifest: PathBuf,
+    },
     /// Schedule or cancel a trigger.
     #[command(subcommand)]
     Trigger(TriggerCommand),
@@ -174,6 +180,14 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("{}: {} plugin(s) ok", manifest.display(), plugins.len());
+            Ok(())
+        }
+        Command::Reload { manifest } => {
+            let pid = symphony_host::reload::signal_reload(&manifest)?;
+            println!(
+                "asked the host (pid {pid}) to reload {}",
+                manifest.display()
+            );
             Ok(())
         }
         Command::Trigger(TriggerCommand::Set {

@@ -94,7 +94,7 @@ pub struct RedisConfig {
 }
 
 /// `[listener]`: where and how expiries are heard.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ListenerConfig {
@@ -136,7 +136,7 @@ pub enum NotifyMode {
 }
 
 /// `[runtime]`: the engine and dispatch limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct RuntimeConfig {

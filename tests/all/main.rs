@@ -11,5 +11,6 @@ mod compat;
 mod dispatch;
 mod example;
 mod faults;
+mod reload;
 mod repos;
 mod sandbox;

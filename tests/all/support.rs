@@ -238,7 +238,16 @@ impl Host {
 
     /// As [`Host::start`], with extra manifest text (before the plugins).
     pub fn start_with(redis: &RedisServer, plugins: &str, extra: &str) -> Host {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), redis, plugins, extra)
+    }
+
+    /// As [`Host::start_with`], with the manifest in `dir` (which the host keeps).
+    pub fn start_in(
+        dir: tempfile::TempDir,
+        redis: &RedisServer,
+        plugins: &str,
+        extra: &str,
+    ) -> Host {
         let manifest = write_manifest(dir.path(), plugins, extra);
         let mut host = Host::spawn(&manifest, redis, dir);
         host.wait_for("the listener to subscribe", Duration::from_secs(20), |e| {
@@ -306,6 +315,11 @@ impl Host {
             _dir: dir,
             redis_log: Some(redis.log_path()),
         }
+    }
+
+    /// The directory holding the manifest (`manifest.toml`).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// The host's process id.

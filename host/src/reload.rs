@@ -1,0 +1,299 @@
+//! Hot reload: the manifest and plugin files swap in live, without touching
+//! the listener or the Redis connections.
+//!
+//! A watcher (inotify through `notify`) follows the manifest and every plugin
+//! file, by their directories, so editors that save by rename and tools that
+//! copy into place are both seen. Changes are debounced ([`DEBOUNCE`]); SIGHUP
+//! and `symphony-host reload` (which signals the process named in the pid
+//! file, [`pid_file`]) reload at once. A reload parses and validates the
+//! manifest, compiles every plugin to the side, and only then swaps the
+//! [`PluginSet`] in one atomic store. Anything wrong (invalid TOML, an unknown
+//! field, a missing or half-written file, a component that does not compile or
+//! lacks the export) is logged with its reason and the previous set keeps
+//! serving.
+//!
+//! Only the `[[plugin]]` entries reload. A changed `[redis]` (pool URLs),
+//! `[listener]` or `[runtime]` section is rejected with a message that it
+//! needs a restart: connections and the listener are never rebuilt by a
+//! reload, so no expiry is lost or heard twice because of one.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use notify::{EventKind, RecursiveMode, Watcher as _};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::manifest::{Manifest, ManifestError, RedisUrl, RuntimeConfig};
+use crate::millis;
+use crate::plugins::{LoadErrors, PluginSet};
+use crate::runtime::Runtime;
+
+/// Quiet time after the last file event before a reload starts.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Why a reload was rejected (the previous plugins keep serving).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The manifest cannot be read or is invalid.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A section that only a restart applies has changed.
+    #[error("{0} changed, which needs a restart; the running host keeps the old {0}")]
+    NeedsRestart(&'static str),
+    /// A plugin did not load.
+    #[error(transparent)]
+    Load(#[from] LoadErrors),
+    /// The compile task failed.
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
+
+/// Applies manifest changes to the live plugin set.
+pub struct Reloader {
+    path: PathBuf,
+    redis_override: Option<RedisUrl>,
+    runtime: Arc<Runtime>,
+    plugins: Arc<ArcSwap<PluginSet>>,
+    /// The manifest the host started with: its restart-only sections.
+    started: Manifest,
+    /// Files to watch: the manifest and the plugins of the last parsed manifest.
+    files: HashSet<PathBuf>,
+    generation: u64,
+}
+
+impl Reloader {
+    /// A reloader for the host that started with `manifest`.
+    pub fn new(
+        manifest: Manifest,
+        redis_override: Option<RedisUrl>,
+        runtime: Arc<Runtime>,
+        plugins: Arc<ArcSwap<PluginSet>>,
+    ) -> Self {
+        let mut r = Self {
+            path: absolute(&manifest.path),
+            redis_override,
+            runtime,
+            plugins,
+            files: HashSet::new(),
+            generation: 0,
+            started: manifest,
+        };
+        let started = r.started.clone();
+        r.files = r.files_of(&started);
+        r
+    }
+
+    fn files_of(&self, manifest: &Manifest) -> HashSet<PathBuf> {
+        let mut files: HashSet<PathBuf> = manifest
+            .plugins
+            .iter()
+            .map(|p| absolute(&p.resolved_path(manifest)))
+            .collect();
+        files.insert(self.path.clone());
+        files
+    }
+
+    /// Reloads now: parse, validate, compile to the side, swap. Returns the
+    /// new generation.
+    ///
+    /// # Errors
+    /// A [`ReloadError`]; the live set is then unchanged.
+    pub async fn reload(&mut self) -> Result<u64, ReloadError> {
+        let manifest = Manifest::load(&self.path)?;
+        // Watch what this manifest names even if it fails below, so the
+        // reload that fixes it is seen.
+        self.files = self.files_of(&manifest);
+        self.check_restart_only(&manifest)?;
+        let runtime = self.runtime.clone();
+        let generation = self.generation + 1;
+        let set =
+            tokio::task::spawn_blocking(move || PluginSet::load(&runtime, &manifest, generation))
+                .await
+                .map_err(|e| ReloadError::Task(e.to_string()))??;
+        self.plugins.store(Arc::new(set));
+        self.generation = generation;
+        Ok(generation)
+    }
+
+    fn check_restart_only(&self, new: &Manifest) -> Result<(), ReloadError> {
+        let url = self.redis_override.as_ref();
+        if new.pool_urls(url) != self.started.pool_urls(url) {
+            return Err(ReloadError::NeedsRestart("[redis] (a pool URL)"));
+        }
+        if new.listener != self.started.listener {
+            return Err(ReloadError::NeedsRestart("[listener]"));
+        }
+        if new.runtime != self.started.runtime {
+            return Err(ReloadError::NeedsRestart("[runtime]"));
+        }
+        if RuntimeConfig::fuel_needed(&new.plugins) && !self.runtime.meters_fuel() {
+            return Err(ReloadError::NeedsRestart(
+                "fuel metering (a plugin now sets limits.fuel)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reloads and logs the result.
+    async fn reload_logged(&mut self, reason: &str) {
+        let start = Instant::now();
+        match self.reload().await {
+            Ok(generation) => {
+                let set = self.plugins.load();
+                let plugins: Vec<String> = set
+                    .plugins()
+                    .iter()
+                    .map(|p| format!("{}@{}", p.name(), p.digest()))
+                    .collect();
+                info!(
+                    generation,
+                    reason,
+                    took_ms = millis(start.elapsed()),
+                    ?plugins,
+                    "plugins reloaded"
+                );
+            }
+            Err(e) => error!(
+                reason,
+                error = %e,
+                "reload rejected; the previous plugins keep serving"
+            ),
+        }
+    }
+
+    fn dirs(&self) -> HashSet<PathBuf> {
+        self.files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_owned))
+            .collect()
+    }
+}
+
+/// The absolute form of `p` (relative to the working directory), without
+/// resolving links, so paths compare equal to those `notify` reports.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// Watches files and SIGHUP and reloads until `cancel`.
+pub async fn watch(mut reloader: Reloader, cancel: CancellationToken) {
+    let (tx, mut events) = mpsc::channel::<notify::Event>(1024);
+    let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(event) = res {
+            // Dropped when full: a reload is coming anyway.
+            let _ = tx.try_send(event);
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "cannot watch files; reload with SIGHUP or `symphony-host reload`");
+            None
+        }
+    };
+    let mut watched: HashSet<PathBuf> = HashSet::new();
+    let mut rewatch = |reloader: &Reloader, watched: &mut HashSet<PathBuf>| {
+        let Some(w) = watcher.as_mut() else { return };
+        for dir in reloader.dirs() {
+            if watched.contains(&dir) {
+                continue;
+            }
+            match w.watch(&dir, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    watched.insert(dir);
+                }
+                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot watch this directory"),
+            }
+        }
+    };
+    rewatch(&reloader, &mut watched);
+
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let sighup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let sighup = std::future::pending::<()>();
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = sighup => reloader.reload_logged("SIGHUP").await,
+            Some(event) = events.recv() => {
+                if !relevant(&event, &reloader.files) {
+                    continue;
+                }
+                // Debounce: wait for the writes to settle.
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(DEBOUNCE) => break,
+                        Some(_) = events.recv() => {}
+                    }
+                }
+                reloader.reload_logged("file changed").await;
+            }
+        }
+        rewatch(&reloader, &mut watched);
+    }
+}
+
+fn relevant(event: &notify::Event, files: &HashSet<PathBuf>) -> bool {
+    matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any
+    ) && event.paths.iter().any(|p| files.contains(p))
+}
+
+/// Where `run` writes its pid, for `symphony-host reload`: one file per
+/// manifest (by the SHA-256 of its absolute path) in `$XDG_RUNTIME_DIR` or
+/// the temp dir. With several hosts on one manifest and machine, the last
+/// started owns it.
+pub fn pid_file(manifest: &Path) -> PathBuf {
+    let digest = Sha256::digest(absolute(manifest).as_os_str().as_encoded_bytes());
+    let name: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let dir = std::env::var_os("XDG_RUNTIME_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(std::env::temp_dir, PathBuf::from);
+    dir.join(format!("symphony-host-{name}.pid"))
+}
+
+/// Asks the host running `manifest` to reload (SIGHUP to the pid in its pid
+/// file). Returns the pid.
+///
+/// # Errors
+/// No pid file, or no such process.
+pub fn signal_reload(manifest: &Path) -> anyhow::Result<i32> {
+    use anyhow::Context as _;
+    let file = pid_file(manifest);
+    let text = std::fs::read_to_string(&file).with_context(|| {
+        format!(
+            "no running host found for {} (no pid file at {})",
+            manifest.display(),
+            file.display()
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("invalid pid file {}", file.display()))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGHUP,
+    )
+    .with_context(|| format!("cannot signal the host (pid {pid} from {})", file.display()))?;
+    Ok(pid)
+}
