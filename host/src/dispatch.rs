@@ -1,23 +1,27 @@
-//! The dispatcher: turns expired keys into plugin invocations, fairly.
+//! The dispatcher: turns claimed firings into plugin invocations, fairly.
 //!
-//! For each [`Expired`] event it parses the key, checks that some plugin
-//! owns the action (longest prefix) and serves the tenant, and queues the
-//! trigger under its tenant. A scheduler then starts jobs
-//! round-robin across tenants while three limits hold: `runtime.concurrency`
-//! jobs in all, `runtime.per_tenant_concurrency` per tenant, and the plugin's
-//! `max_instances`. So a flood from one tenant waits in its own queue while
-//! other tenants' triggers start as soon as a slot frees. The queues are
-//! bounded in total; when full, the dispatcher stops reading events, and the
-//! back-pressure reaches the listener.
+//! Each [`Firing`] comes claimed from the durable index (see
+//! [`crate::delivery`]): this host, and only this host, runs it. The
+//! dispatcher checks that some plugin owns the action (longest prefix) and
+//! serves the tenant, and queues the firing under its tenant. A scheduler
+//! then starts jobs round-robin across tenants while three limits hold:
+//! `runtime.concurrency` jobs in all, `runtime.per_tenant_concurrency` per
+//! tenant, and the plugin's `max_instances`. So a flood from one tenant waits
+//! in its own queue while other tenants' triggers start as soon as a slot
+//! frees. The queues are bounded in total; when full, the dispatcher stops
+//! taking firings, and the back-pressure reaches the sweeper.
 //!
 //! A job is routed again when it starts, in the plugin set live then: after a
 //! hot reload, queued triggers run on the new version, and in-flight ones
 //! finish on the version they started with (they hold its `Arc`).
 //!
-//! Every invocation ends in one `symphony::dispatch` event with tenant,
-//! action, id, plugin, outcome and duration_us.
+//! When a job ends, its firing is finished in Redis: done, retried after a
+//! backoff (up to the plugin's `retry.max_attempts`), or dead-lettered. Every
+//! invocation ends in one `symphony::dispatch` event with tenant, action, id,
+//! plugin, outcome, attempt, duration_us and late_us (from the due time to
+//! the start).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -28,10 +32,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
+use crate::delivery::{DeadLetter, Delivery, Firing, Meta};
 use crate::keys::parse_trigger;
-use crate::listener::Expired;
 use crate::plugins::PluginSet;
 use crate::policy::serves;
+use crate::pools::PoolAlias;
 use crate::runtime::{Job, LoadedPlugin, Outcome, Runtime};
 use crate::stats::{Stats, Throttle};
 
@@ -53,9 +58,12 @@ struct Queued {
     tenant: String,
     action: String,
     id: String,
-    key: String,
+    firing: Firing,
     heard_at: Instant,
 }
+
+/// The firings this host is running, member → pool (given back on shutdown).
+pub type InFlight = Arc<std::sync::Mutex<HashMap<String, PoolAlias>>>;
 
 /// A finished job, reported back to the scheduler.
 struct Done {
@@ -66,11 +74,12 @@ struct Done {
 /// Routes events to plugins and runs them, bounded and fair across tenants.
 pub struct Dispatcher {
     runtime: Arc<Runtime>,
+    deliveries: Arc<BTreeMap<PoolAlias, Delivery>>,
+    in_flight: InFlight,
     plugins: Arc<ArcSwap<PluginSet>>,
     limits: Concurrency,
     tracker: TaskTracker,
     stats: Arc<Stats>,
-    not_trigger_log: Throttle,
     unrouted_log: Throttle,
     tenant_log: Throttle,
     queues: HashMap<String, VecDeque<Queued>>,
@@ -86,17 +95,19 @@ impl Dispatcher {
     /// A dispatcher with these limits.
     pub fn new(
         runtime: Arc<Runtime>,
+        deliveries: Arc<BTreeMap<PoolAlias, Delivery>>,
         plugins: Arc<ArcSwap<PluginSet>>,
         limits: Concurrency,
         stats: Arc<Stats>,
     ) -> Self {
         Self {
             runtime,
+            deliveries,
+            in_flight: InFlight::default(),
             plugins,
             limits,
             tracker: TaskTracker::new(),
             stats,
-            not_trigger_log: Throttle::new(IGNORED_LOG_INTERVAL),
             unrouted_log: Throttle::new(IGNORED_LOG_INTERVAL),
             tenant_log: Throttle::new(IGNORED_LOG_INTERVAL),
             queues: HashMap::new(),
@@ -113,9 +124,14 @@ impl Dispatcher {
         self.tracker.clone()
     }
 
+    /// The members of the firings running now.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.clone()
+    }
+
     /// Takes events and runs jobs until `cancel`, or until every sender is
     /// gone and nothing is queued.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Expired>, cancel: CancellationToken) {
+    pub async fn run(mut self, mut events: mpsc::Receiver<Firing>, cancel: CancellationToken) {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut events_open = true;
         loop {
@@ -133,52 +149,66 @@ impl Dispatcher {
                 },
             }
         }
-        if self.queued > 0 {
-            warn!(
-                queued = self.queued,
-                "shutting down with triggers queued that were not dispatched"
+        // Give back what was claimed but not started, for another host.
+        events.close();
+        let mut released = 0;
+        let mut unstarted = Vec::new();
+        while let Ok(firing) = events.try_recv() {
+            unstarted.push(firing);
+        }
+        unstarted.extend(self.queues.drain().flat_map(|(_, q)| q).map(|q| q.firing));
+        for firing in unstarted {
+            if let Some(d) = self.deliveries.get(&firing.pool) {
+                let _ = d.release(&firing.member).await;
+                released += 1;
+            }
+        }
+        if released > 0 {
+            info!(
+                released,
+                "shutting down: gave back claimed triggers that had not started"
             );
         }
     }
 
-    fn accept(&mut self, event: Expired) {
+    fn accept(&mut self, firing: Firing) {
         self.stats.heard.fetch_add(1, Ordering::Relaxed);
-        let key = match event.key {
-            Ok(key) => key,
-            Err(raw) => {
-                self.stats.not_trigger.fetch_add(1, Ordering::Relaxed);
-                if let Some(suppressed) = self.not_trigger_log.allow() {
-                    info!(pool = %event.pool, key = %String::from_utf8_lossy(&raw), suppressed, "ignored an expired key that is not UTF-8");
-                }
-                return;
-            }
-        };
-        let Some(trigger) = parse_trigger(&key) else {
-            self.stats.not_trigger.fetch_add(1, Ordering::Relaxed);
-            if let Some(suppressed) = self.not_trigger_log.allow() {
-                info!(pool = %event.pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
-            }
+        let Some(trigger) = parse_trigger(&firing.key) else {
+            // The index only holds trigger keys; finish anything else.
+            self.finish_unrun(firing);
             return;
         };
-        if self
-            .route(trigger.tenant, trigger.action, trigger.id)
-            .is_none()
-        {
+        let (tenant, action, id) = (
+            trigger.tenant.to_owned(),
+            trigger.action.to_owned(),
+            trigger.id.to_owned(),
+        );
+        if self.route(&tenant, &action, &id).is_none() {
+            self.finish_unrun(firing);
             return;
         }
-        let queued = Queued {
-            tenant: trigger.tenant.to_owned(),
-            action: trigger.action.to_owned(),
-            id: trigger.id.to_owned(),
-            key: key.clone(),
-            heard_at: event.heard_at,
-        };
-        let queue = self.queues.entry(queued.tenant.clone()).or_default();
+        let queue = self.queues.entry(tenant.clone()).or_default();
         if queue.is_empty() {
-            self.order.push_back(queued.tenant.clone());
+            self.order.push_back(tenant.clone());
         }
-        queue.push_back(queued);
+        queue.push_back(Queued {
+            tenant,
+            action,
+            id,
+            firing,
+            heard_at: Instant::now(),
+        });
         self.queued += 1;
+    }
+
+    /// Finishes a firing that will not run (no plugin, tenant not served).
+    fn finish_unrun(&self, firing: Firing) {
+        let Some(delivery) = self.deliveries.get(&firing.pool).cloned() else {
+            return;
+        };
+        self.tracker.spawn(async move {
+            let _ = delivery.done(&firing.member).await;
+        });
     }
 
     /// The plugin that owns `action` in the live set and serves `tenant`,
@@ -228,6 +258,7 @@ impl Dispatcher {
                         None => {
                             self.queued -= 1;
                             started = true;
+                            self.finish_unrun(next.firing);
                         }
                         Some((plugin, generation)) => {
                             let busy = self
@@ -270,14 +301,18 @@ impl Dispatcher {
         done: &mpsc::UnboundedSender<Done>,
     ) {
         let heard_at = queued.heard_at;
+        let firing = queued.firing;
         let job = Arc::new(Job {
             tenant: queued.tenant,
             action: queued.action,
             id: queued.id,
-            key: queued.key,
+            key: firing.key.clone(),
             plugin: plugin.name().clone(),
             generation,
         });
+        if let Ok(mut set) = self.in_flight.lock() {
+            set.insert(firing.member.clone(), firing.pool);
+        }
         self.running += 1;
         *self.tenant_running.entry(job.tenant.clone()).or_default() += 1;
         *self
@@ -287,8 +322,16 @@ impl Dispatcher {
         let runtime = self.runtime.clone();
         let stats = self.stats.clone();
         let done = done.clone();
+        let deliveries = self.deliveries.clone();
+        let in_flight = self.in_flight.clone();
         self.tracker.spawn(async move {
-            run_job(&runtime, &plugin, job.clone(), &stats, heard_at).await;
+            let outcome = run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await;
+            if let Some(delivery) = deliveries.get(&firing.pool) {
+                settle(delivery, &plugin, &job, &firing, &outcome).await;
+            }
+            if let Ok(mut set) = in_flight.lock() {
+                set.remove(&firing.member);
+            }
             let _ = done.send(Done {
                 tenant: job.tenant.clone(),
                 plugin: plugin.name().as_str().to_owned(),
@@ -312,14 +355,82 @@ fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
     }
 }
 
+/// Records the outcome in Redis: done, a retry after a backoff, or a dead letter.
+async fn settle(
+    delivery: &Delivery,
+    plugin: &LoadedPlugin,
+    job: &Job,
+    firing: &Firing,
+    outcome: &Outcome,
+) {
+    let result = match outcome.detail() {
+        None => delivery.done(&firing.member).await,
+        Some(error) => {
+            let attempts = firing.meta.attempts + 1;
+            let max = plugin.policy().retry.attempts_for(&job.action);
+            let first_due_ms = if firing.meta.attempts == 0 {
+                firing.due_ms
+            } else {
+                firing.meta.first_due_ms
+            };
+            if attempts < max {
+                let delay = plugin.policy().retry.delay(attempts + 1);
+                let meta = Meta {
+                    attempts,
+                    first_due_ms,
+                    last_error: error,
+                };
+                warn!(
+                    tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin,
+                    attempt = attempts, max_attempts = max, retry_in_ms = crate::millis(delay),
+                    "dispatch failed; retrying"
+                );
+                delivery.retry(firing, delay, &meta).await.map(drop)
+            } else {
+                let letter = DeadLetter {
+                    tenant: job.tenant.clone(),
+                    action: job.action.clone(),
+                    id: job.id.clone(),
+                    key: job.key.clone(),
+                    attempts,
+                    last_error: error,
+                    first_due_ms,
+                    failed_at_ms: unix_ms(),
+                };
+                error!(
+                    tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin,
+                    attempts, "dispatch failed for the last time; moved to the dead-letter list"
+                );
+                delivery.dead(firing, &letter).await
+            }
+        }
+    };
+    if let Err(e) = result {
+        error!(
+            tenant = %job.tenant, action = %job.action, id = %job.id, error = %e,
+            "cannot record the outcome in Redis; the lease will run this firing again"
+        );
+    }
+}
+
+/// Milliseconds since the Unix epoch, by this machine's clock.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 async fn run_job(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
     job: Arc<Job>,
+    firing: &Firing,
     stats: &Stats,
     heard_at: Instant,
-) {
+) -> Outcome {
     let start = Instant::now();
+    let late_us = (unix_ms() - firing.due_ms).saturating_mul(1000);
+    let attempt = firing.meta.attempts + 1;
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
     let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -331,17 +442,18 @@ async fn run_job(
         (Outcome::Ok, _) | (_, None) => info!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, outcome = outcome_name, duration_us, queued_us, "dispatch"
+            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, "dispatch"
         ),
         (Outcome::Error(_) | Outcome::Denied(_), Some(detail)) => warn!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
+            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, error = %detail, "dispatch"
         ),
         (_, Some(detail)) => error!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, outcome = outcome_name, duration_us, queued_us, error = %detail, "dispatch"
+            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, error = %detail, "dispatch"
         ),
     }
+    outcome
 }

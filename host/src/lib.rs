@@ -21,6 +21,7 @@
 //! - [`run`] / [`check`]: the orchestration behind the CLI.
 
 pub mod bindings;
+pub mod delivery;
 pub mod dispatch;
 pub mod keys;
 pub mod listener;
@@ -32,6 +33,7 @@ pub mod reload;
 pub mod repo;
 pub mod runtime;
 pub mod stats;
+pub mod sweeper;
 
 use std::future::Future;
 use std::path::Path;
@@ -39,15 +41,19 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
-use tokio::sync::mpsc;
+use std::collections::BTreeMap;
+
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::delivery::Delivery;
 use crate::dispatch::{Concurrency, Dispatcher};
 use crate::listener::Listener;
 use crate::manifest::{Manifest, RedisUrl, RuntimeConfig};
 use crate::plugins::PluginSet;
+use crate::pools::PoolAlias;
 use crate::pools::Pools;
 use crate::reload::Reloader;
 use crate::runtime::Runtime;
@@ -172,20 +178,48 @@ pub async fn run(
     );
     let reloading = tokio::spawn(reload::watch(reloader, cancel.child_token()));
 
-    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    // Per listened pool: a listener, the pump of its keyevents into the
+    // durable index, and a sweeper claiming due firings; all firings go to
+    // the one dispatcher.
+    let (firing_tx, firing_rx) = mpsc::channel(EVENT_QUEUE);
     let mut listeners = JoinSet::new();
+    let mut background = JoinSet::new();
+    let mut deliveries = BTreeMap::new();
+    let lease = manifest.delivery.lease.0;
     let mut aliases = manifest.listener.pools.clone();
     aliases.sort();
     aliases.dedup();
     for alias in aliases {
         let pool = pools.get(alias)?;
+        let delivery = Delivery::for_pool(&pools, alias)?;
+        deliveries.insert(alias, delivery.clone());
+        let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let wake = Arc::new(Notify::new());
         let listener = Listener::new(alias, pool, manifest.listener.notify_keyspace_events);
-        listeners.spawn(listener.run(tx.clone(), cancel.child_token()));
+        listeners.spawn(listener.run(event_tx, cancel.child_token()));
+        background.spawn(sweeper::pump(
+            delivery.clone(),
+            event_rx,
+            firing_tx.clone(),
+            wake.clone(),
+            lease,
+            stats.clone(),
+            cancel.child_token(),
+        ));
+        background.spawn(sweeper::sweep(
+            delivery,
+            firing_tx.clone(),
+            wake,
+            lease,
+            cancel.child_token(),
+        ));
     }
-    drop(tx);
+    drop(firing_tx);
+    let deliveries = Arc::new(deliveries);
 
     let dispatcher = Dispatcher::new(
         runtime.clone(),
+        deliveries.clone(),
         plugins.clone(),
         Concurrency {
             total: manifest.runtime.concurrency.get(),
@@ -193,8 +227,9 @@ pub async fn run(
         },
         stats.clone(),
     );
+    let in_flight = dispatcher.in_flight();
     let tracker = dispatcher.tracker();
-    let dispatching = tokio::spawn(dispatcher.run(rx, cancel.child_token()));
+    let dispatching = tokio::spawn(dispatcher.run(firing_rx, cancel.child_token()));
 
     let result = tokio::select! {
         _ = shutdown => {
@@ -208,14 +243,25 @@ pub async fn run(
         },
     };
     cancel.cancel();
+    while background.join_next().await.is_some() {}
     let _ = dispatching.await;
     tracker.close();
     let grace = manifest.runtime.shutdown_grace.0;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        // Leave the unfinished ones for another host, at once.
+        let unfinished: Vec<(String, PoolAlias)> = in_flight
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        for (member, pool) in &unfinished {
+            if let Some(d) = deliveries.get(pool) {
+                let _ = d.release(member).await;
+            }
+        }
         warn!(
-            in_flight = tracker.len(),
+            in_flight = unfinished.len(),
             grace_ms = millis(grace),
-            "shutdown grace elapsed; abandoning in-flight dispatches"
+            "shutdown grace elapsed; gave the unfinished dispatches back for another host"
         );
     }
     listeners.shutdown().await;

@@ -1,16 +1,18 @@
-//! The expiry listener: one dedicated pub/sub connection per listened pool,
-//! subscribed to `__keyevent@{db}__:expired`, under a reconnect loop.
+//! The keyevent listener: one dedicated pub/sub connection per listened pool,
+//! subscribed to `__keyevent@{db}__:expired`, `:expire` and `:del`, under a
+//! reconnect loop.
 //!
 //! On every (re)connection it subscribes, then makes sure the server emits
-//! keyevent notifications for expiries (`notify-keyspace-events` holding `E`
-//! and `x`, merged into what is set, since a restarted Redis forgets a runtime
+//! keyevent notifications (`notify-keyspace-events` holding `E`, `x` and
+//! `g`, merged into what is set, since a restarted Redis forgets a runtime
 //! `CONFIG SET`). A lost connection is retried with capped exponential
 //! backoff (first retry after 50 ms, then up to 5 s), and the gap is logged.
 //! A health-check PING every few seconds catches half-open connections.
 //!
-//! The listener only hears keys; it sends each one to the dispatcher as an
-//! [`Expired`] event. Other sources of due triggers (a durable index sweep)
-//! feed the same channel.
+//! The listener only hears keys; it sends each one on as a [`KeyEvent`], and
+//! a [`KeyEvent::Subscribed`] after every (re)subscription, so the delivery
+//! layer can index what it missed. It never decides what runs: the durable
+//! index does (see [`crate::delivery`]).
 
 use std::time::{Duration, Instant};
 
@@ -33,15 +35,48 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Interval of the health-check PING on the subscription.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
-/// An expired key heard on a pool's keyevent channel.
+/// Which keyevent was heard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The key expired (Redis deleted it for its TTL).
+    Expired,
+    /// A TTL was set on the key (SETEX, SET PX, EXPIRE...).
+    Expire,
+    /// The key was deleted.
+    Del,
+}
+
+impl EventKind {
+    const ALL: [EventKind; 3] = [EventKind::Expired, EventKind::Expire, EventKind::Del];
+
+    fn event_name(self) -> &'static str {
+        match self {
+            EventKind::Expired => "expired",
+            EventKind::Expire => "expire",
+            EventKind::Del => "del",
+        }
+    }
+}
+
+/// What the listener passes on.
 #[derive(Debug, Clone)]
-pub struct Expired {
-    /// The pool whose DB the key lived in.
-    pub pool: PoolAlias,
-    /// The key, or its raw bytes when it is not UTF-8.
-    pub key: Result<String, Vec<u8>>,
-    /// When the host heard it.
-    pub heard_at: Instant,
+pub enum KeyEvent {
+    /// A keyevent for one key.
+    Key {
+        /// The pool whose DB the key is in.
+        pool: PoolAlias,
+        /// The event.
+        kind: EventKind,
+        /// The key, or its raw bytes when it is not UTF-8.
+        key: Result<String, Vec<u8>>,
+        /// When the host heard it.
+        heard_at: Instant,
+    },
+    /// The listener (re)subscribed: events may have been missed before.
+    Subscribed {
+        /// The pool.
+        pool: PoolAlias,
+    },
 }
 
 /// Why `notify-keyspace-events` could not be made right.
@@ -51,7 +86,7 @@ pub enum NotifyError {
     /// CONFIG GET or SET was refused by the server.
     #[error(
         "cannot {op} notify-keyspace-events on {server}: {reason}. Expiry events need the flags \
-         `E` and `x`: set `notify-keyspace-events Ex` (plus any flags you use) in redis.conf or \
+         `E`, `x` and `g`: set `notify-keyspace-events Exg` (plus any flags you use) in redis.conf or \
          your provider's parameter settings, then set `notify_keyspace_events = \"assume\"` \
          under [listener] in the manifest so the host does not try CONFIG"
     )]
@@ -65,9 +100,9 @@ pub enum NotifyError {
     },
     /// `check` mode found the flags missing.
     #[error(
-        "notify-keyspace-events on {server} is {current:?}, which lacks `E` or `x`, and the \
+        "notify-keyspace-events on {server} is {current:?}, which lacks `E`, `x` or `g`, and the \
          manifest says notify_keyspace_events = \"check\": run \
-         `redis-cli -h <host> -p <port> CONFIG SET notify-keyspace-events {current}Ex` or set it \
+         `redis-cli -h <host> -p <port> CONFIG SET notify-keyspace-events {current}Exg` or set it \
          in redis.conf"
     )]
     Missing {
@@ -117,9 +152,14 @@ impl Listener {
         }
     }
 
-    /// The channel this listener subscribes to.
+    /// The channel of one keyevent.
+    fn channel_of(&self, kind: EventKind) -> String {
+        format!("__keyevent@{}__:{}", self.url.db(), kind.event_name())
+    }
+
+    /// The `expired` channel this listener subscribes to (with `expire` and `del`).
     pub fn channel(&self) -> String {
-        format!("__keyevent@{}__:expired", self.url.db())
+        self.channel_of(EventKind::Expired)
     }
 
     /// Runs until `cancel`, forwarding every expired key to `tx`.
@@ -130,7 +170,7 @@ impl Listener {
     /// connection failures are retried for ever.
     pub async fn run(
         self,
-        tx: mpsc::Sender<Expired>,
+        tx: mpsc::Sender<KeyEvent>,
         cancel: CancellationToken,
     ) -> Result<(), NotifyError> {
         let mut backoff = BACKOFF_START;
@@ -169,7 +209,7 @@ impl Listener {
 
     async fn session(
         &self,
-        tx: &mpsc::Sender<Expired>,
+        tx: &mpsc::Sender<KeyEvent>,
         cancel: &CancellationToken,
         lost_at: &mut Option<Instant>,
         subscribed_once: &mut bool,
@@ -178,7 +218,13 @@ impl Listener {
         let channel = self.channel();
         let mut pubsub =
             tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub()).await??;
-        tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(&channel)).await??;
+        let channels: Vec<(String, EventKind)> = EventKind::ALL
+            .iter()
+            .map(|&k| (self.channel_of(k), k))
+            .collect();
+        for (name, _) in &channels {
+            tokio::time::timeout(CONNECT_TIMEOUT, pubsub.subscribe(name)).await??;
+        }
         let mut conn = tokio::time::timeout(
             CONNECT_TIMEOUT,
             self.client.get_multiplexed_async_connection(),
@@ -196,6 +242,13 @@ impl Listener {
         }
         info!(pool = %self.alias, server = %self.url.server(), %channel, "listening for expiries");
         *subscribed_once = true;
+        if tx
+            .send(KeyEvent::Subscribed { pool: self.alias })
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
         *backoff = BACKOFF_START;
 
         let (mut sink, mut stream) = pubsub.split();
@@ -212,7 +265,11 @@ impl Listener {
                     };
                     let bytes = msg.get_payload_bytes();
                     let key = std::str::from_utf8(bytes).map(str::to_owned).map_err(|_| bytes.to_vec());
-                    let event = Expired { pool: self.alias, key, heard_at: Instant::now() };
+                    let name = msg.get_channel_name();
+                    let Some(kind) = channels.iter().find(|(c, _)| c == name).map(|(_, k)| *k) else {
+                        continue;
+                    };
+                    let event = KeyEvent::Key { pool: self.alias, kind, key, heard_at: Instant::now() };
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
                         sent = tx.send(event) => if sent.is_err() { return Ok(()) },
@@ -285,14 +342,16 @@ async fn ensure_notifications(
     Ok(())
 }
 
-/// The flags among `E` and `x` that `current` lacks (`A` implies `x`).
+/// The flags among `E`, `x` and `g` that `current` lacks (`A` implies `x` and `g`).
 fn missing_flags(current: &str) -> String {
     let mut missing = String::new();
     if !current.contains('E') {
         missing.push('E');
     }
-    if !current.contains('x') && !current.contains('A') {
-        missing.push('x');
+    for flag in ['x', 'g'] {
+        if !current.contains(flag) && !current.contains('A') {
+            missing.push(flag);
+        }
     }
     missing
 }
@@ -303,11 +362,11 @@ mod tests {
 
     #[test]
     fn merges_only_what_is_missing() {
-        assert_eq!(missing_flags(""), "Ex");
-        assert_eq!(missing_flags("xE"), "");
+        assert_eq!(missing_flags(""), "Exg");
+        assert_eq!(missing_flags("xE"), "g");
         assert_eq!(missing_flags("AKE"), "");
         assert_eq!(missing_flags("Kg"), "Ex");
-        assert_eq!(missing_flags("Ex$"), "");
-        assert_eq!(missing_flags("Kx"), "E");
+        assert_eq!(missing_flags("Egx$"), "");
+        assert_eq!(missing_flags("Kx"), "Eg");
     }
 }

@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -70,6 +70,9 @@ pub struct Manifest {
     /// Engine and dispatch limits.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Leases of claimed firings.
+    #[serde(default)]
+    pub delivery: DeliveryConfig,
     /// The plugins, each owning one or more action prefixes.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -211,6 +214,93 @@ fn default_true() -> bool {
     true
 }
 
+/// `[delivery]`: how claimed firings are held.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DeliveryConfig {
+    /// How long a claimed firing stays with the host that claimed it; if
+    /// that host dies, another runs it again once the lease ends. Must be
+    /// longer than every plugin's timeout.
+    #[serde(default = "default_lease")]
+    pub lease: HumanDuration,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            lease: default_lease(),
+        }
+    }
+}
+
+fn default_lease() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// `[plugin.retry]`: what happens when a handler fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (1 means no retry).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: NonZeroU32,
+    /// Delay before the second attempt; it doubles each time (with jitter).
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    /// The longest delay.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+    /// `max_attempts` per action prefix (the longest matching prefix wins).
+    #[serde(default)]
+    pub actions: BTreeMap<String, NonZeroU32>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+            actions: BTreeMap::new(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Attempts in all for `action`.
+    pub fn attempts_for(&self, action: &str) -> u32 {
+        self.actions
+            .iter()
+            .filter(|(prefix, _)| action.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.max_attempts, |(_, n)| *n)
+            .get()
+    }
+
+    /// The delay before attempt `next` (2 for the first retry), with ±20% jitter.
+    pub fn delay(&self, next: u32) -> Duration {
+        let exp = next.saturating_sub(2).min(30);
+        let base = self
+            .backoff
+            .0
+            .saturating_mul(1 << exp)
+            .min(self.max_backoff.0);
+        base.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+}
+
+fn default_attempts() -> NonZeroU32 {
+    NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN)
+}
+fn default_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
 /// `[[plugin]]`: one component and the action prefixes it owns.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +323,9 @@ pub struct PluginConfig {
     /// Per-invocation limits; unset ones take the defaults.
     #[serde(default)]
     pub limits: PluginLimits,
+    /// Retries of failed handlers.
+    #[serde(default)]
+    pub retry: RetryConfig,
 }
 
 /// `[plugin.limits]`.
@@ -293,6 +386,7 @@ impl PluginConfig {
                     .max_host_calls
                     .unwrap_or(NonZeroU64::new(DEFAULT_MAX_HOST_CALLS).unwrap_or(NonZeroU64::MIN)),
             },
+            retry: self.retry.clone(),
         }
     }
 }
@@ -564,6 +658,17 @@ impl Manifest {
                     format!(
                         "plugin {name}: limits.max_memory_mib = {mib} is over runtime.max_memory_mib = {}",
                         self.runtime.max_memory_mib
+                    ),
+                ));
+            }
+            let timeout = plugin.limits.timeout.unwrap_or(self.runtime.timeout).0;
+            if timeout + Duration::from_secs(1) > self.delivery.lease.0 {
+                return Err((
+                    plugin.name.span(),
+                    format!(
+                        "plugin {name}: its timeout ({timeout:?}) must be at least 1 s shorter than \
+                         [delivery] lease ({:?}), or a firing could run twice",
+                        self.delivery.lease.0
                     ),
                 ));
             }

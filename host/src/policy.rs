@@ -207,6 +207,8 @@ pub struct Policy {
     pub tenants: Vec<TenantSelector>,
     /// Per-invocation limits.
     pub limits: Limits,
+    /// Retries of failed handlers.
+    pub retry: crate::manifest::RetryConfig,
 }
 
 #[cfg(test)]

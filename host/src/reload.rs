@@ -13,7 +13,7 @@
 //! serving.
 //!
 //! Only the `[[plugin]]` entries reload. A changed `[redis]` (pool URLs),
-//! `[listener]` or `[runtime]` section is rejected with a message that it
+//! `[listener]`, `[runtime]` or `[delivery]` section is rejected with a message that it
 //! needs a restart: connections and the listener are never rebuilt by a
 //! reload, so no expiry is lost or heard twice because of one.
 
@@ -132,6 +132,9 @@ impl Reloader {
         }
         if new.runtime != self.started.runtime {
             return Err(ReloadError::NeedsRestart("[runtime]"));
+        }
+        if new.delivery != self.started.delivery {
+            return Err(ReloadError::NeedsRestart("[delivery]"));
         }
         if RuntimeConfig::fuel_needed(&new.plugins) && !self.runtime.meters_fuel() {
             return Err(ReloadError::NeedsRestart(

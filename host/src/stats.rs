@@ -10,9 +10,9 @@ use crate::runtime::Outcome;
 /// Counters since start.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Expired keys heard.
+    /// Firings this host claimed and took (each trigger is taken by one host).
     pub heard: AtomicU64,
-    /// Keys that are not trigger keys (or not UTF-8).
+    /// Expired keys heard that are not trigger keys (or not UTF-8).
     pub not_trigger: AtomicU64,
     /// Trigger keys whose action no plugin owns.
     pub unrouted: AtomicU64,

@@ -1,11 +1,16 @@
 //! Trigger repository (`RedisTrigger` in the seed): pool `expiry`.
+//!
+//! Setting a trigger also indexes it by due time and cancelling removes it
+//! from the index, each in one script (see [`crate::delivery`]), so triggers
+//! set here are dispatched even if no host was listening when they expired.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::hash::delete_matching;
-use super::{RepoError, connection, query, utc_now_iso};
+use super::hash::scan;
+use super::{RepoError, connection, utc_now_iso};
+use crate::delivery::Delivery;
 use crate::keys::{trigger_id_pattern, trigger_key, validate_tenant};
 use crate::pools::{PoolAlias, Pools};
 
@@ -13,6 +18,7 @@ use crate::pools::{PoolAlias, Pools};
 #[derive(Clone)]
 pub struct TriggerRepo {
     conn: ConnectionManager,
+    delivery: Delivery,
     tenant: String,
 }
 
@@ -25,6 +31,7 @@ impl TriggerRepo {
         validate_tenant(tenant)?;
         Ok(Self {
             conn: connection(pools, PoolAlias::Expiry)?,
+            delivery: Delivery::new(pools)?,
             tenant: tenant.to_owned(),
         })
     }
@@ -50,9 +57,8 @@ impl TriggerRepo {
         }
         let key = trigger_key(&self.tenant, action, id)?;
         let value = format!("trigger:{}", utc_now_iso());
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(&key).arg(value).arg("PX").arg(ms);
-        query::<()>(&self.conn, &cmd).await?;
+        // SET PX and the due-time index entry, in one script.
+        self.delivery.arm(&key, &value, ms).await?;
         Ok(key)
     }
 
@@ -63,8 +69,7 @@ impl TriggerRepo {
     /// when Redis fails.
     pub async fn delete(&self, action: &str, id: &str) -> Result<bool, RepoError> {
         let key = trigger_key(&self.tenant, action, id)?;
-        let removed: u64 = query(&self.conn, redis::cmd("DEL").arg(&key)).await?;
-        Ok(removed > 0)
+        self.delivery.cancel(&key).await
     }
 
     /// Deletes every pending trigger of `id`, whatever its action (SCAN, then
@@ -73,6 +78,13 @@ impl TriggerRepo {
     /// # Errors
     /// An empty id, or Redis failing.
     pub async fn delete_all_by_identifier(&self, id: &str) -> Result<u32, RepoError> {
-        delete_matching(&self.conn, &trigger_id_pattern(&self.tenant, id)?).await
+        let keys = scan(&self.conn, &trigger_id_pattern(&self.tenant, id)?).await?;
+        let mut n = 0u32;
+        for key in keys {
+            if self.delivery.cancel(&key).await? {
+                n = n.saturating_add(1);
+            }
+        }
+        Ok(n)
     }
 }

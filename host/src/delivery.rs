@@ -1,0 +1,686 @@
+//! Delivery guarantees: a durable due-time index, atomic claims, leases,
+//! retries and dead letters, all in the expiry pool's DB.
+//!
+//! Redis keyspace notifications are fire-and-forget, fan out to every
+//! subscriber, and come when Redis gets round to deleting a key. So the host
+//! does not run triggers off them. Instead:
+//!
+//! - **Index.** `symphony:due` is a sorted set of trigger keys scored by due
+//!   time (Redis server time, ms). Our own `set` writes the key and its entry
+//!   in one script; keys other clients write are indexed when a host hears
+//!   their `expire` keyevent, and by a SCAN at start and after every
+//!   listener reconnect.
+//! - **Claim.** Each host sweeps the index: a script takes the entries due
+//!   within [`LEAD_MS`] whose key is still alive (not cancelled) or already
+//!   gone (it expired while no host ran), removes them, deletes the live key
+//!   (so Redis never emits `expired` for it), records a lease, and returns
+//!   them. Only one host can take an entry, so each firing runs once across
+//!   any number of hosts. The host waits for the exact due time, then runs it:
+//!   on time, not when Redis's expiry cycle gets there.
+//! - **Leases.** `symphony:leases` scores each claimed firing by when its
+//!   lease ends. A host that dies mid-handler leaves its lease to expire; any
+//!   host then puts the firing back in the index and it runs again.
+//! - **Retries.** A failed handler (error, trap, timeout, ...) is put back in
+//!   the index under a new member `{key}\0r{attempt}`, due after an
+//!   exponential backoff with jitter, up to the plugin's `max_attempts`; then
+//!   it goes to the dead-letter list `symphony:dead` (JSON: tenant, action, id,
+//!   key, attempts, last error, times). `symphony:meta` keeps each pending
+//!   retry's attempt count, first due time and last error.
+//! - **Cancel.** Our cancel deletes the key and its entry in one script. A
+//!   plain `DEL` by another client is heard as a `del` keyevent and removes
+//!   the entry (if it is not yet due).
+//! - **Fallback.** An `expired` keyevent for a key no host claimed (indexed
+//!   late, or never) is claimed through the index, or, for a key never
+//!   indexed, through a `symphony:fired:{key}` mark set with NX, so one host
+//!   runs it.
+//!
+//! The scripts use dynamic keys, so they need a standalone Redis (or all
+//! these keys on one node); `docs/guarantees.md` states what is guaranteed.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{TRIGGER_MARKER, parse_trigger};
+use crate::pools::{PoolAlias, Pools};
+use crate::repo::RepoError;
+
+/// The due-time index.
+pub const DUE: &str = "symphony:due";
+/// Claimed firings, scored by lease end.
+pub const LEASES: &str = "symphony:leases";
+/// Attempt counts and errors of retried firings (member → JSON).
+pub const META: &str = "symphony:meta";
+/// Dead letters (JSON, newest first).
+pub const DEAD: &str = "symphony:dead";
+/// Prefix of the marks that make the `expired` fallback run a firing once.
+pub const FIRED_PREFIX: &str = "symphony:fired:";
+/// Prefix of every internal key (never a trigger).
+pub const INTERNAL_PREFIX: &str = "symphony:";
+/// Entries are claimed this long before they are due, then run at the due
+/// time. A cancel in the last `LEAD_MS` before the due time is too late.
+pub const LEAD_MS: i64 = 25;
+/// How long a fired mark stays.
+const FIRED_TTL_MS: i64 = 120_000;
+/// Separator between a trigger key and a firing's tag in index members.
+const SEP: char = '\0';
+
+/// Current Redis server time in ms, as the scripts read it.
+const NOW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+";
+
+/// Keys the due entry of a live key that is due and unclaimed away from its
+/// member (so a re-arm cannot overwrite that firing), then indexes `KEYS[1]`
+/// at `now + pttl`. KEYS: key, due. ARGV: lead.
+const REINDEX: &str = r"
+local function keep_due_firing(key, due, now, lead)
+  local s = redis.call('ZSCORE', due, key)
+  if s and tonumber(s) <= now + lead then
+    redis.call('ZREM', due, key)
+    redis.call('ZADD', due, s, key .. '\0d' .. s)
+  end
+end
+";
+
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{NOW}{REINDEX}{body}"))
+}
+
+/// SET with PX and index. KEYS: key, due. ARGV: value, ttl_ms, lead.
+const ARM: &str = r"
+keep_due_firing(KEYS[1], KEYS[2], now, tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
+return now + tonumber(ARGV[2])
+";
+
+/// DEL and unindex. KEYS: key, due.
+const CANCEL: &str = r"
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
+return n
+";
+
+/// Index a key another client armed. KEYS: key, due. ARGV: lead.
+const INDEX: &str = r"
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl < 0 then return 0 end
+keep_due_firing(KEYS[1], KEYS[2], now, tonumber(ARGV[1]))
+redis.call('ZADD', KEYS[2], now + pttl, KEYS[1])
+return 1
+";
+
+/// A plain DEL was heard: drop the entry if the key is gone and not yet due.
+/// KEYS: key, due. ARGV: lead.
+const UNINDEX: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local s = redis.call('ZSCORE', KEYS[2], KEYS[1])
+if not s or tonumber(s) <= now + tonumber(ARGV[1]) then return 0 end
+redis.call('ZREM', KEYS[2], KEYS[1])
+return 1
+";
+
+/// Claim due entries. KEYS: due, leases, meta. ARGV: lead, lease_ms, limit,
+/// fired prefix, fired ttl. Returns {now, next due or -1, member, due, meta, ...}.
+const CLAIM: &str = r"
+local lead = tonumber(ARGV[1])
+local due = redis.call('ZRANGE', KEYS[1], '-inf', now + lead, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
+local out = {now, -1}
+for i = 1, #due, 2 do
+  local m = due[i]
+  local live = string.find(m, '\0', 1, true) == nil
+  local pttl = -2
+  if live then pttl = redis.call('PTTL', m) end
+  if live and pttl > lead then
+    redis.call('ZADD', KEYS[1], now + pttl, m)
+  else
+    redis.call('ZREM', KEYS[1], m)
+    if live and pttl ~= -2 then redis.call('DEL', m) end
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), m)
+    local key = m
+    if not live then key = string.sub(m, 1, string.find(m, '\0', 1, true) - 1) end
+    redis.call('SET', ARGV[4] .. key, '1', 'PX', ARGV[5])
+    table.insert(out, m)
+    table.insert(out, due[i + 1])
+    table.insert(out, redis.call('HGET', KEYS[3], m) or '')
+  end
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #nxt > 0 then out[2] = tonumber(nxt[2]) end
+return out
+";
+
+/// An `expired` keyevent: claim that key's firing if no host has.
+/// KEYS: due, leases, meta. ARGV: key, lease_ms, fired prefix, fired ttl.
+const CLAIM_EXPIRED: &str = r"
+local k = ARGV[1]
+local s = redis.call('ZSCORE', KEYS[1], k)
+if s then
+  if redis.call('EXISTS', k) == 1 then return {} end
+  redis.call('ZREM', KEYS[1], k)
+elseif not redis.call('SET', ARGV[3] .. k, '1', 'NX', 'PX', ARGV[4]) then
+  return {}
+else
+  s = tostring(now)
+end
+redis.call('SET', ARGV[3] .. k, '1', 'PX', ARGV[4])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), k)
+return {k, s, redis.call('HGET', KEYS[3], k) or ''}
+";
+
+/// Expired leases go back in the index. KEYS: leases, due.
+const REAP: &str = r"
+local gone = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, 1000)
+for _, m in ipairs(gone) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZADD', KEYS[2], now, m)
+end
+return #gone
+";
+
+/// Put a claimed firing back, due at once (shutdown). KEYS: leases, due. ARGV: member.
+const RELEASE: &str = r"
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('ZADD', KEYS[2], now, ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// Schedule a retry. KEYS: leases, due, meta. ARGV: member, new member, delay_ms, meta json.
+const RETRY: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
+return now + tonumber(ARGV[3])
+";
+
+/// Finish a firing, optionally dead-lettering it. KEYS: leases, meta, dead.
+/// ARGV: member, dead-letter json or ''.
+const FINISH: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[2]) end
+return 1
+";
+
+/// What `symphony:meta` keeps for a retried firing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt was due (server ms).
+    pub first_due_ms: i64,
+    /// The last attempt's error.
+    pub last_error: String,
+}
+
+/// A claimed firing, ready to run.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    /// The pool whose DB holds the key and the index.
+    pub pool: PoolAlias,
+    /// The index member (the key, or the key and a tag for retries).
+    pub member: String,
+    /// The trigger key.
+    pub key: String,
+    /// When it is due (Redis server time, ms).
+    pub due_ms: i64,
+    /// Attempts made before this one, and when the first was due.
+    pub meta: Meta,
+}
+
+/// One dead letter.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Tenant of the trigger.
+    pub tenant: String,
+    /// Action.
+    pub action: String,
+    /// Identifier.
+    pub id: String,
+    /// The trigger key.
+    pub key: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's error.
+    pub last_error: String,
+    /// When the first attempt was due (server ms).
+    pub first_due_ms: i64,
+    /// When it was given up (server ms, approximately).
+    pub failed_at_ms: i64,
+}
+
+struct Scripts {
+    arm: redis::Script,
+    cancel: redis::Script,
+    index: redis::Script,
+    unindex: redis::Script,
+    claim: redis::Script,
+    claim_expired: redis::Script,
+    reap: redis::Script,
+    release: redis::Script,
+    retry: redis::Script,
+    finish: redis::Script,
+}
+
+/// The scripts, hashed once per process.
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    arm: script(ARM),
+    cancel: script(CANCEL),
+    index: script(INDEX),
+    unindex: script(UNINDEX),
+    claim: script(CLAIM),
+    claim_expired: script(CLAIM_EXPIRED),
+    reap: script(REAP),
+    release: script(RELEASE),
+    retry: script(RETRY),
+    finish: script(FINISH),
+});
+
+/// The delivery state in one Redis DB (the expiry pool's).
+#[derive(Clone)]
+pub struct Delivery {
+    pool: PoolAlias,
+    conn: ConnectionManager,
+    scripts: &'static Scripts,
+}
+
+fn split_member(member: &str) -> &str {
+    member.split(SEP).next().unwrap_or(member)
+}
+
+fn meta_of(raw: &str) -> Meta {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+impl Delivery {
+    /// Delivery over the expiry pool.
+    ///
+    /// # Errors
+    /// When the expiry pool is not configured.
+    pub fn new(pools: &Pools) -> Result<Self, RepoError> {
+        Self::for_pool(pools, PoolAlias::Expiry)
+    }
+
+    /// Delivery over the DB of `pool` (one per listened pool).
+    ///
+    /// # Errors
+    /// When the pool is not configured.
+    pub fn for_pool(pools: &Pools, pool: PoolAlias) -> Result<Self, RepoError> {
+        Ok(Self {
+            pool,
+            conn: crate::repo::connection(pools, pool)?,
+            scripts: &SCRIPTS,
+        })
+    }
+
+    /// The pool this delivery works in.
+    pub fn pool(&self) -> PoolAlias {
+        self.pool
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Sets `key` to `value` with `ttl_ms` and indexes it, atomically.
+    /// Returns the due time (server ms).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn arm(&self, key: &str, value: &str, ttl_ms: u64) -> Result<i64, RepoError> {
+        Ok(self
+            .scripts
+            .arm
+            .key(key)
+            .key(DUE)
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(LEAD_MS)
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Deletes `key` and its index entry; returns whether the key existed.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn cancel(&self, key: &str) -> Result<bool, RepoError> {
+        let n: i64 = self
+            .scripts
+            .cancel
+            .key(key)
+            .key(DUE)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Indexes a trigger key another client armed (`expire` keyevent).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn index(&self, key: &str) -> Result<bool, RepoError> {
+        let n: i64 = self
+            .scripts
+            .index
+            .key(key)
+            .key(DUE)
+            .arg(LEAD_MS)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// A `del` keyevent: drops the entry of a key deleted before it was due.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn unindex(&self, key: &str) -> Result<bool, RepoError> {
+        let n: i64 = self
+            .scripts
+            .unindex
+            .key(key)
+            .key(DUE)
+            .arg(LEAD_MS)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n > 0)
+    }
+
+    /// Indexes every trigger key with a TTL in the DB (SCAN); returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn index_all(&self) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let pattern = format!("*:{TRIGGER_MARKER}:*");
+        let mut cursor: u64 = 0;
+        let mut indexed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await?;
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
+                .collect();
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.invoke_script(self.scripts.index.key(k).key(DUE).arg(LEAD_MS));
+                }
+                let done: Vec<i64> = match pipe.query_async(&mut conn).await {
+                    Ok(v) => v,
+                    // NOSCRIPT after a restart: load it and go again.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        self.scripts
+                            .index
+                            .prepare_invoke()
+                            .load_async(&mut conn)
+                            .await?;
+                        pipe.query_async(&mut conn).await?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                indexed += done.iter().filter(|n| **n > 0).count() as u64;
+            }
+            if next == 0 {
+                return Ok(indexed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// Claims up to `limit` firings due within [`LEAD_MS`], with a lease of
+    /// `lease_ms`. Returns the server time, the next due time left in the
+    /// index (if any) and the claimed firings.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn claim_due(
+        &self,
+        limit: usize,
+        lease_ms: u64,
+    ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
+        let out: Vec<redis::Value> = self
+            .scripts
+            .claim
+            .key(DUE)
+            .key(LEASES)
+            .key(META)
+            .arg(LEAD_MS)
+            .arg(lease_ms)
+            .arg(limit)
+            .arg(FIRED_PREFIX)
+            .arg(FIRED_TTL_MS)
+            .invoke_async(&mut self.conn())
+            .await?;
+        let int = |v: Option<&redis::Value>| -> i64 {
+            v.and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                .unwrap_or(-1)
+        };
+        let text = |v: Option<&redis::Value>| -> String {
+            v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let now = int(out.first());
+        let next = Some(int(out.get(1))).filter(|n| *n >= 0);
+        let mut firings = Vec::new();
+        for chunk in out.get(2..).unwrap_or_default().chunks(3) {
+            let member = text(chunk.first());
+            let due_ms = text(chunk.get(1)).parse::<f64>().map_or(now, |d| d as i64);
+            let meta = meta_of(&text(chunk.get(2)));
+            firings.push(Firing {
+                pool: self.pool,
+                key: split_member(&member).to_owned(),
+                member,
+                due_ms,
+                meta,
+            });
+        }
+        Ok((now, next, firings))
+    }
+
+    /// An `expired` keyevent for `key`: claims its firing if no host has.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn claim_expired(
+        &self,
+        key: &str,
+        lease_ms: u64,
+    ) -> Result<Option<Firing>, RepoError> {
+        let out: Vec<String> = self
+            .scripts
+            .claim_expired
+            .key(DUE)
+            .key(LEASES)
+            .key(META)
+            .arg(key)
+            .arg(lease_ms)
+            .arg(FIRED_PREFIX)
+            .arg(FIRED_TTL_MS)
+            .invoke_async(&mut self.conn())
+            .await?;
+        let [member, due, meta] = out.as_slice() else {
+            return Ok(None);
+        };
+        Ok(Some(Firing {
+            pool: self.pool,
+            key: split_member(member).to_owned(),
+            member: member.clone(),
+            due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
+            meta: meta_of(meta),
+        }))
+    }
+
+    /// Puts firings whose lease ended back in the index; returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn reap(&self) -> Result<u64, RepoError> {
+        Ok(self
+            .scripts
+            .reap
+            .key(LEASES)
+            .key(DUE)
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Gives a claimed firing back, due at once (for another host).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn release(&self, member: &str) -> Result<(), RepoError> {
+        let _: i64 = self
+            .scripts
+            .release
+            .key(LEASES)
+            .key(DUE)
+            .arg(member)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// The firing is done (ok, or not retriable).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn done(&self, member: &str) -> Result<(), RepoError> {
+        self.finish(member, "").await
+    }
+
+    async fn finish(&self, member: &str, dead: &str) -> Result<(), RepoError> {
+        let _: i64 = self
+            .scripts
+            .finish
+            .key(LEASES)
+            .key(META)
+            .key(DEAD)
+            .arg(member)
+            .arg(dead)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Schedules another attempt after `delay`; returns its due time.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn retry(
+        &self,
+        firing: &Firing,
+        delay: Duration,
+        meta: &Meta,
+    ) -> Result<i64, RepoError> {
+        let member = format!("{}{SEP}r{}", firing.key, meta.attempts);
+        let meta = serde_json::to_string(meta).unwrap_or_default();
+        Ok(self
+            .scripts
+            .retry
+            .key(LEASES)
+            .key(DUE)
+            .key(META)
+            .arg(&firing.member)
+            .arg(member)
+            .arg(crate::millis(delay))
+            .arg(meta)
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Gives up on a firing: it goes to the dead-letter list.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn dead(&self, firing: &Firing, letter: &DeadLetter) -> Result<(), RepoError> {
+        let json = serde_json::to_string(letter).unwrap_or_default();
+        self.finish(&firing.member, &json).await
+    }
+
+    /// Every dead letter, newest first.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, RepoError> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(DEAD)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(raw
+            .iter()
+            .filter_map(|r| serde_json::from_str(r).ok())
+            .collect())
+    }
+
+    /// Puts dead letters (all, or those of `key`) back in the index, due at
+    /// once with a fresh attempt count; returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn retry_dead(&self, key: Option<&str>) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(DEAD)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        let mut n = 0;
+        for entry in raw {
+            let Ok(letter) = serde_json::from_str::<DeadLetter>(&entry) else {
+                continue;
+            };
+            if key.is_some_and(|k| k != letter.key) {
+                continue;
+            }
+            let member = format!("{}{SEP}retried{}", letter.key, fastrand::u32(..));
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("LREM")
+                .arg(DEAD)
+                .arg(1)
+                .arg(&entry)
+                .ignore()
+                .cmd("ZADD")
+                .arg(DUE)
+                .arg(0)
+                .arg(member)
+                .ignore();
+            pipe.query_async::<()>(&mut conn).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Deletes every dead letter; returns how many there were.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn purge_dead(&self) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let n: u64 = redis::cmd("LLEN").arg(DEAD).query_async(&mut conn).await?;
+        let _: () = redis::cmd("DEL").arg(DEAD).query_async(&mut conn).await?;
+        Ok(n)
+    }
+}

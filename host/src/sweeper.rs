@@ -1,0 +1,190 @@
+//! The two sources of firings: the sweeper, which claims due entries of the
+//! durable index and hands each over at its due time, and the pump, which
+//! turns the listener's keyevents into index updates and fallback claims.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::delivery::{Delivery, Firing, INTERNAL_PREFIX, LEAD_MS};
+use crate::keys::parse_trigger;
+use crate::listener::{EventKind, KeyEvent};
+use crate::stats::{Stats, Throttle};
+
+/// Firings claimed per script call.
+const BATCH: usize = 500;
+/// Longest sleep between sweeps when nothing is due sooner (a safety net
+/// for wake-ups missed while the listener was away).
+const MAX_IDLE: Duration = Duration::from_millis(200);
+/// How often expired leases are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(500);
+
+/// Claims due firings until `cancel`, sending each at its due time.
+pub async fn sweep(
+    delivery: Delivery,
+    firings: mpsc::Sender<Firing>,
+    wake: Arc<Notify>,
+    lease: Duration,
+    cancel: CancellationToken,
+) {
+    let lease_ms = crate::millis(lease);
+    let errors = Throttle::new(Duration::from_secs(10));
+    let mut last_reap: Option<Instant> = None;
+    loop {
+        if cancel.is_cancelled() {
+            return;
+        }
+        if last_reap.is_none_or(|t| t.elapsed() >= REAP_EVERY) {
+            match delivery.reap().await {
+                Ok(n) if n > 0 => {
+                    warn!(
+                        firings = n,
+                        "leases ended without an answer (a host died?); those firings run again"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if errors.allow().is_some() {
+                        warn!(error = %e, "cannot check leases");
+                    }
+                }
+            }
+            last_reap = Some(Instant::now());
+        }
+        let claimed = tokio::select! {
+            _ = cancel.cancelled() => return,
+            claimed = delivery.claim_due(BATCH, lease_ms) => claimed,
+        };
+        let (server_now, next, mut batch) = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(suppressed) = errors.allow() {
+                    warn!(error = %e, suppressed, "cannot claim due triggers; retrying");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+        };
+        let claimed_at = Instant::now();
+        let full = batch.len() == BATCH;
+        batch.sort_by_key(|f| f.due_ms);
+        let mut pending = batch.into_iter();
+        while let Some(firing) = pending.next() {
+            let wait =
+                Duration::from_millis(u64::try_from(firing.due_ms - server_now).unwrap_or(0));
+            let sent = tokio::select! {
+                _ = cancel.cancelled() => false,
+                sent = async {
+                    tokio::time::sleep_until((claimed_at + wait).into()).await;
+                    firings.send(firing.clone()).await.is_ok()
+                } => sent,
+            };
+            if !sent {
+                // Shutting down: give back what this host claimed but did not start.
+                for f in std::iter::once(firing).chain(pending) {
+                    let _ = delivery.release(&f.member).await;
+                }
+                return;
+            }
+        }
+        if full {
+            continue;
+        }
+        let idle = next
+            .map(|n| {
+                let now = server_now + crate::millis(claimed_at.elapsed()) as i64;
+                Duration::from_millis(u64::try_from(n - LEAD_MS - now).unwrap_or(0))
+            })
+            .unwrap_or(MAX_IDLE)
+            .min(MAX_IDLE);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(idle) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// Applies the listener's keyevents until `cancel`: `expire` indexes a
+/// trigger another client armed, `del` drops a cancelled one, `expired`
+/// claims a firing no host claimed in time, and a (re)subscription indexes
+/// everything (events may have been missed).
+pub async fn pump(
+    delivery: Delivery,
+    mut events: mpsc::Receiver<KeyEvent>,
+    firings: mpsc::Sender<Firing>,
+    wake: Arc<Notify>,
+    lease: Duration,
+    stats: Arc<Stats>,
+    cancel: CancellationToken,
+) {
+    let lease_ms = crate::millis(lease);
+    let not_trigger_log = Throttle::new(Duration::from_secs(10));
+    let errors = Throttle::new(Duration::from_secs(10));
+    loop {
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            event = events.recv() => match event {
+                Some(e) => e,
+                None => return,
+            },
+        };
+        let result = match event {
+            KeyEvent::Subscribed { pool } => match delivery.index_all().await {
+                Ok(n) => {
+                    info!(%pool, indexed = n, "indexed the trigger keys present");
+                    wake.notify_one();
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            KeyEvent::Key {
+                pool, kind, key, ..
+            } => {
+                let key = match key {
+                    Ok(k) if k.starts_with(INTERNAL_PREFIX) => continue,
+                    Ok(k) if parse_trigger(&k).is_some() => k,
+                    other => {
+                        if kind == EventKind::Expired {
+                            stats.not_trigger.fetch_add(1, Ordering::Relaxed);
+                            if let Some(suppressed) = not_trigger_log.allow() {
+                                let key = match other {
+                                    Ok(k) => k,
+                                    Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
+                                };
+                                info!(%pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
+                            }
+                        }
+                        continue;
+                    }
+                };
+                match kind {
+                    EventKind::Expire => delivery.index(&key).await.map(|_| wake.notify_one()),
+                    EventKind::Del => delivery.unindex(&key).await.map(drop),
+                    EventKind::Expired => match delivery.claim_expired(&key, lease_ms).await {
+                        Ok(Some(firing)) => {
+                            if firings.send(firing).await.is_err() {
+                                return;
+                            }
+                            Ok(())
+                        }
+                        Ok(None) => Ok(()),
+                        Err(e) => Err(e),
+                    },
+                }
+            }
+        };
+        if let Err(e) = result
+            && let Some(suppressed) = errors.allow()
+        {
+            warn!(error = %e, suppressed, "cannot apply a keyevent to the trigger index");
+        }
+    }
+}
