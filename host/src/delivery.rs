@@ -73,13 +73,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-/// Keys the due entry of a live key that is due and unclaimed away from its
-/// member (so a re-arm cannot overwrite that firing), then indexes `KEYS[1]`
-/// at `now + pttl`. KEYS: key, due. ARGV: lead.
+/// Before a key is (re)indexed: if its entry is past due and unclaimed, the
+/// key expired and was armed again since, so that firing is moved to a
+/// member of its own rather than overwritten. (An entry not yet due belongs
+/// to the same arming, or one the new arming postpones.)
 const REINDEX: &str = r"
-local function keep_due_firing(key, due, now, lead)
+local function keep_due_firing(key, due, now)
   local s = redis.call('ZSCORE', due, key)
-  if s and tonumber(s) <= now + lead then
+  if s and tonumber(s) <= now then
     redis.call('ZREM', due, key)
     redis.call('ZADD', due, s, key .. '\0d' .. s)
   end
@@ -92,7 +93,7 @@ fn script(body: &str) -> redis::Script {
 
 /// SET with PX and index. KEYS: key, due. ARGV: value, ttl_ms, lead.
 const ARM: &str = r"
-keep_due_firing(KEYS[1], KEYS[2], now, tonumber(ARGV[3]))
+keep_due_firing(KEYS[1], KEYS[2], now)
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
 return now + tonumber(ARGV[2])
@@ -109,7 +110,7 @@ return n
 const INDEX: &str = r"
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then return 0 end
-keep_due_firing(KEYS[1], KEYS[2], now, tonumber(ARGV[1]))
+keep_due_firing(KEYS[1], KEYS[2], now)
 redis.call('ZADD', KEYS[2], now + pttl, KEYS[1])
 return 1
 ";

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use symphony_host::delivery::Delivery;
 use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
 use symphony_host::pools::Pools;
 use symphony_host::repo::TriggerRepo;
@@ -63,6 +64,32 @@ enum Command {
     /// Schedule or cancel a trigger.
     #[command(subcommand)]
     Trigger(TriggerCommand),
+    /// Manage the dead-letter list: triggers whose handler failed every attempt.
+    #[command(subcommand)]
+    Dead(DeadCommand),
+}
+
+#[derive(Subcommand)]
+enum DeadCommand {
+    /// Print every dead letter, newest first, one JSON object per line
+    /// (tenant, action, id, key, attempts, last_error, first_due_ms, failed_at_ms).
+    List {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Queue dead letters to run again now, with a fresh attempt count.
+    Retry {
+        /// Only the dead letters of this trigger key.
+        #[arg(long)]
+        key: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete every dead letter.
+    Purge {
+        #[command(flatten)]
+        target: Target,
+    },
 }
 
 #[derive(Subcommand)]
@@ -180,6 +207,30 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("{}: {} plugin(s) ok", manifest.display(), plugins.len());
+            Ok(())
+        }
+        Command::Dead(command) => {
+            let target = match &command {
+                DeadCommand::List { target }
+                | DeadCommand::Retry { target, .. }
+                | DeadCommand::Purge { target } => target,
+            };
+            let delivery = Delivery::new(&target.pools()?)?;
+            match &command {
+                DeadCommand::List { .. } => {
+                    for letter in delivery.dead_letters().await? {
+                        println!("{}", serde_json::to_string(&letter)?);
+                    }
+                }
+                DeadCommand::Retry { key, .. } => {
+                    let n = delivery.retry_dead(key.as_deref()).await?;
+                    println!("{n} dead letter(s) queued again");
+                }
+                DeadCommand::Purge { .. } => {
+                    let n = delivery.purge_dead().await?;
+                    println!("purged {n} dead letter(s)");
+                }
+            }
             Ok(())
         }
         Command::Reload { manifest } => {

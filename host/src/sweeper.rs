@@ -55,11 +55,16 @@ pub async fn sweep(
             }
             last_reap = Some(Instant::now());
         }
-        let claimed = tokio::select! {
-            _ = cancel.cancelled() => return,
-            claimed = delivery.claim_due(BATCH, lease_ms) => claimed,
-        };
+        // Not raced against `cancel`: a claim Redis has made must come back
+        // so it can be handed over or given back.
+        let claimed = delivery.claim_due(BATCH, lease_ms).await;
         let (server_now, next, mut batch) = match claimed {
+            Ok(c) if cancel.is_cancelled() => {
+                for f in c.2 {
+                    let _ = delivery.release(&f.member).await;
+                }
+                return;
+            }
             Ok(c) => c,
             Err(e) => {
                 if let Some(suppressed) = errors.allow() {
@@ -170,7 +175,9 @@ pub async fn pump(
                     EventKind::Del => delivery.unindex(&key).await.map(drop),
                     EventKind::Expired => match delivery.claim_expired(&key, lease_ms).await {
                         Ok(Some(firing)) => {
-                            if firings.send(firing).await.is_err() {
+                            if let Err(unsent) = firings.send(firing).await {
+                                // Shutting down: give it back for another host.
+                                let _ = delivery.release(&unsent.0.member).await;
                                 return;
                             }
                             Ok(())

@@ -8,6 +8,7 @@ mod support;
 
 mod cli;
 mod compat;
+mod delivery;
 mod dispatch;
 mod example;
 mod faults;

@@ -441,3 +441,111 @@ pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
         .query(conn)
         .unwrap();
 }
+
+/// Schedules triggers through the host library (as the host API, the CLI and
+/// plugins do): each key and its due-time index entry in one script.
+/// `triggers` are `(tenant, action, id, ttl_ms)`.
+pub fn arm(redis: &RedisServer, triggers: &[(String, String, String, u64)]) {
+    use symphony_host::manifest::{RedisUrl, seed_pool_urls};
+    use symphony_host::pools::Pools;
+    use symphony_host::repo::TriggerRepo;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url: RedisUrl = redis.url().parse().unwrap();
+        let pools = Pools::new(&seed_pool_urls(&url)).unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for chunk in triggers.chunks(triggers.len().div_ceil(16).max(1)) {
+            let chunk = chunk.to_vec();
+            let pools = pools.clone();
+            tasks.spawn(async move {
+                for (tenant, action, id, ttl) in chunk {
+                    TriggerRepo::new(&pools, &tenant)
+                        .unwrap()
+                        .set(&action, &id, Duration::from_millis(ttl))
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+    });
+}
+
+/// `n` triggers of `action` for tenant `acme`, ids `0..n`, due evenly over
+/// `spread_ms` starting `first_ms` from now.
+pub fn spread(
+    action: &str,
+    n: usize,
+    first_ms: u64,
+    spread_ms: u64,
+) -> Vec<(String, String, String, u64)> {
+    (0..n)
+        .map(|i| {
+            (
+                "acme".to_owned(),
+                action.to_owned(),
+                i.to_string(),
+                first_ms + spread_ms * i as u64 / n.max(1) as u64,
+            )
+        })
+        .collect()
+}
+
+/// Counts successful runs (dispatch events with outcome ok) per id for
+/// `action` over several hosts' logs. (A failed attempt that is retried is
+/// not a second run.)
+pub fn dispatch_counts(hosts: &[&Host], action: &str) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for host in hosts {
+        for e in host
+            .events(|e| e["message"] == "dispatch" && e["action"] == action && e["outcome"] == "ok")
+        {
+            *counts
+                .entry(e["id"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// Waits (bounded) until the hosts together dispatched `n` distinct ids of `action`.
+pub fn wait_dispatched(
+    hosts: &[&Host],
+    action: &str,
+    n: usize,
+    timeout: Duration,
+) -> std::collections::HashMap<String, usize> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let counts = dispatch_counts(hosts, action);
+        if counts.len() >= n {
+            return counts;
+        }
+        if Instant::now() > deadline {
+            let missing: Vec<String> = (0..n)
+                .map(|i| i.to_string())
+                .filter(|id| !counts.contains_key(id))
+                .take(20)
+                .collect();
+            panic!(
+                "after {timeout:?} only {} of {n} {action} triggers were dispatched; missing (first 20): {missing:?}\nlast host log:\n{}",
+                counts.len(),
+                hosts
+                    .last()
+                    .map(|h| h.log())
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

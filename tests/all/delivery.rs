@@ -1,0 +1,335 @@
+//! Delivery guarantees under faults: nothing lost, nothing run twice, on time.
+//! Each test prints its figures.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+
+use crate::support::*;
+
+fn counter() -> String {
+    plugin_entry_with("ver", "versioned-v1", &["ver_"], "tenants = [\"*\"]")
+}
+
+fn assert_exactly_once(hosts: &[&Host], action: &str, n: usize, what: &str) {
+    let counts = dispatch_counts(hosts, action);
+    if let Some((id, _)) = counts.iter().find(|(_, c)| **c > 1) {
+        let runs: Vec<String> = hosts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, h)| {
+                h.events(|e| e["id"] == id.as_str() && e["action"] == action)
+                    .into_iter()
+                    .map(move |e| format!("host {i}: {e}"))
+            })
+            .collect();
+        panic!(
+            "{what}: {action}:{id} ran more than once:\n{}",
+            runs.join("\n")
+        );
+    }
+    assert_eq!(counts.len(), n, "{what}: lost {}", n - counts.len());
+}
+
+#[test]
+fn a_killed_subscription_during_1000_triggers_loses_none() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, &counter());
+    let n = 1000;
+    let started = Instant::now();
+    arm(&redis, &spread("ver_kill", n, 500, 3000));
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut redis.conn(0))
+        .unwrap();
+    assert_eq!(killed, 1);
+    let counts = wait_dispatched(&[&host], "ver_kill", n, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&[&host], "ver_kill", n, "pubsub killed");
+    println!(
+        "pubsub connection killed mid-stream: {} of {n} dispatched, 0 lost, 0 twice, in {} ms",
+        counts.len(),
+        started.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_host_stopped_for_3_s_loses_none() {
+    let redis = RedisServer::start();
+    let mut first = Host::start(&redis, &counter());
+    let n = 1000;
+    arm(&redis, &spread("ver_down", n, 500, 4000));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(first.terminate(Duration::from_secs(20)).success());
+    let before = dispatch_counts(&[&first], "ver_down").len();
+    std::thread::sleep(Duration::from_secs(3));
+    let second = Host::start(&redis, &counter());
+    wait_dispatched(&[&first, &second], "ver_down", n, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&[&first, &second], "ver_down", n, "host down");
+    let late: Vec<u64> = second
+        .events(|e| e["message"] == "dispatch" && e["action"] == "ver_down")
+        .iter()
+        .filter_map(|e| e["late_us"].as_u64())
+        .collect();
+    println!(
+        "host stopped 3 s: {before} dispatched before, {} after the restart (latest {} ms late), 0 lost, 0 twice",
+        n - before,
+        late.iter().max().unwrap_or(&0) / 1000
+    );
+}
+
+#[test]
+fn a_redis_restart_with_appendonly_loses_none() {
+    let mut redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let host = Host::start(&redis, &counter());
+    let n = 500;
+    arm(&redis, &spread("ver_aof", n, 500, 4000));
+    std::thread::sleep(Duration::from_millis(1500));
+    redis.restart();
+    let restarted = Instant::now();
+    let counts = wait_dispatched(&[&host], "ver_aof", n, Duration::from_secs(40));
+    std::thread::sleep(Duration::from_millis(500));
+    let counts_after = dispatch_counts(&[&host], "ver_aof");
+    assert_eq!(counts.len(), n, "lost {}", n - counts.len());
+    let twice = counts_after.values().filter(|c| **c > 1).count();
+    println!(
+        "redis-server restarted (AOF): {n} of {n} dispatched, 0 lost, {twice} run twice (in flight at the crash), all done {} ms after the restart",
+        restarted.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_host_killed_mid_handler_leaves_the_job_to_run_again_once() {
+    let redis = RedisServer::start();
+    let slow = plugin_entry_with(
+        "slow",
+        "recorder",
+        &["slow"],
+        "tenants = [\"*\"]\ncapabilities = [\"trigger\"]\n[plugin.limits]\ntimeout = \"2s\"",
+    );
+    let extra = "[delivery]\nlease = \"3s\"";
+    let mut first = Host::start_with(&redis, &slow, extra);
+    arm(
+        &redis,
+        &[("acme".into(), "slow_job".into(), "1".into(), 100)],
+    );
+    first.wait_for("the handler to start", Duration::from_secs(10), |e| {
+        e["message"] == "slow start"
+    });
+    let killed_at = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-KILL", &first.pid().to_string()])
+        .status();
+    let mut second = Host::start_with(&redis, &slow, extra);
+    let e = second.wait_for("the job to run again", Duration::from_secs(20), |e| {
+        is_dispatch(e, "slow_job", "1")
+    });
+    assert_eq!(e["outcome"], "ok", "{e}");
+    let rerun_ms = killed_at.elapsed().as_millis();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(first.events(|e| is_dispatch(e, "slow_job", "1")).is_empty());
+    assert_eq!(
+        second.events(|e| is_dispatch(e, "slow_job", "1")).len(),
+        1,
+        "ran more than once again"
+    );
+    println!(
+        "host SIGKILLed mid-handler: the job ran again once, {rerun_ms} ms after the kill (lease 3 s)"
+    );
+}
+
+#[test]
+fn three_hosts_share_10000_triggers_without_duplicates_or_loss() {
+    let redis = RedisServer::start();
+    let hosts: Vec<Host> = (0..3).map(|_| Host::start(&redis, &counter())).collect();
+    let n = 10_000;
+    let started = Instant::now();
+    arm(&redis, &spread("ver_many", n, 1000, 5000));
+    let armed_ms = started.elapsed().as_millis();
+    let refs: Vec<&Host> = hosts.iter().collect();
+    wait_dispatched(&refs, "ver_many", n, Duration::from_secs(60));
+    let done_ms = started.elapsed().as_millis();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&refs, "ver_many", n, "3 hosts");
+    let per_host: Vec<usize> = hosts
+        .iter()
+        .map(|h| {
+            h.events(|e| e["message"] == "dispatch" && e["action"] == "ver_many")
+                .len()
+        })
+        .collect();
+    println!(
+        "3 hosts, {n} triggers: 0 duplicates, 0 lost; per host {per_host:?}; armed in {armed_ms} ms, all done {done_ms} ms after the first was armed"
+    );
+}
+
+#[test]
+fn plain_setex_triggers_from_another_client_run_exactly_once() {
+    let redis = RedisServer::start();
+    let hosts: Vec<Host> = (0..2).map(|_| Host::start(&redis, &counter())).collect();
+    let n = 1000;
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        pipe.cmd("SETEX")
+            .arg(format!("acme:EXPTRIGGER:ver_plain:{i}"))
+            .arg(1 + i % 3)
+            .arg("")
+            .ignore();
+    }
+    let _: () = pipe.query(&mut redis.conn(8)).unwrap();
+    let refs: Vec<&Host> = hosts.iter().collect();
+    wait_dispatched(&refs, "ver_plain", n, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_exactly_once(&refs, "ver_plain", n, "plain SETEX");
+    let late: Vec<u64> = refs
+        .iter()
+        .flat_map(|h| h.events(|e| e["message"] == "dispatch" && e["action"] == "ver_plain"))
+        .filter_map(|e| e["late_us"].as_u64())
+        .collect();
+    let mut late = late;
+    late.sort_unstable();
+    println!(
+        "{n} plain SETEX triggers, 2 hosts: each dispatched exactly once; lateness p50 {} ms, p99 {} ms",
+        late.get(late.len() / 2).unwrap_or(&0) / 1000,
+        late.get(late.len() * 99 / 100).unwrap_or(&0) / 1000
+    );
+}
+
+#[test]
+fn cancelled_triggers_never_run() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, &counter());
+    let mut db8 = redis.conn(8);
+    // 200 through our API, 200 by plain SETEX; half of each cancelled.
+    arm(&redis, &spread("ver_api", 200, 1500, 500));
+    for i in 0..200 {
+        let _: () = db8
+            .set_ex(format!("acme:EXPTRIGGER:ver_raw:{i}"), "", 2)
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url: symphony_host::manifest::RedisUrl = redis.url().parse().unwrap();
+        let pools =
+            symphony_host::pools::Pools::new(&symphony_host::manifest::seed_pool_urls(&url))
+                .unwrap();
+        let repo = symphony_host::repo::TriggerRepo::new(&pools, "acme").unwrap();
+        for i in (0..200).step_by(2) {
+            assert!(repo.delete("ver_api", &i.to_string()).await.unwrap());
+        }
+    });
+    for i in (0..200).step_by(2) {
+        let n: i64 = db8.del(format!("acme:EXPTRIGGER:ver_raw:{i}")).unwrap();
+        assert_eq!(n, 1);
+    }
+    wait_dispatched(&[&host], "ver_api", 100, Duration::from_secs(20));
+    wait_dispatched(&[&host], "ver_raw", 100, Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(1500));
+    for action in ["ver_api", "ver_raw"] {
+        let counts = dispatch_counts(&[&host], action);
+        let cancelled_ran: Vec<&String> = counts
+            .keys()
+            .filter(|id| id.parse::<u32>().is_ok_and(|i| i % 2 == 0))
+            .collect();
+        assert!(
+            cancelled_ran.is_empty(),
+            "{action}: cancelled triggers ran: {cancelled_ran:?}"
+        );
+        assert_eq!(counts.len(), 100, "{action}");
+    }
+    println!(
+        "cancelled before due: 0 of 200 dispatched (100 by our API, 100 by plain DEL); the other 200 ran once"
+    );
+}
+
+#[test]
+fn lateness_at_200_per_second() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, &counter());
+    let n = 1000;
+    arm(&redis, &spread("ver_late", n, 1000, 5000));
+    wait_dispatched(&[&host], "ver_late", n, Duration::from_secs(30));
+    let mut late: Vec<i64> = host
+        .events(|e| e["message"] == "dispatch" && e["action"] == "ver_late")
+        .iter()
+        .filter_map(|e| e["late_us"].as_i64())
+        .collect();
+    late.sort_unstable();
+    let p = |q: f64| late[((late.len() as f64 * q) as usize).min(late.len() - 1)];
+    println!(
+        "lateness at 200/s ({n} triggers): p50 {} µs, p99 {} µs, max {} µs (from the due time to the handler's start)",
+        p(0.5),
+        p(0.99),
+        late.last().unwrap()
+    );
+    assert!(p(0.99) < 50_000, "p99 lateness {} µs", p(0.99));
+}
+
+#[test]
+fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
+    let redis = RedisServer::start();
+    let failing = plugin_entry_with(
+        "failing",
+        "recorder",
+        &["fail"],
+        "tenants = [\"*\"]\n[plugin.retry]\nmax_attempts = 3\nbackoff = \"100ms\"",
+    );
+    let mut host = Host::start(&redis, &failing);
+    arm(
+        &redis,
+        &[("acme".into(), "fail_always".into(), "x:1".into(), 100)],
+    );
+    let gave_up = host.wait_for("the dead letter", Duration::from_secs(20), |e| {
+        e["message"] == "dispatch failed for the last time; moved to the dead-letter list"
+    });
+    assert_eq!(gave_up["attempts"], 3);
+    let attempts: Vec<u64> = host
+        .events(|e| is_dispatch(e, "fail_always", "x_1"))
+        .iter()
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+            .args(args)
+            .args(["--redis-url", &redis.url()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&["dead", "list"]);
+    let letter: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
+    assert_eq!(letter["tenant"], "acme");
+    assert_eq!(letter["action"], "fail_always");
+    assert_eq!(letter["id"], "x_1");
+    assert_eq!(letter["attempts"], 3);
+    assert_eq!(letter["last_error"], "recorder failed on purpose");
+    assert!(letter["first_due_ms"].as_i64().unwrap() <= letter["failed_at_ms"].as_i64().unwrap());
+
+    assert!(cli(&["dead", "retry"]).contains("1 dead letter(s) queued again"));
+    host.wait_for_n("the retried run", Duration::from_secs(20), 4, |e| {
+        is_dispatch(e, "fail_always", "x_1")
+    });
+    host.wait_for_n("the second dead letter", Duration::from_secs(20), 2, |e| {
+        e["message"] == "dispatch failed for the last time; moved to the dead-letter list"
+    });
+    assert!(cli(&["dead", "purge"]).contains("purged 1 dead letter(s)"));
+    assert_eq!(cli(&["dead", "list"]).trim(), "");
+    let len: u64 = redis.conn(8).llen("symphony:dead").unwrap();
+    assert_eq!(len, 0);
+}
