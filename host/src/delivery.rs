@@ -73,14 +73,17 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ";
 
-/// Before a key is (re)indexed: if its entry is past due and unclaimed, the
-/// key expired and was armed again since, so that firing is moved to a
-/// member of its own rather than overwritten. (An entry not yet due belongs
-/// to the same arming, or one the new arming postpones.)
+/// Before a key is (re)indexed: if its entry is past due and unclaimed while
+/// the key is alive, the key expired and was armed again since, so that
+/// firing is moved to a member of its own rather than overwritten. (An entry
+/// not yet due belongs to the same arming, or one the new arming postpones.)
+/// "Past due" allows 5 ms: Redis expires a key only once its time is passed,
+/// judged at the script's start, while `now` is read a little later, so the
+/// same arming can look just due here.
 const REINDEX: &str = r"
 local function keep_due_firing(key, due, now)
   local s = redis.call('ZSCORE', due, key)
-  if s and tonumber(s) <= now then
+  if s and tonumber(s) < now - 5 then
     redis.call('ZREM', due, key)
     redis.call('ZADD', due, s, key .. '\0d' .. s)
   end
@@ -127,27 +130,39 @@ return 1
 
 /// Claim due entries. KEYS: due, leases, meta. ARGV: lead, lease_ms, limit,
 /// fired prefix, fired ttl. Returns {now, next due or -1, member, due, meta, ...}.
+/// A live key that is past its entry's due time by more than 5 ms was
+/// expired and armed again while no host claimed it: that firing is claimed
+/// under a member of its own and the key stays, indexed for its new arming.
 const CLAIM: &str = r"
 local lead = tonumber(ARGV[1])
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now + lead, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
 local out = {now, -1}
+local function take(m, key, score)
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), m)
+  redis.call('SET', ARGV[4] .. key, '1', 'PX', ARGV[5])
+  table.insert(out, m)
+  table.insert(out, score)
+  table.insert(out, redis.call('HGET', KEYS[3], m) or '')
+end
 for i = 1, #due, 2 do
   local m = due[i]
-  local live = string.find(m, '\0', 1, true) == nil
-  local pttl = -2
-  if live then pttl = redis.call('PTTL', m) end
-  if live and pttl > lead then
-    redis.call('ZADD', KEYS[1], now + pttl, m)
-  else
+  local score = due[i + 1]
+  local sep = string.find(m, '\0', 1, true)
+  if sep then
     redis.call('ZREM', KEYS[1], m)
-    if live and pttl ~= -2 then redis.call('DEL', m) end
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), m)
-    local key = m
-    if not live then key = string.sub(m, 1, string.find(m, '\0', 1, true) - 1) end
-    redis.call('SET', ARGV[4] .. key, '1', 'PX', ARGV[5])
-    table.insert(out, m)
-    table.insert(out, due[i + 1])
-    table.insert(out, redis.call('HGET', KEYS[3], m) or '')
+    take(m, string.sub(m, 1, sep - 1), score)
+  else
+    local pttl = redis.call('PTTL', m)
+    if pttl > lead then
+      redis.call('ZADD', KEYS[1], now + pttl, m)
+      if tonumber(score) < now - 5 then
+        take(m .. '\0d' .. score, m, score)
+      end
+    else
+      redis.call('ZREM', KEYS[1], m)
+      if pttl ~= -2 then redis.call('DEL', m) end
+      take(m, m, score)
+    end
   end
 end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

