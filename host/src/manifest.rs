@@ -326,6 +326,11 @@ pub struct PluginConfig {
     /// Retries of failed handlers.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// Reuse a warm instance for up to this many jobs of the same tenant
+    /// (dropped after any failure). Unset: a fresh instance per job, the
+    /// safe default. For Go and JavaScript plugins, whose runtimes start in
+    /// every fresh instance.
+    pub reuse_instances: Option<NonZeroU32>,
 }
 
 /// `[plugin.limits]`.
@@ -387,6 +392,7 @@ impl PluginConfig {
                     .unwrap_or(NonZeroU64::new(DEFAULT_MAX_HOST_CALLS).unwrap_or(NonZeroU64::MIN)),
             },
             retry: self.retry.clone(),
+            reuse: self.reuse_instances,
         }
     }
 }

@@ -209,6 +209,9 @@ pub struct Policy {
     pub limits: Limits,
     /// Retries of failed handlers.
     pub retry: crate::manifest::RetryConfig,
+    /// Jobs one warm instance may serve (same tenant only); `None`: a fresh
+    /// instance per job.
+    pub reuse: Option<std::num::NonZeroU32>,
 }
 
 #[cfg(test)]

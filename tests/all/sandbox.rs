@@ -355,3 +355,48 @@ fn max_instances_runs_one_plugin_at_a_time() {
     // One at a time: the last waited for the two before it (about 1 s each).
     assert!(waits[2] > 1_800_000, "waits {waits:?}");
 }
+
+#[test]
+fn warm_instances_serve_a_bounded_number_of_jobs_of_one_tenant() {
+    let redis = RedisServer::start();
+    let mut host = Host::start(
+        &redis,
+        &plugin_entry_with(
+            "warm",
+            "versioned-v1",
+            &["ver_"],
+            "tenants = [\"*\"]\nreuse_instances = 3\n[plugin.limits]\nmax_instances = 1",
+        ),
+    );
+    let mut db8 = redis.conn(8);
+    let mut calls = Vec::new();
+    for i in 0..6 {
+        set_expiring(
+            &mut db8,
+            format!("acme:EXPTRIGGER:ver_warm:{i}").as_bytes(),
+            20,
+        );
+        let id = i.to_string();
+        let e = host.wait_for("a warm call", WAIT, |e| {
+            e["id"] == id.as_str()
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("instance call "))
+        });
+        calls.push(e["message"].as_str().unwrap()[14..].parse::<u32>().unwrap());
+    }
+    assert_eq!(
+        calls,
+        vec![1, 2, 3, 1, 2, 3],
+        "an instance serves 3 jobs, then a fresh one"
+    );
+    // Another tenant never gets this tenant's warm instance.
+    set_expiring(&mut db8, b"globex:EXPTRIGGER:ver_warm:g", 20);
+    let e = host.wait_for("the other tenant's call", WAIT, |e| {
+        e["id"] == "g"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("instance call "))
+    });
+    assert_eq!(e["message"], "instance call 1");
+}

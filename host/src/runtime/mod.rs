@@ -22,6 +22,7 @@
 mod imports;
 mod output;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,6 +170,37 @@ pub struct LoadedPlugin {
     compile_time: Duration,
     pre: PluginPre<JobState>,
     policy: Arc<Policy>,
+    /// Idle warm instances per tenant (only with `reuse_instances`).
+    warm: std::sync::Mutex<HashMap<String, Vec<Warm>>>,
+}
+
+/// A warm instance kept for the next job of the same tenant.
+struct Warm {
+    store: Store<JobState>,
+    instance: Plugin,
+    stdout: GuestOutput,
+    stderr: GuestOutput,
+    uses: u32,
+}
+
+/// Most idle warm instances one plugin keeps (each holds a pooling slot).
+const MAX_WARM_PER_PLUGIN: usize = 8;
+/// Pooling slots set aside for idle warm instances.
+const WARM_SLOTS: u32 = 64;
+
+impl LoadedPlugin {
+    fn take_warm(&self, tenant: &str) -> Option<Warm> {
+        self.warm.lock().ok()?.get_mut(tenant)?.pop()
+    }
+
+    fn put_warm(&self, tenant: &str, warm: Warm) {
+        if let Ok(mut pool) = self.warm.lock() {
+            let idle: usize = pool.values().map(Vec::len).sum();
+            if idle < MAX_WARM_PER_PLUGIN {
+                pool.entry(tenant.to_owned()).or_default().push(warm);
+            }
+        }
+    }
 }
 
 impl LoadedPlugin {
@@ -242,6 +274,15 @@ pub struct JobState {
 }
 
 impl JobState {
+    /// Readies the state for `job` (a fresh job on a possibly warm instance).
+    fn reset(&mut self, job: Arc<Job>) {
+        self.job = job;
+        self.host_calls = 0;
+        self.over_call_budget = false;
+        self.denied = 0;
+        self.limiter.refused = None;
+    }
+
     /// Counts a host call; traps past `max_host_calls`.
     fn count_call(&mut self) -> wasmtime::Result<()> {
         self.host_calls += 1;
@@ -339,7 +380,7 @@ impl Runtime {
             .saturating_add(16);
         let mut pooling = PoolingAllocationConfig::new();
         pooling
-            .total_component_instances(slots)
+            .total_component_instances(slots.saturating_add(WARM_SLOTS))
             .total_core_instances(slots.saturating_mul(8))
             .total_memories(slots.saturating_mul(2))
             .total_tables(slots.saturating_mul(4))
@@ -443,12 +484,16 @@ impl Runtime {
             compile_time: start.elapsed(),
             pre,
             policy: Arc::new(policy),
+            warm: std::sync::Mutex::new(HashMap::new()),
         })
     }
 
-    /// Runs `on-expire` for `job` in a fresh instance of `plugin`, under its limits.
-    pub async fn invoke(&self, plugin: &LoadedPlugin, job: Arc<Job>) -> Outcome {
-        let limits = &plugin.policy.limits;
+    /// A fresh store for `plugin`, its output streams attributed to `job`.
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        job: &Arc<Job>,
+    ) -> (Store<JobState>, GuestOutput, GuestOutput) {
         let stdout = GuestOutput::new(Stream::Stdout, job.clone());
         let stderr = GuestOutput::new(Stream::Stderr, job.clone());
         let wasi = WasiCtxBuilder::new()
@@ -467,7 +512,7 @@ impl Runtime {
                 wasi,
                 table: ResourceTable::new(),
                 limiter: Limiter {
-                    max_memory: limits.max_memory_bytes,
+                    max_memory: plugin.policy.limits.max_memory_bytes,
                     refused: None,
                 },
                 host_calls: 0,
@@ -476,9 +521,28 @@ impl Runtime {
             },
         );
         store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        (store, stdout, stderr)
+    }
+
+    /// Runs `on-expire` for `job` under the plugin's limits: in a fresh
+    /// instance, or (with `reuse_instances`) in a warm one of the same tenant.
+    pub async fn invoke(&self, plugin: &LoadedPlugin, job: Arc<Job>) -> Outcome {
+        let limits = &plugin.policy.limits;
+        let reuse = plugin.policy.reuse;
+        let warm = reuse.and_then(|_| plugin.take_warm(&job.tenant));
+        let (mut store, instance, stdout, stderr, uses) = match warm {
+            Some(w) => (w.store, Some(w.instance), w.stdout, w.stderr, w.uses),
+            None => {
+                let (store, stdout, stderr) = self.new_store(plugin, &job);
+                (store, None, stdout, stderr, 0)
+            }
+        };
+        store.data_mut().reset(job.clone());
+        stdout.set_job(job.clone());
+        stderr.set_job(job.clone());
         let ticks = limits.timeout.as_millis() / EPOCH_TICK.as_millis();
         store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
-        store.epoch_deadline_trap();
         if self.fuel {
             let fuel = limits.fuel.map_or(u64::MAX, std::num::NonZeroU64::get);
             if let Err(e) = store.set_fuel(fuel) {
@@ -489,22 +553,26 @@ impl Runtime {
         // The epoch stops running guest code; this also stops a guest that
         // waits in a host call (a sleep, say) past its time.
         let call = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
-            instance
+            let instance = match instance {
+                Some(i) => i,
+                None => plugin.pre.instantiate_async(&mut store).await?,
+            };
+            let returned = instance
                 .call_on_expire(&mut store, &job.action, &job.id, &job.key)
-                .await
+                .await?;
+            Ok::<_, wasmtime::Error>((instance, returned))
         };
         let result = tokio::time::timeout(limits.timeout + 4 * EPOCH_TICK, call).await;
         stdout.finish();
         stderr.finish();
-        let state = store.data();
         let Ok(result) = result else {
             return Outcome::Timeout(limits.timeout);
         };
-        match result {
-            Ok(Ok(())) => Outcome::Ok,
-            Ok(Err(message)) if state.denied > 0 => Outcome::Denied(message),
-            Ok(Err(message)) => Outcome::Error(message),
+        let state = store.data();
+        let outcome = match &result {
+            Ok((_, Ok(()))) => Outcome::Ok,
+            Ok((_, Err(message))) if state.denied > 0 => Outcome::Denied(message.clone()),
+            Ok((_, Err(message))) => Outcome::Error(message.clone()),
             Err(_) if state.over_call_budget => Outcome::Limit(format!(
                 "made more than max_host_calls ({}) host calls",
                 limits.max_host_calls
@@ -513,14 +581,30 @@ impl Runtime {
                 "tried to grow its memory to {} bytes, over its {} MiB limit ({})",
                 state.limiter.refused.unwrap_or_default(),
                 limits.max_memory_bytes >> 20,
-                trap_message(&e)
+                trap_message(e)
             )),
             Err(e) => match e.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => Outcome::Timeout(limits.timeout),
                 Some(Trap::OutOfFuel) => Outcome::Fuel,
-                _ => Outcome::Trap(trap_message(&e)),
+                _ => Outcome::Trap(trap_message(e)),
             },
+        };
+        // Keep a warm instance only after a clean run, for a bounded number of jobs.
+        if let (Some(max), Ok((instance, Ok(())))) = (reuse, result)
+            && uses + 1 < max.get()
+        {
+            plugin.put_warm(
+                &job.tenant,
+                Warm {
+                    store,
+                    instance,
+                    stdout,
+                    stderr,
+                    uses: uses + 1,
+                },
+            );
         }
+        outcome
     }
 }
 

@@ -45,7 +45,8 @@ struct Lines {
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
     stream: Stream,
-    job: Arc<Job>,
+    /// The job whose output this is (swapped when a warm instance takes the next job).
+    job: Arc<Mutex<Arc<Job>>>,
     lines: Arc<Mutex<Lines>>,
 }
 
@@ -53,7 +54,7 @@ impl GuestOutput {
     pub(crate) fn new(stream: Stream, job: Arc<Job>) -> Self {
         Self {
             stream,
-            job,
+            job: Arc::new(Mutex::new(job)),
             lines: Arc::new(Mutex::new(Lines {
                 pending: Vec::new(),
                 logged: 0,
@@ -62,9 +63,20 @@ impl GuestOutput {
         }
     }
 
+    /// Attributes further output to `job`.
+    pub(crate) fn set_job(&self, job: Arc<Job>) {
+        if let Ok(mut j) = self.job.lock() {
+            *j = job;
+        }
+    }
+
+    fn job(&self) -> Option<Arc<Job>> {
+        self.job.lock().ok().map(|j| j.clone())
+    }
+
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let j = &self.job;
+        let Some(j) = self.job() else { return };
         tracing::info!(
             target: "symphony::plugin",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
@@ -111,16 +123,18 @@ impl GuestOutput {
             let full = std::mem::take(&mut lines.pending);
             self.emit(&full);
         }
-        if lines.dropped > 0 {
-            let j = &self.job;
+        if lines.dropped > 0
+            && let Some(j) = self.job()
+        {
             tracing::warn!(
                 target: "symphony::plugin",
                 tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
                 stream = self.stream.as_str(), dropped_bytes = lines.dropped,
                 "guest output over the {BUDGET}-byte budget was dropped"
             );
-            lines.dropped = 0;
         }
+        lines.dropped = 0;
+        lines.logged = 0;
     }
 }
 
