@@ -18,7 +18,7 @@ smoke=false
 bash scripts/setup.sh
 echo "demo: building symphony-host and the plugins (the first build takes a few minutes)" >&2
 cargo build --locked --quiet -p symphony-host
-bash scripts/build-plugins.sh
+bash scripts/build-plugins.sh --rust
 host="$root/target/debug/symphony-host"
 
 work="$(mktemp -d)"

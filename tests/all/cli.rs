@@ -186,3 +186,51 @@ fn sigterm_lets_the_in_flight_job_finish_and_exits_zero() {
             .unwrap()
     );
 }
+
+#[test]
+fn the_polyglot_example_runs_its_javascript_and_go_plugins() {
+    plugins_dir();
+    let redis = RedisServer::start();
+    let dir = root().join("plugins-example");
+    let manifest = dir.join("polyglot.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap().replace(
+        "[redis]",
+        &format!(
+            "[runtime]\ncache_dir = {:?}\n[redis]",
+            root().join("target/test-wasm-cache").display().to_string()
+        ),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("polyglot.toml");
+    std::fs::write(
+        &copy,
+        text.replace("plugins/", &format!("{}/plugins/", dir.display())),
+    )
+    .unwrap();
+    let mut host = Host::spawn(&copy, &redis, tmp);
+    host.wait_for("the listener", Duration::from_secs(60), |e| {
+        e["message"] == "listening for expiries"
+    });
+    let _: () = redis.conn(11).hset("acme:user:u1", "name", "Ann").unwrap();
+    let mut db8 = redis.conn(8);
+    set_expiring(&mut db8, b"acme:EXPTRIGGER:welcome_user:u1", 20);
+    set_expiring(&mut db8, b"acme:EXPTRIGGER:count_view:u1", 20);
+    host.wait_for("the JavaScript greeting", Duration::from_secs(20), |e| {
+        e["message"] == "welcome, Ann (tenant acme)"
+    });
+    for action in ["welcome_user", "count_view"] {
+        let e = host.wait_for(action, Duration::from_secs(20), |e| {
+            is_dispatch(e, action, "u1")
+        });
+        assert_eq!(e["outcome"], "ok", "{e}");
+    }
+    let views: String = redis.conn(15).get("acme:views:u1").unwrap();
+    assert_eq!(views, "1");
+    let onboarding: std::collections::HashMap<String, String> =
+        redis.conn(10).hgetall("acme:state:onboarding:u1").unwrap();
+    assert_eq!(onboarding["welcomed"], "1");
+    assert!(
+        redis::Commands::exists::<_, bool>(&mut db8, "acme:EXPTRIGGER:followup_onboarding:u1")
+            .unwrap()
+    );
+}

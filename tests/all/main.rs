@@ -12,6 +12,7 @@ mod delivery;
 mod dispatch;
 mod example;
 mod faults;
+mod polyglot;
 mod reload;
 mod repos;
 mod sandbox;

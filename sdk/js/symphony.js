@@ -1,0 +1,53 @@
+// Helpers for symphony-host plugins written in JavaScript.
+//
+// A plugin is an ES module exporting `onExpire(action, id, key)`; return to
+// report ok, throw a string (or an Error) to report an error. Import what you
+// need from here (scripts/build-plugins.sh bundles it into the component):
+//
+//   import { log, tenant, user, generic, json } from '../sdk/js/symphony.js';
+//
+// The repositories are the WIT interfaces (wit/symphony.wit), with names in
+// camelCase: `user.incrementField(id, 'visits', 1n, undefined)`. Values cross
+// as JSON text: `json.to(value)` and `json.from(text)` convert. A call that
+// fails throws; its `payload` is the WIT `repo-error` ({ tag, val }).
+// Typings: sdk/js/types/ (generated from the WIT by `jco types`).
+
+import { log as wasmLog } from 'symphony:plugin/log@0.1.0';
+import { tenant as wasmTenant } from 'symphony:plugin/context@0.1.0';
+import * as user from 'symphony:plugin/user@0.1.0';
+import * as handlerState from 'symphony:plugin/handler-state@0.1.0';
+import * as table from 'symphony:plugin/table@0.1.0';
+import * as sharedState from 'symphony:plugin/shared-state@0.1.0';
+import * as batch from 'symphony:plugin/batch@0.1.0';
+import * as generic from 'symphony:plugin/generic@0.1.0';
+import * as trigger from 'symphony:plugin/trigger@0.1.0';
+import * as pubsub from 'symphony:plugin/pubsub@0.1.0';
+
+/** Logging into the host's tracing, tagged with tenant, action, id and plugin. */
+export const log = {
+  trace: (message) => wasmLog('trace', String(message)),
+  debug: (message) => wasmLog('debug', String(message)),
+  info: (message) => wasmLog('info', String(message)),
+  warn: (message) => wasmLog('warn', String(message)),
+  error: (message) => wasmLog('error', String(message)),
+};
+
+/** The tenant of the trigger that fired. */
+export const tenant = () => wasmTenant();
+
+/** JSON text to and from values, for the repositories' `json` arguments and results. */
+export const json = {
+  to: (value) => JSON.stringify(value),
+  from: (text) => (text === undefined ? undefined : JSON.parse(text)),
+};
+
+/** The text of a failed host call's error (`repo-error`). */
+export function errorText(e) {
+  const p = e && e.payload !== undefined ? e.payload : e;
+  if (p && typeof p === 'object' && 'tag' in p) {
+    return p.val === undefined ? p.tag : `${p.tag}: ${p.val}`;
+  }
+  return String(e);
+}
+
+export { user, handlerState, table, sharedState, batch, generic, trigger, pubsub };

@@ -1,0 +1,39 @@
+// The cross-language test plugin, in Go (see tests/plugins/poly).
+package export_wit_world
+
+import (
+	"errors"
+	"fmt"
+
+	witTypes "go.bytecodealliance.org/pkg/wit/types"
+	"wit_component/symphony"
+	"wit_component/symphony_plugin_generic"
+	"wit_component/symphony_plugin_user"
+)
+
+func OnExpire(action, id, key string) witTypes.Result[witTypes.Unit, string] {
+	return symphony.Run(action, id, key, handle)
+}
+
+func handle(e symphony.Expiry) error {
+	switch e.Action {
+	case "poly_fail":
+		return errors.New("poly failed")
+	case "poly_spin":
+		for {
+		}
+	}
+	visits, err := symphony.Check(symphony_plugin_user.IncrementField(e.ID, "visits", 1, symphony.NoTTL()))
+	if err != nil {
+		return err
+	}
+	if _, err := symphony.Check(symphony_plugin_user.AppendToList(e.ID, "history", symphony.JSON(e.Action), symphony.NoTTL())); err != nil {
+		return err
+	}
+	last := fmt.Sprintf(`{"action": %s, "tenant": %s, "visits": %d}`, symphony.JSON(e.Action), symphony.JSON(symphony.Tenant()), visits)
+	if _, err := symphony.Check(symphony_plugin_generic.Set("last:"+e.ID, last, symphony.NoTTL())); err != nil {
+		return err
+	}
+	symphony.Info(fmt.Sprintf("poly handled %s %s", e.Action, e.ID))
+	return nil
+}

@@ -1,0 +1,15 @@
+// The cross-language test plugin, in JavaScript (see tests/plugins/poly).
+import { log, tenant, user, generic, json } from '../../../sdk/js/symphony.js';
+
+export function onExpire(action, id, _key) {
+  if (action === 'poly_fail') {
+    throw 'poly failed';
+  }
+  if (action === 'poly_spin') {
+    for (;;) {}
+  }
+  const visits = user.incrementField(id, 'visits', 1n, undefined);
+  user.appendToList(id, 'history', json.to(action), undefined);
+  generic.set(`last:${id}`, json.to({ action, tenant: tenant(), visits: Number(visits) }), undefined);
+  log.info(`poly handled ${action} ${id}`);
+}
