@@ -102,14 +102,14 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
 return now + tonumber(ARGV[2])
 ";
 
-/// DEL and unindex. KEYS: key, due.
+/// DEL and unindex. KEYS: key, due. ARGV: lead (unused).
 const CANCEL: &str = r"
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
 return n
 ";
 
-/// Index a key another client armed. KEYS: key, due. ARGV: lead.
+/// Index a key another client armed. KEYS: key, due. ARGV: lead (unused).
 const INDEX: &str = r"
 local pttl = redis.call('PTTL', KEYS[1])
 if pttl < 0 then return 0 end
@@ -363,19 +363,24 @@ impl Delivery {
             .await?)
     }
 
+    /// Runs a script of one key and the index (`ARGV[1]` = [`LEAD_MS`]);
+    /// true when it returns a positive count.
+    async fn on_key(&self, script: &redis::Script, key: &str) -> Result<bool, RepoError> {
+        let n: i64 = script
+            .key(key)
+            .key(DUE)
+            .arg(LEAD_MS)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Deletes `key` and its index entry; returns whether the key existed.
     ///
     /// # Errors
     /// Redis failing.
     pub async fn cancel(&self, key: &str) -> Result<bool, RepoError> {
-        let n: i64 = self
-            .scripts
-            .cancel
-            .key(key)
-            .key(DUE)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(n > 0)
+        self.on_key(&self.scripts.cancel, key).await
     }
 
     /// Indexes a trigger key another client armed (`expire` keyevent).
@@ -383,15 +388,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn index(&self, key: &str) -> Result<bool, RepoError> {
-        let n: i64 = self
-            .scripts
-            .index
-            .key(key)
-            .key(DUE)
-            .arg(LEAD_MS)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(n > 0)
+        self.on_key(&self.scripts.index, key).await
     }
 
     /// A `del` keyevent: drops the entry of a key deleted before it was due.
@@ -399,15 +396,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn unindex(&self, key: &str) -> Result<bool, RepoError> {
-        let n: i64 = self
-            .scripts
-            .unindex
-            .key(key)
-            .key(DUE)
-            .arg(LEAD_MS)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(n > 0)
+        self.on_key(&self.scripts.unindex, key).await
     }
 
     /// Indexes every trigger key with a TTL in the DB (SCAN); returns how many.

@@ -213,15 +213,7 @@ fn cancelled_triggers_never_run() {
             .unwrap();
     }
     std::thread::sleep(Duration::from_millis(200));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let url: symphony_host::manifest::RedisUrl = redis.url().parse().unwrap();
-        let pools =
-            symphony_host::pools::Pools::new(&symphony_host::manifest::seed_pool_urls(&url))
-                .unwrap();
+    with_pools(&redis, |pools| async move {
         let repo = symphony_host::repo::TriggerRepo::new(&pools, "acme").unwrap();
         for i in (0..200).step_by(2) {
             assert!(repo.delete("ver_api", &i.to_string()).await.unwrap());

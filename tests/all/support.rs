@@ -446,16 +446,8 @@ pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
 /// plugins do): each key and its due-time index entry in one script.
 /// `triggers` are `(tenant, action, id, ttl_ms)`.
 pub fn arm(redis: &RedisServer, triggers: &[(String, String, String, u64)]) {
-    use symphony_host::manifest::{RedisUrl, seed_pool_urls};
-    use symphony_host::pools::Pools;
     use symphony_host::repo::TriggerRepo;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let url: RedisUrl = redis.url().parse().unwrap();
-        let pools = Pools::new(&seed_pool_urls(&url)).unwrap();
+    with_pools(redis, |pools| async move {
         let mut tasks = tokio::task::JoinSet::new();
         for chunk in triggers.chunks(triggers.len().div_ceil(16).max(1)) {
             let chunk = chunk.to_vec();
@@ -473,6 +465,24 @@ pub fn arm(redis: &RedisServer, triggers: &[(String, String, String, u64)]) {
         while let Some(r) = tasks.join_next().await {
             r.unwrap();
         }
+    });
+}
+
+/// Runs `f` with the host library's pools on `redis`, as an embedding
+/// application would.
+pub fn with_pools<F, Fut>(redis: &RedisServer, f: F)
+where
+    F: FnOnce(symphony_host::pools::Pools) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use symphony_host::manifest::{RedisUrl, seed_pool_urls};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url: RedisUrl = redis.url().parse().unwrap();
+        f(symphony_host::pools::Pools::new(&seed_pool_urls(&url)).unwrap()).await
     });
 }
 
