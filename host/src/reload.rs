@@ -185,8 +185,13 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
-/// Watches files and SIGHUP and reloads until `cancel`.
-pub async fn watch(mut reloader: Reloader, cancel: CancellationToken) {
+/// Watches files and SIGHUP and reloads until `cancel`. The watches and the
+/// signal handler are in place when this returns (before the future runs),
+/// so a change made after the host reports it is listening is never missed.
+pub fn watch(
+    mut reloader: Reloader,
+    cancel: CancellationToken,
+) -> impl std::future::Future<Output = ()> + Send {
     let (tx, mut events) = mpsc::channel::<notify::Event>(1024);
     let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(event) = res {
@@ -202,7 +207,7 @@ pub async fn watch(mut reloader: Reloader, cancel: CancellationToken) {
         }
     };
     let mut watched: HashSet<PathBuf> = HashSet::new();
-    let mut rewatch = |reloader: &Reloader, watched: &mut HashSet<PathBuf>| {
+    let mut rewatch = move |reloader: &Reloader, watched: &mut HashSet<PathBuf>| {
         let Some(w) = watcher.as_mut() else { return };
         for dir in reloader.dirs() {
             if watched.contains(&dir) {
@@ -220,37 +225,39 @@ pub async fn watch(mut reloader: Reloader, cancel: CancellationToken) {
 
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    loop {
-        #[cfg(unix)]
-        let sighup = async {
-            match hangup.as_mut() {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let sighup = std::future::pending::<()>();
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = sighup => reloader.reload_logged("SIGHUP").await,
-            Some(event) = events.recv() => {
-                if !relevant(&event, &reloader.files) {
-                    continue;
-                }
-                // Debounce: wait for the writes to settle.
-                loop {
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(DEBOUNCE) => break,
-                        Some(_) = events.recv() => {}
+    async move {
+        loop {
+            #[cfg(unix)]
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
                     }
+                    None => std::future::pending::<()>().await,
                 }
-                reloader.reload_logged("file changed").await;
+            };
+            #[cfg(not(unix))]
+            let sighup = std::future::pending::<()>();
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = sighup => reloader.reload_logged("SIGHUP").await,
+                Some(event) = events.recv() => {
+                    if !relevant(&event, &reloader.files) {
+                        continue;
+                    }
+                    // Debounce: wait for the writes to settle.
+                    loop {
+                        tokio::select! {
+                            _ = cancel.cancelled() => return,
+                            _ = tokio::time::sleep(DEBOUNCE) => break,
+                            Some(_) = events.recv() => {}
+                        }
+                    }
+                    reloader.reload_logged("file changed").await;
+                }
             }
+            rewatch(&reloader, &mut watched);
         }
-        rewatch(&reloader, &mut watched);
     }
 }
 
