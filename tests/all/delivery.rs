@@ -40,12 +40,7 @@ fn a_killed_subscription_during_1000_triggers_loses_none() {
     let started = Instant::now();
     arm(&redis, &spread("ver_kill", n, 500, 3000));
     std::thread::sleep(Duration::from_millis(1500));
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query(&mut redis.conn(0))
-        .unwrap();
+    let killed = redis.kill_pubsub_clients();
     assert_eq!(killed, 1);
     let counts = wait_dispatched(&[&host], "ver_kill", n, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));

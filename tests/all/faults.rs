@@ -100,12 +100,7 @@ fn the_host_starts_while_redis_is_down_and_listens_once_it_is_up() {
 fn a_killed_subscription_is_resubscribed_at_once() {
     let redis = RedisServer::start();
     let mut host = Host::start(&redis, &plugin_entry("recorder", "recorder", &["rec_"]));
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query(&mut redis.conn(0))
-        .unwrap();
+    let killed = redis.kill_pubsub_clients();
     assert_eq!(killed, 1, "one subscription connection: the listener's");
     let e = host.wait_for("the gap to be logged", Duration::from_secs(5), |e| {
         e["message"]

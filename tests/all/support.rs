@@ -160,6 +160,17 @@ impl RedisServer {
         );
     }
 
+    /// `CLIENT KILL TYPE pubsub`: drops every subscription connection
+    /// (the listener's); returns how many.
+    pub fn kill_pubsub_clients(&self) -> i64 {
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut self.conn(0))
+            .unwrap()
+    }
+
     /// The server's log file.
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("redis.log")
