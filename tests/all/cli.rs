@@ -1,15 +1,10 @@
 //! `check`, `trigger set|cancel` and shutdown.
 
-use std::process::Command;
 use std::time::Duration;
 
 use redis::Commands;
 
 use crate::support::*;
-
-fn host_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_symphony-host"))
-}
 
 fn check(manifest: &std::path::Path) -> (bool, String, String) {
     let out = host_cmd().arg("check").arg(manifest).output().unwrap();
@@ -119,23 +114,18 @@ fn check_rejects_a_component_of_another_world() {
 #[test]
 fn trigger_set_and_cancel_write_seed_compatible_keys() {
     let redis = RedisServer::start();
-    let out = host_cmd()
-        .args([
-            "trigger",
-            "set",
-            "acme",
-            "send:reminder",
-            "user:1",
-            "--ttl",
-            "90s",
-        ])
-        .env("SYMPHONY_REDIS_URL", redis.url())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        host_cmd()
+            .args([
+                "trigger",
+                "set",
+                "acme",
+                "send:reminder",
+                "user:1",
+                "--ttl",
+                "90s",
+            ])
+            .env("SYMPHONY_REDIS_URL", redis.url()),
     );
     let mut db8 = redis.conn(8);
     let key = "acme:EXPTRIGGER:send_reminder:user_1";
@@ -144,17 +134,12 @@ fn trigger_set_and_cancel_write_seed_compatible_keys() {
     let ttl: i64 = db8.pttl(key).unwrap();
     assert!((80_000..=90_000).contains(&ttl), "pttl {ttl}");
 
-    let out = host_cmd()
-        .args(["trigger", "cancel", "acme", "send:reminder", "user:1"])
-        .args(["--redis-url", &redis.url()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let cancelled = run_ok(
+        host_cmd()
+            .args(["trigger", "cancel", "acme", "send:reminder", "user:1"])
+            .args(["--redis-url", &redis.url()]),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("cancelled"));
+    assert!(cancelled.contains("cancelled"));
     assert!(!db8.exists::<_, bool>(key).unwrap());
 
     let out = host_cmd()

@@ -286,19 +286,7 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
         .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
 
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_symphony-host"))
-            .args(args)
-            .args(["--redis-url", &redis.url()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| run_ok(host_cmd().args(args).args(["--redis-url", &redis.url()]));
     let listed = cli(&["dead", "list"]);
     let letter: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(letter["tenant"], "acme");

@@ -256,16 +256,7 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
     // And back: valid again, through the CLI (SIGHUP) this time.
     write(&a, "");
     std::thread::sleep(Duration::from_millis(300));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_symphony-host"))
-        .arg("reload")
-        .arg(&manifest)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(host_cmd().arg("reload").arg(&manifest));
     host.wait_for("the SIGHUP reload", WAIT, |e| {
         e["message"] == "plugins reloaded" && e["reason"] == "SIGHUP"
     });

@@ -453,6 +453,22 @@ pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
         .unwrap();
 }
 
+/// A command running the `symphony-host` binary under test.
+pub fn host_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+}
+
+/// Runs `cmd`, asserts it succeeded (showing its stderr if not), returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Schedules triggers through the host library (as the host API, the CLI and
 /// plugins do): each key and its due-time index entry in one script.
 /// `triggers` are `(tenant, action, id, ttl_ms)`.
