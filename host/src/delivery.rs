@@ -102,6 +102,23 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
 return now + tonumber(ARGV[2])
 ";
 
+/// ARM for many keys in one call. KEYS: due, key... ARGV: value, ttl_ms...
+/// (one TTL per key). Returns how many keys were armed.
+const ARM_MANY: &str = r"
+for i = 2, #KEYS do
+  local ttl = tonumber(ARGV[i])
+  keep_due_firing(KEYS[i], KEYS[1], now)
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
+  redis.call('ZADD', KEYS[1], now + ttl, KEYS[i])
+end
+return #KEYS - 1
+";
+
+/// Keys armed per [`Delivery::arm_many`] script call: large enough that the
+/// round trip is noise, small enough that Redis is not blocked for long
+/// (about a millisecond).
+pub const ARM_BATCH: usize = 1000;
+
 /// DEL and unindex. KEYS: key, due. ARGV: lead (unused).
 const CANCEL: &str = r"
 local n = redis.call('DEL', KEYS[1])
@@ -109,23 +126,35 @@ redis.call('ZREM', KEYS[2], KEYS[1])
 return n
 ";
 
-/// Index a key another client armed. KEYS: key, due. ARGV: lead (unused).
+/// Index keys another client armed. KEYS: due, key... Returns how many were
+/// alive with a TTL (and are indexed).
 const INDEX: &str = r"
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl < 0 then return 0 end
-keep_due_firing(KEYS[1], KEYS[2], now)
-redis.call('ZADD', KEYS[2], now + pttl, KEYS[1])
-return 1
+local n = 0
+for i = 2, #KEYS do
+  local pttl = redis.call('PTTL', KEYS[i])
+  if pttl >= 0 then
+    keep_due_firing(KEYS[i], KEYS[1], now)
+    redis.call('ZADD', KEYS[1], now + pttl, KEYS[i])
+    n = n + 1
+  end
+end
+return n
 ";
 
-/// A plain DEL was heard: drop the entry if the key is gone and not yet due.
-/// KEYS: key, due. ARGV: lead.
+/// Plain DELs were heard: drop each entry whose key is gone and not yet due.
+/// KEYS: due, key... ARGV: lead. Returns how many were dropped.
 const UNINDEX: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local s = redis.call('ZSCORE', KEYS[2], KEYS[1])
-if not s or tonumber(s) <= now + tonumber(ARGV[1]) then return 0 end
-redis.call('ZREM', KEYS[2], KEYS[1])
-return 1
+local n = 0
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    local s = redis.call('ZSCORE', KEYS[1], KEYS[i])
+    if s and tonumber(s) > now + tonumber(ARGV[1]) then
+      redis.call('ZREM', KEYS[1], KEYS[i])
+      n = n + 1
+    end
+  end
+end
+return n
 ";
 
 /// Claim due entries. KEYS: due, leases, meta. ARGV: lead, lease_ms, limit,
@@ -135,57 +164,77 @@ return 1
 /// under a member of its own and the key stays, indexed for its new arming.
 const CLAIM: &str = r"
 local lead = tonumber(ARGV[1])
+local lease_end = now + tonumber(ARGV[2])
 local due = redis.call('ZRANGE', KEYS[1], '-inf', now + lead, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
 local out = {now, -1}
-local function take(m, key, score)
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), m)
-  redis.call('SET', ARGV[4] .. key, '1', 'PX', ARGV[5])
-  table.insert(out, m)
-  table.insert(out, score)
-  table.insert(out, redis.call('HGET', KEYS[3], m) or '')
+local unindexed = {}
+local leases = {}
+local function take(m, key, score, gone)
+  leases[#leases + 1] = lease_end
+  leases[#leases + 1] = m
+  -- Redis expired the key (its `expired` event may still come): mark it, so
+  -- the fallback does not run it again. A key deleted here emits no event.
+  if gone then redis.call('SET', ARGV[4] .. key, '1', 'PX', ARGV[5]) end
+  out[#out + 1] = m
+  out[#out + 1] = score
+  -- Only tagged members (retries) have meta.
+  out[#out + 1] = (m ~= key and redis.call('HGET', KEYS[3], m)) or ''
 end
 for i = 1, #due, 2 do
   local m = due[i]
   local score = due[i + 1]
   local sep = string.find(m, '\0', 1, true)
   if sep then
-    redis.call('ZREM', KEYS[1], m)
-    take(m, string.sub(m, 1, sep - 1), score)
+    unindexed[#unindexed + 1] = m
+    take(m, string.sub(m, 1, sep - 1), score, false)
   else
     local pttl = redis.call('PTTL', m)
     if pttl > lead then
       redis.call('ZADD', KEYS[1], now + pttl, m)
       if tonumber(score) < now - 5 then
-        take(m .. '\0d' .. score, m, score)
+        take(m .. '\0d' .. score, m, score, true)
       end
     else
-      redis.call('ZREM', KEYS[1], m)
+      unindexed[#unindexed + 1] = m
       if pttl ~= -2 then redis.call('DEL', m) end
-      take(m, m, score)
+      take(m, m, score, pttl == -2)
     end
   end
 end
+if #unindexed > 0 then redis.call('ZREM', KEYS[1], unpack(unindexed)) end
+if #leases > 0 then redis.call('ZADD', KEYS[2], unpack(leases)) end
 local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if #nxt > 0 then out[2] = tonumber(nxt[2]) end
 return out
 ";
 
-/// An `expired` keyevent: claim that key's firing if no host has.
-/// KEYS: due, leases, meta. ARGV: key, lease_ms, fired prefix, fired ttl.
+/// `expired` keyevents: claim each key's firing if no host has.
+/// KEYS: due, leases, meta. ARGV: lease_ms, fired prefix, fired ttl, key...
+/// Returns {member, due, meta, ...} for the firings claimed.
 const CLAIM_EXPIRED: &str = r"
-local k = ARGV[1]
-local s = redis.call('ZSCORE', KEYS[1], k)
-if s then
-  if redis.call('EXISTS', k) == 1 then return {} end
-  redis.call('ZREM', KEYS[1], k)
-elseif not redis.call('SET', ARGV[3] .. k, '1', 'NX', 'PX', ARGV[4]) then
-  return {}
-else
-  s = tostring(now)
+local out = {}
+for i = 4, #ARGV do
+  local k = ARGV[i]
+  local s = redis.call('ZSCORE', KEYS[1], k)
+  local take = false
+  if s then
+    if redis.call('EXISTS', k) == 0 then
+      redis.call('ZREM', KEYS[1], k)
+      take = true
+    end
+  elseif redis.call('SET', ARGV[2] .. k, '1', 'NX', 'PX', ARGV[3]) then
+    s = tostring(now)
+    take = true
+  end
+  if take then
+    redis.call('SET', ARGV[2] .. k, '1', 'PX', ARGV[3])
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), k)
+    out[#out + 1] = k
+    out[#out + 1] = s
+    out[#out + 1] = redis.call('HGET', KEYS[3], k) or ''
+  end
 end
-redis.call('SET', ARGV[3] .. k, '1', 'PX', ARGV[4])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), k)
-return {k, s, redis.call('HGET', KEYS[3], k) or ''}
+return out
 ";
 
 /// Expired leases go back in the index. KEYS: leases, due.
@@ -274,6 +323,7 @@ pub struct DeadLetter {
 
 struct Scripts {
     arm: redis::Script,
+    arm_many: redis::Script,
     cancel: redis::Script,
     index: redis::Script,
     unindex: redis::Script,
@@ -288,6 +338,7 @@ struct Scripts {
 /// The scripts, hashed once per process.
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     arm: script(ARM),
+    arm_many: script(ARM_MANY),
     cancel: script(CANCEL),
     index: script(INDEX),
     unindex: script(UNINDEX),
@@ -363,6 +414,27 @@ impl Delivery {
             .await?)
     }
 
+    /// Sets and indexes many keys, [`ARM_BATCH`] per script call, each
+    /// `(key, ttl_ms)` with the same `value`. Each call is atomic; a failure
+    /// part way leaves the earlier batches armed. Returns how many were armed.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let mut armed = 0;
+        for chunk in keys.chunks(ARM_BATCH) {
+            let mut call = self.scripts.arm_many.key(DUE);
+            call.arg(value);
+            for (key, ttl_ms) in chunk {
+                call.key(key).arg(*ttl_ms);
+            }
+            let n: u64 = call.invoke_async(&mut conn).await?;
+            armed += n;
+        }
+        Ok(armed)
+    }
+
     /// Runs a script of one key and the index (`ARGV[1]` = [`LEAD_MS`]);
     /// true when it returns a positive count.
     async fn on_key(&self, script: &redis::Script, key: &str) -> Result<bool, RepoError> {
@@ -383,20 +455,39 @@ impl Delivery {
         self.on_key(&self.scripts.cancel, key).await
     }
 
-    /// Indexes a trigger key another client armed (`expire` keyevent).
-    ///
-    /// # Errors
-    /// Redis failing.
-    pub async fn index(&self, key: &str) -> Result<bool, RepoError> {
-        self.on_key(&self.scripts.index, key).await
+    /// Runs a script over the index and `keys` (`KEYS[2..]`, `ARGV[1]` =
+    /// [`LEAD_MS`]) in calls of [`ARM_BATCH`] keys; returns the summed counts.
+    async fn on_keys(&self, script: &redis::Script, keys: &[String]) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let mut total = 0;
+        for chunk in keys.chunks(ARM_BATCH) {
+            let mut call = script.key(DUE);
+            call.arg(LEAD_MS);
+            for key in chunk {
+                call.key(key);
+            }
+            let n: u64 = call.invoke_async(&mut conn).await?;
+            total += n;
+        }
+        Ok(total)
     }
 
-    /// A `del` keyevent: drops the entry of a key deleted before it was due.
+    /// Indexes trigger keys another client armed (`expire` keyevents);
+    /// returns how many were alive with a TTL.
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn unindex(&self, key: &str) -> Result<bool, RepoError> {
-        self.on_key(&self.scripts.unindex, key).await
+    pub async fn index(&self, keys: &[String]) -> Result<u64, RepoError> {
+        self.on_keys(&self.scripts.index, keys).await
+    }
+
+    /// `del` keyevents: drops the entries of keys deleted before they were
+    /// due; returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn unindex(&self, keys: &[String]) -> Result<u64, RepoError> {
+        self.on_keys(&self.scripts.unindex, keys).await
     }
 
     /// Indexes every trigger key with a TTL in the DB (SCAN); returns how many.
@@ -421,29 +512,7 @@ impl Delivery {
                 .into_iter()
                 .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
                 .collect();
-            if !keys.is_empty() {
-                let mut pipe = redis::pipe();
-                for k in &keys {
-                    pipe.invoke_script(self.scripts.index.key(k).key(DUE).arg(LEAD_MS));
-                }
-                let done: Vec<i64> = match pipe.query_async(&mut conn).await {
-                    Ok(v) => v,
-                    // NOSCRIPT after a restart: load it and go again.
-                    Err(e)
-                        if e.kind()
-                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                    {
-                        self.scripts
-                            .index
-                            .prepare_invoke()
-                            .load_async(&mut conn)
-                            .await?;
-                        pipe.query_async(&mut conn).await?
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                indexed += done.iter().filter(|n| **n > 0).count() as u64;
-            }
+            indexed += self.index(&keys).await?;
             if next == 0 {
                 return Ok(indexed);
             }
@@ -501,37 +570,42 @@ impl Delivery {
         Ok((now, next, firings))
     }
 
-    /// An `expired` keyevent for `key`: claims its firing if no host has.
+    /// `expired` keyevents for `keys`: claims each firing no host has.
     ///
     /// # Errors
     /// Redis failing.
     pub async fn claim_expired(
         &self,
-        key: &str,
+        keys: &[String],
         lease_ms: u64,
-    ) -> Result<Option<Firing>, RepoError> {
-        let out: Vec<String> = self
-            .scripts
-            .claim_expired
-            .key(DUE)
-            .key(LEASES)
-            .key(META)
-            .arg(key)
-            .arg(lease_ms)
-            .arg(FIRED_PREFIX)
-            .arg(FIRED_TTL_MS)
-            .invoke_async(&mut self.conn())
-            .await?;
-        let [member, due, meta] = out.as_slice() else {
-            return Ok(None);
-        };
-        Ok(Some(Firing {
-            pool: self.pool,
-            key: split_member(member).to_owned(),
-            member: member.clone(),
-            due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
-            meta: meta_of(meta),
-        }))
+    ) -> Result<Vec<Firing>, RepoError> {
+        let mut conn = self.conn();
+        let mut firings = Vec::new();
+        for chunk in keys.chunks(ARM_BATCH) {
+            let mut call = self.scripts.claim_expired.key(DUE);
+            call.key(LEASES)
+                .key(META)
+                .arg(lease_ms)
+                .arg(FIRED_PREFIX)
+                .arg(FIRED_TTL_MS);
+            for key in chunk {
+                call.arg(key);
+            }
+            let out: Vec<String> = call.invoke_async(&mut conn).await?;
+            for claimed in out.chunks_exact(3) {
+                let [member, due, meta] = claimed else {
+                    continue;
+                };
+                firings.push(Firing {
+                    pool: self.pool,
+                    key: split_member(member).to_owned(),
+                    member: member.clone(),
+                    due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
+                    meta: meta_of(meta),
+                });
+            }
+        }
+        Ok(firings)
     }
 
     /// Puts firings whose lease ended back in the index; returns how many.
@@ -569,7 +643,17 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn done(&self, member: &str) -> Result<(), RepoError> {
-        self.finish(member, "").await
+        if member.contains(SEP) {
+            return self.finish(member, "").await;
+        }
+        // Untagged members never have meta (only retries do): the lease is
+        // all there is to remove, and a plain command is cheaper than a script.
+        let _: i64 = redis::cmd("ZREM")
+            .arg(LEASES)
+            .arg(member)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
     }
 
     async fn finish(&self, member: &str, dead: &str) -> Result<(), RepoError> {

@@ -442,17 +442,17 @@ async fn run_job(
         (Outcome::Ok, _) | (_, None) => info!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, "dispatch"
+            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, due_ms = firing.due_ms, "dispatch"
         ),
         (Outcome::Error(_) | Outcome::Denied(_), Some(detail)) => warn!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, error = %detail, "dispatch"
+            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, due_ms = firing.due_ms, error = %detail, "dispatch"
         ),
         (_, Some(detail)) => error!(
             target: "symphony::dispatch",
             tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, error = %detail, "dispatch"
+            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, due_ms = firing.due_ms, error = %detail, "dispatch"
         ),
     }
     outcome

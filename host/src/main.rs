@@ -14,6 +14,9 @@ use symphony_host::pools::Pools;
 use symphony_host::repo::TriggerRepo;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Runs WebAssembly component plugins when Redis trigger keys expire.
 ///
 /// An application schedules work by writing `{tenant}:EXPTRIGGER:{action}:{id}`
@@ -106,6 +109,17 @@ enum TriggerCommand {
         /// Time until it fires, e.g. `500ms`, `5s`, `2m`.
         #[arg(long, value_parser = humantime::parse_duration)]
         ttl: Duration,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Set many triggers from a file (or stdin with `-`), one per line:
+    /// `TENANT ACTION ID TTL` separated by spaces or tabs, e.g.
+    /// `acme reminder_email 42 5s`. Blank lines and lines starting with `#`
+    /// are skipped. Every line is checked first, so a bad line sets nothing;
+    /// then the triggers are written in batches of 1000 per Redis call.
+    SetMany {
+        /// File of triggers, or `-` for stdin.
+        file: PathBuf,
         #[command(flatten)]
         target: Target,
     },
@@ -256,6 +270,28 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             println!("set {key} (fires in {})", humantime::format_duration(ttl));
             Ok(())
         }
+        Command::Trigger(TriggerCommand::SetMany { file, target }) => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
+            } else {
+                std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?
+            };
+            let batches = parse_trigger_lines(&text)
+                .with_context(|| format!("{}: nothing was set", file.display()))?;
+            let pools = target.pools()?;
+            let mut total = 0;
+            for (tenant, triggers) in &batches {
+                let repo = TriggerRepo::new(&pools, tenant)?;
+                total += repo
+                    .set_many(triggers)
+                    .await
+                    .with_context(|| format!("cannot set the triggers of tenant {tenant}"))?
+                    .len();
+            }
+            println!("set {total} triggers of {} tenants", batches.len());
+            Ok(())
+        }
         Command::Trigger(TriggerCommand::Cancel {
             tenant,
             action,
@@ -274,6 +310,41 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Triggers per tenant, in first-seen order.
+type TriggerLines = Vec<(String, Vec<(String, String, Duration)>)>;
+
+/// Parses `TENANT ACTION ID TTL` lines; the error names the first bad line.
+fn parse_trigger_lines(text: &str) -> anyhow::Result<TriggerLines> {
+    let mut batches: TriggerLines = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [tenant, action, id, ttl] = fields.as_slice() else {
+            anyhow::bail!(
+                "line {}: expected `TENANT ACTION ID TTL`, found {} fields: {line:?}",
+                n + 1,
+                fields.len()
+            );
+        };
+        let ttl = humantime::parse_duration(ttl)
+            .with_context(|| format!("line {}: bad TTL {ttl:?} (use e.g. 500ms, 5s, 2m)", n + 1))?;
+        symphony_host::keys::trigger_key(tenant, action, id)
+            .with_context(|| format!("line {}: {line:?}", n + 1))?;
+        if ttl.as_millis() == 0 {
+            anyhow::bail!("line {}: the TTL must be at least 1ms", n + 1);
+        }
+        let trigger = ((*action).to_owned(), (*id).to_owned(), ttl);
+        match batches.iter_mut().find(|(t, _)| t == tenant) {
+            Some((_, list)) => list.push(trigger),
+            None => batches.push(((*tenant).to_owned(), vec![trigger])),
+        }
+    }
+    Ok(batches)
 }
 
 #[tokio::main]

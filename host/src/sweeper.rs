@@ -87,7 +87,11 @@ pub async fn sweep(
             let sent = tokio::select! {
                 _ = cancel.cancelled() => false,
                 sent = async {
-                    tokio::time::sleep_until((claimed_at + wait).into()).await;
+                    let at = claimed_at + wait;
+                    // Under load most firings are due already: no timer for those.
+                    if at > Instant::now() {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
                     firings.send(firing.clone()).await.is_ok()
                 } => sent,
             };
@@ -117,10 +121,17 @@ pub async fn sweep(
     }
 }
 
+/// Keyevents applied per batch.
+const PUMP_BATCH: usize = 1000;
+
 /// Applies the listener's keyevents until `cancel`: `expire` indexes a
 /// trigger another client armed, `del` drops a cancelled one, `expired`
 /// claims a firing no host claimed in time, and a (re)subscription indexes
 /// everything (events may have been missed).
+///
+/// Events come in bursts (every trigger armed or claimed makes one), so the
+/// pump takes what is waiting, up to [`PUMP_BATCH`], and applies each run of
+/// events of one kind in one script call, in order.
 pub async fn pump(
     delivery: Delivery,
     mut events: mpsc::Receiver<KeyEvent>,
@@ -130,68 +141,148 @@ pub async fn pump(
     stats: Arc<Stats>,
     cancel: CancellationToken,
 ) {
-    let lease_ms = crate::millis(lease);
-    let not_trigger_log = Throttle::new(Duration::from_secs(10));
-    let errors = Throttle::new(Duration::from_secs(10));
+    let pump = Pump {
+        delivery,
+        firings,
+        wake,
+        lease_ms: crate::millis(lease),
+        stats,
+        not_trigger_log: Throttle::new(Duration::from_secs(10)),
+        errors: Throttle::new(Duration::from_secs(10)),
+    };
+    let mut batch = Vec::with_capacity(PUMP_BATCH);
     loop {
-        let event = tokio::select! {
+        let first = tokio::select! {
             _ = cancel.cancelled() => return,
             event = events.recv() => match event {
                 Some(e) => e,
                 None => return,
             },
         };
-        let result = match event {
-            KeyEvent::Subscribed { pool } => match delivery.index_all().await {
-                Ok(n) => {
-                    info!(%pool, indexed = n, "indexed the trigger keys present");
-                    wake.notify_one();
+        batch.push(first);
+        while batch.len() < PUMP_BATCH {
+            match events.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let mut run: Option<(EventKind, Vec<String>)> = None;
+        for event in batch.drain(..) {
+            match event {
+                KeyEvent::Subscribed { pool } => {
+                    if let Some((kind, keys)) = run.take()
+                        && !pump.apply(kind, keys).await
+                    {
+                        return;
+                    }
+                    match pump.delivery.index_all().await {
+                        Ok(n) => {
+                            info!(%pool, indexed = n, "indexed the trigger keys present");
+                            pump.wake.notify_one();
+                        }
+                        Err(e) => pump.failed(&e),
+                    }
+                }
+                KeyEvent::Key {
+                    pool, kind, key, ..
+                } => {
+                    let Some(key) = pump.trigger(pool, kind, key) else {
+                        continue;
+                    };
+                    match &mut run {
+                        Some((k, keys)) if *k == kind => keys.push(key),
+                        _ => {
+                            if let Some((k, keys)) = run.replace((kind, vec![key]))
+                                && !pump.apply(k, keys).await
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((kind, keys)) = run.take()
+            && !pump.apply(kind, keys).await
+        {
+            return;
+        }
+    }
+}
+
+struct Pump {
+    delivery: Delivery,
+    firings: mpsc::Sender<Firing>,
+    wake: Arc<Notify>,
+    lease_ms: u64,
+    stats: Arc<Stats>,
+    not_trigger_log: Throttle,
+    errors: Throttle,
+}
+
+impl Pump {
+    /// The trigger key of an event, or `None` (internal keys, and keys that
+    /// are not triggers: those that expired are counted and logged).
+    fn trigger(
+        &self,
+        pool: crate::pools::PoolAlias,
+        kind: EventKind,
+        key: Result<String, Vec<u8>>,
+    ) -> Option<String> {
+        match key {
+            Ok(k) if k.starts_with(INTERNAL_PREFIX) => None,
+            Ok(k) if parse_trigger(&k).is_some() => Some(k),
+            other => {
+                if kind == EventKind::Expired {
+                    self.stats.not_trigger.fetch_add(1, Ordering::Relaxed);
+                    if let Some(suppressed) = self.not_trigger_log.allow() {
+                        let key = match other {
+                            Ok(k) => k,
+                            Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
+                        };
+                        info!(%pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Applies a run of one kind of event; false when shutting down.
+    async fn apply(&self, kind: EventKind, keys: Vec<String>) -> bool {
+        let result = match kind {
+            EventKind::Expire => self
+                .delivery
+                .index(&keys)
+                .await
+                .map(|_| self.wake.notify_one()),
+            EventKind::Del => self.delivery.unindex(&keys).await.map(drop),
+            EventKind::Expired => match self.delivery.claim_expired(&keys, self.lease_ms).await {
+                Ok(claimed) => {
+                    let mut claimed = claimed.into_iter();
+                    while let Some(firing) = claimed.next() {
+                        if let Err(unsent) = self.firings.send(firing).await {
+                            // Shutting down: give them back for another host.
+                            for f in std::iter::once(unsent.0).chain(claimed) {
+                                let _ = self.delivery.release(&f.member).await;
+                            }
+                            return false;
+                        }
+                    }
                     Ok(())
                 }
                 Err(e) => Err(e),
             },
-            KeyEvent::Key {
-                pool, kind, key, ..
-            } => {
-                let key = match key {
-                    Ok(k) if k.starts_with(INTERNAL_PREFIX) => continue,
-                    Ok(k) if parse_trigger(&k).is_some() => k,
-                    other => {
-                        if kind == EventKind::Expired {
-                            stats.not_trigger.fetch_add(1, Ordering::Relaxed);
-                            if let Some(suppressed) = not_trigger_log.allow() {
-                                let key = match other {
-                                    Ok(k) => k,
-                                    Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
-                                };
-                                info!(%pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
-                            }
-                        }
-                        continue;
-                    }
-                };
-                match kind {
-                    EventKind::Expire => delivery.index(&key).await.map(|_| wake.notify_one()),
-                    EventKind::Del => delivery.unindex(&key).await.map(drop),
-                    EventKind::Expired => match delivery.claim_expired(&key, lease_ms).await {
-                        Ok(Some(firing)) => {
-                            if let Err(unsent) = firings.send(firing).await {
-                                // Shutting down: give it back for another host.
-                                let _ = delivery.release(&unsent.0.member).await;
-                                return;
-                            }
-                            Ok(())
-                        }
-                        Ok(None) => Ok(()),
-                        Err(e) => Err(e),
-                    },
-                }
-            }
         };
-        if let Err(e) = result
-            && let Some(suppressed) = errors.allow()
-        {
-            warn!(error = %e, suppressed, "cannot apply a keyevent to the trigger index");
+        if let Err(e) = result {
+            self.failed(&e);
+        }
+        true
+    }
+
+    fn failed(&self, e: &crate::repo::RepoError) {
+        if let Some(suppressed) = self.errors.allow() {
+            warn!(error = %e, suppressed, "cannot apply keyevents to the trigger index");
         }
     }
 }

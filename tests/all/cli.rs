@@ -1,4 +1,4 @@
-//! `check`, `trigger set|cancel` and shutdown.
+//! `check`, `trigger set|set-many|cancel` and shutdown.
 
 use std::time::Duration;
 
@@ -149,6 +149,70 @@ fn trigger_set_and_cancel_write_seed_compatible_keys() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("contains ':'"));
+}
+
+#[test]
+fn trigger_set_many_sets_every_line_or_none() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut db8 = redis.conn(8);
+    // A bad TTL on line 3: nothing is set, and the error names the line.
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(
+        &bad,
+        "acme remind 1 5s\nacme remind 2 5s\nacme remind 3 soon\n",
+    )
+    .unwrap();
+    let out = host_cmd()
+        .args(["trigger", "set-many"])
+        .arg(&bad)
+        .env("SYMPHONY_REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("line 3") && stderr.contains("nothing was set"),
+        "{stderr}"
+    );
+    assert_eq!(db8.zcard::<_, i64>("symphony:due").unwrap(), 0);
+
+    // 2500 lines over two tenants (more than one batch), with a comment and
+    // a blank line, read from stdin.
+    let mut text = String::from("# tenant action id ttl\n\n");
+    for i in 0..2500 {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        text.push_str(&format!("{tenant}\tsend:reminder   user:{i} 90s\n"));
+    }
+    let mut child = host_cmd()
+        .args(["trigger", "set-many", "-"])
+        .env("SYMPHONY_REDIS_URL", redis.url())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("set 2500 triggers of 2 tenants"));
+    assert_eq!(db8.zcard::<_, i64>("symphony:due").unwrap(), 2500);
+    let value: String = db8
+        .get("globex:EXPTRIGGER:send_reminder:user_2499")
+        .unwrap();
+    assert!(value.starts_with("trigger:20"), "{value:?}");
+    let ttl: i64 = db8.pttl("acme:EXPTRIGGER:send_reminder:user_0").unwrap();
+    assert!((80_000..=90_000).contains(&ttl), "pttl {ttl}");
 }
 
 #[test]

@@ -62,6 +62,39 @@ impl TriggerRepo {
         Ok(key)
     }
 
+    /// Sets many triggers at once: `(action, id, ttl)` each, indexed like
+    /// [`set`](Self::set), in batches of [`ARM_BATCH`](crate::delivery::ARM_BATCH) keys per script call.
+    /// Every trigger is checked before any is written, so bad input sets
+    /// nothing. Returns the keys, in order.
+    ///
+    /// # Errors
+    /// [`RepoError::InvalidInput`] naming the first bad trigger (its index,
+    /// an empty action or a TTL under 1 ms), [`RepoError::Unavailable`] when
+    /// Redis fails (earlier batches stay set).
+    pub async fn set_many<A, I>(
+        &self,
+        triggers: &[(A, I, Duration)],
+    ) -> Result<Vec<String>, RepoError>
+    where
+        A: AsRef<str>,
+        I: AsRef<str>,
+    {
+        let mut keys = Vec::with_capacity(triggers.len());
+        for (n, (action, id, ttl)) in triggers.iter().enumerate() {
+            let bad = |why: String| RepoError::InvalidInput(format!("trigger {n}: {why}"));
+            let ms = crate::millis(*ttl);
+            if ms == 0 {
+                return Err(bad("ttl must be at least 1 ms".to_owned()));
+            }
+            let key = trigger_key(&self.tenant, action.as_ref(), id.as_ref())
+                .map_err(|e| bad(e.to_string()))?;
+            keys.push((key, ms));
+        }
+        let value = format!("trigger:{}", utc_now_iso());
+        self.delivery.arm_many(&keys, &value).await?;
+        Ok(keys.into_iter().map(|(k, _)| k).collect())
+    }
+
     /// Deletes the trigger; returns whether it was pending.
     ///
     /// # Errors

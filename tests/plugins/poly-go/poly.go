@@ -22,6 +22,14 @@ func handle(e symphony.Expiry) error {
 	case "poly_spin":
 		for {
 		}
+	case "poly_one":
+		if symphony.Tenant() == "" {
+			return errors.New("no tenant")
+		}
+		return nil
+	case "poly_write":
+		_, err := symphony.Check(symphony_plugin_generic.Set("w:"+e.ID, "1", symphony.NoTTL()))
+		return err
 	}
 	visits, err := symphony.Check(symphony_plugin_user.IncrementField(e.ID, "visits", 1, symphony.NoTTL()))
 	if err != nil {

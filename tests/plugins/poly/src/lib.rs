@@ -3,7 +3,9 @@
 //! `tests/all/polyglot.rs` checks all three leave the same Redis effects.
 //!
 //! For action `poly_fail` it returns the error `poly failed`; `poly_spin`
-//! loops for ever. For any other action, with the trigger's id as user id:
+//! loops for ever. The benchmark's actions: `poly_one` makes one host call
+//! that does not reach Redis (the tenant) and returns; `poly_write` makes one
+//! repository write, the generic key `w:{id}` set to `1`. For any other action, with the trigger's id as user id:
 //! increments the user field `visits`, appends the action to the user field
 //! `history`, stores `{"action", "tenant", "visits"}` under the generic key
 //! `last:{id}`, and logs `poly handled {action} {id}`.
@@ -20,6 +22,17 @@ impl Plugin for Poly {
             {
                 #[allow(clippy::empty_loop)]
                 loop {}
+            }
+            "poly_one" => {
+                return if tenant().is_empty() {
+                    Err(Error::msg("no tenant"))
+                } else {
+                    Ok(())
+                };
+            }
+            "poly_write" => {
+                generic::set(&format!("w:{}", e.id), "1", None)?;
+                return Ok(());
             }
             _ => {}
         }

@@ -1,0 +1,852 @@
+//! The benchmark suite: how fast symphony-host is, against its targets.
+//!
+//! ```text
+//! scripts/bench.sh            # release build, full sizes, about 4 minutes
+//! scripts/bench.sh --quick    # small sizes, a smoke pass (CI runs it)
+//! scripts/bench.sh --only burst,steady
+//! ```
+//!
+//! Each section starts its own redis-server on a free loopback port (the
+//! integration tests' harness, `tests/all/support.rs`), and the end-to-end
+//! sections run the real `symphony-host` binary with `--log-format json`,
+//! reading its `dispatch` lines. It prints one table per section and a
+//! summary against the targets. Sections:
+//!
+//! 1. `overhead`: in process, through the host library: a fresh instance
+//!    (or a warm one), `on-expire`, and one host call that does not reach
+//!    Redis; then the same with one Redis write. Per language.
+//! 2. `schedule`: triggers set per second through the library's batch path
+//!    (`TriggerRepo::set_many`), one at a time, and through the CLI.
+//! 3. `burst`: 100 000 triggers due within one second, a Rust plugin making
+//!    one repository write each, with 1 and with 3 host processes.
+//! 4. `steady`: 200/s and 5000/s for 30 s, each due 1 s after it is set.
+//! 5. `reload`: a plugin file written to the new version live.
+//! 6. `rss`: host RSS idle with 10 plugins loaded (the burst reports its peak).
+//!
+//! The end-to-end sections run the host with the default `[runtime]`;
+//! `BENCH_RUNTIME` adds lines to it, to try settings (for example
+//! `BENCH_RUNTIME='concurrency = 256'`).
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[allow(dead_code)]
+#[path = "../tests/all/support.rs"]
+mod support;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Host, RedisServer, host_cmd, plugin, plugin_entry_with, root, run_ok};
+use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
+use symphony_host::plugins::PluginSet;
+use symphony_host::pools::Pools;
+use symphony_host::repo::TriggerRepo;
+use symphony_host::runtime::{Job, Outcome, Runtime};
+
+/// The host binary's allocator, so in-process figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Sizes of one run: the full suite, or the smoke pass.
+#[derive(Clone, Copy)]
+struct Sizes {
+    quick: bool,
+    overhead_rust: usize,
+    overhead_other: usize,
+    schedule: usize,
+    burst: usize,
+    steady_secs: u64,
+    reloads: usize,
+}
+
+const FULL: Sizes = Sizes {
+    quick: false,
+    overhead_rust: 20_000,
+    overhead_other: 300,
+    schedule: 100_000,
+    burst: 100_000,
+    steady_secs: 30,
+    reloads: 5,
+};
+
+const QUICK: Sizes = Sizes {
+    quick: true,
+    overhead_rust: 300,
+    overhead_other: 10,
+    schedule: 5_000,
+    burst: 2_000,
+    steady_secs: 2,
+    reloads: 2,
+};
+
+const SECTIONS: [&str; 6] = ["overhead", "schedule", "burst", "steady", "reload", "rss"];
+
+/// One line of the summary: a figure against its target.
+struct Verdict {
+    what: String,
+    figure: String,
+    target: String,
+    met: bool,
+}
+
+#[derive(Default)]
+struct Report {
+    verdicts: Vec<Verdict>,
+}
+
+impl Report {
+    fn check(&mut self, what: &str, figure: String, target: &str, met: bool) {
+        self.verdicts.push(Verdict {
+            what: what.to_owned(),
+            figure,
+            target: target.to_owned(),
+            met,
+        });
+    }
+}
+
+fn main() {
+    let mut sizes = FULL;
+    let mut only: Vec<String> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--quick" => sizes = QUICK,
+            "--only" => {
+                let list = args.next().expect("--only needs a list, e.g. burst,steady");
+                only = list.split(',').map(str::to_owned).collect();
+                for s in &only {
+                    assert!(
+                        SECTIONS.contains(&s.as_str()),
+                        "unknown section {s:?}; sections: {SECTIONS:?}"
+                    );
+                }
+            }
+            // `cargo bench` passes `--bench`; nothing else is expected.
+            "--bench" => {}
+            "-h" | "--help" => {
+                println!(
+                    "usage: suite [--quick] [--only {}]\n\nSee the top of bench/suite.rs.",
+                    SECTIONS.join(",")
+                );
+                return;
+            }
+            other => panic!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    let run = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    println!(
+        "# symphony-host benchmarks ({} sizes, {profile} build, {} cores)\n",
+        if sizes.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut report = Report::default();
+    if run("overhead") {
+        overhead(sizes, &mut report);
+    }
+    if run("schedule") {
+        schedule(sizes, &mut report);
+    }
+    if run("burst") {
+        for hosts in [1, 3] {
+            burst(sizes, hosts, &mut report);
+        }
+    }
+    if run("steady") {
+        for rate in [200, 5000] {
+            steady(sizes, rate, &mut report);
+        }
+    }
+    if run("reload") {
+        reload(sizes, &mut report);
+    }
+    if run("rss") {
+        rss(&mut report);
+    }
+    println!("## Against the targets\n");
+    println!("| measure | figure | target | met |\n| --- | --- | --- | --- |");
+    for v in &report.verdicts {
+        println!(
+            "| {} | {} | {} | {} |",
+            v.what,
+            v.figure,
+            v.target,
+            if v.met { "yes" } else { "no" }
+        );
+    }
+}
+
+/// The `q` quantile (0..=1) of sorted values.
+fn quantile<T: Copy + Default>(sorted: &[T], q: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let i = ((sorted.len() as f64 * q) as usize).min(sorted.len() - 1);
+    sorted[i]
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn pools(redis: &RedisServer) -> Pools {
+    let url: RedisUrl = redis.url().parse().unwrap();
+    Pools::new(&seed_pool_urls(&url)).unwrap()
+}
+
+/// The shared compile cache of the tests, so plugins compile once.
+fn cache_line() -> String {
+    format!(
+        "cache_dir = {:?}",
+        root().join("target/test-wasm-cache").display().to_string()
+    )
+}
+
+// ---------------------------------------------------------------- overhead
+
+/// Times `n` invocations of `action`; returns sorted µs.
+async fn time_invocations(
+    runtime: &Runtime,
+    set: &PluginSet,
+    plugin: &str,
+    action: &str,
+    n: usize,
+) -> Vec<u64> {
+    let loaded = set
+        .plugins()
+        .iter()
+        .find(|p| p.name().as_str() == plugin)
+        .unwrap()
+        .clone();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = i.to_string();
+        let job = Arc::new(Job {
+            tenant: "bench".into(),
+            key: symphony_host::keys::trigger_key("bench", action, &id).unwrap(),
+            action: action.into(),
+            id,
+            plugin: loaded.name().clone(),
+            generation: 0,
+        });
+        let start = Instant::now();
+        let outcome = runtime.invoke(&loaded, job).await;
+        times.push(u64::try_from(start.elapsed().as_micros()).unwrap());
+        assert_eq!(outcome, Outcome::Ok, "{plugin} {action} failed");
+    }
+    times.sort_unstable();
+    times
+}
+
+fn overhead(sizes: Sizes, report: &mut Report) {
+    println!("## 1. Plugin overhead, in process (µs per job)\n");
+    println!(
+        "A job: a Store and instance (fresh from the `InstancePre`, or warm with \
+         `reuse_instances`), `on-expire`, one host call. `one call` asks the host \
+         for the tenant (no Redis); `write` sets one generic key in Redis.\n"
+    );
+    println!(
+        "| language | jobs | fresh, one call p50 / p99 | warm, one call p50 / p99 | fresh, write p50 / p99 |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    let redis = RedisServer::start();
+    let rt = runtime();
+    let _enter = rt.enter();
+    for (language, wasm) in [
+        ("Rust", "poly"),
+        ("JavaScript", "poly-js"),
+        ("Go", "poly-go"),
+    ] {
+        let path = plugin(wasm);
+        if !Path::new(&path).exists() {
+            println!("| {language} | not built ({path}) | | | |");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let manifest_path = dir.path().join("manifest.toml");
+        let common = "tenants = [\"*\"]\ncapabilities = [\"generic\"]\n";
+        let text = format!(
+            "[runtime]\n{}\n{}{}",
+            cache_line(),
+            plugin_entry_with("fresh", wasm, &["poly_"], common),
+            plugin_entry_with(
+                "warm",
+                wasm,
+                &["warm_"],
+                &format!("{common}reuse_instances = 1000000\n")
+            ),
+        );
+        std::fs::write(&manifest_path, text).unwrap();
+        let manifest = Manifest::load(&manifest_path).unwrap();
+        let url: RedisUrl = redis.url().parse().unwrap();
+        let pools = Pools::new(&manifest.pool_urls(Some(&url))).unwrap();
+        let runtime = Runtime::new(&manifest.runtime, false, pools).unwrap();
+        let set = PluginSet::load(&runtime, &manifest, 0).unwrap();
+        let n = if language == "Rust" {
+            sizes.overhead_rust
+        } else {
+            sizes.overhead_other
+        };
+        let (fresh, warm, write) = rt.block_on(async {
+            // Warm up the code paths (and the pooling allocator's slots).
+            time_invocations(&runtime, &set, "fresh", "poly_one", n / 10 + 1).await;
+            let fresh = time_invocations(&runtime, &set, "fresh", "poly_one", n).await;
+            let warm = time_invocations(&runtime, &set, "warm", "poly_one", n * 5).await;
+            let write = time_invocations(&runtime, &set, "fresh", "poly_write", n).await;
+            (fresh, warm, write)
+        });
+        let p = |v: &[u64]| format!("{} / {}", quantile(v, 0.5), quantile(v, 0.99));
+        println!(
+            "| {language} | {n} | {} | {} | {} |",
+            p(&fresh),
+            p(&warm),
+            p(&write)
+        );
+        let p50 = quantile(&fresh, 0.5);
+        report.check(
+            &format!("{language}: fresh instance + on-expire + one host call, p50"),
+            format!("{p50} µs"),
+            "≤ 20 µs",
+            p50 <= 20,
+        );
+    }
+    println!();
+}
+
+// ---------------------------------------------------------------- schedule
+
+fn flush(redis: &RedisServer) {
+    let _: () = redis::cmd("FLUSHALL").query(&mut redis.conn(0)).unwrap();
+}
+
+fn schedule(sizes: Sizes, report: &mut Report) {
+    println!("## 2. Scheduling (triggers set per second)\n");
+    println!("| path | triggers | seconds | per second |\n| --- | --- | --- | --- |");
+    let redis = RedisServer::start();
+    let rt = runtime();
+    let _enter = rt.enter();
+    let n = sizes.schedule;
+    let triggers: Vec<(String, String, Duration)> = (0..n)
+        .map(|i| ("remind".into(), i.to_string(), Duration::from_secs(3600)))
+        .collect();
+    let row = |path: &str, n: usize, took: Duration| {
+        let rate = n as f64 / took.as_secs_f64();
+        println!("| {path} | {n} | {:.3} | {:.0} |", took.as_secs_f64(), rate);
+        rate
+    };
+
+    let pools = pools(&redis);
+    let repo = TriggerRepo::new(&pools, "bench").unwrap();
+    let batched = rt.block_on(async {
+        repo.set_many(&triggers[..1000]).await.unwrap();
+        let start = Instant::now();
+        let keys = repo.set_many(&triggers).await.unwrap();
+        assert_eq!(keys.len(), n);
+        start.elapsed()
+    });
+    let batched = row("library, batched (`TriggerRepo::set_many`)", n, batched);
+    report.check(
+        "scheduling, batched",
+        format!("{batched:.0}/s"),
+        "≥ 100 000/s",
+        batched >= 100_000.0,
+    );
+    flush(&redis);
+
+    let single_n = n / 20;
+    let single = rt.block_on(async {
+        let start = Instant::now();
+        for (action, id, ttl) in &triggers[..single_n] {
+            repo.set(action, id, *ttl).await.unwrap();
+        }
+        start.elapsed()
+    });
+    row("library, one `set` at a time", single_n, single);
+    flush(&redis);
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("triggers.txt");
+    let mut text = String::new();
+    for (action, id, _) in &triggers {
+        writeln!(text, "bench {action} {id} 1h").unwrap();
+    }
+    std::fs::write(&file, text).unwrap();
+    let start = Instant::now();
+    let out = run_ok(
+        host_cmd()
+            .args(["trigger", "set-many"])
+            .arg(&file)
+            .env("SYMPHONY_REDIS_URL", redis.url()),
+    );
+    let took = start.elapsed();
+    assert!(out.contains(&format!("set {n} triggers")), "{out}");
+    row("CLI, `trigger set-many FILE` (one process)", n, took);
+    flush(&redis);
+
+    let procs = if sizes.quick { 5 } else { 50 };
+    let start = Instant::now();
+    for i in 0..procs {
+        run_ok(
+            host_cmd()
+                .args([
+                    "trigger",
+                    "set",
+                    "bench",
+                    "remind",
+                    &i.to_string(),
+                    "--ttl",
+                    "1h",
+                ])
+                .env("SYMPHONY_REDIS_URL", redis.url()),
+        );
+    }
+    row(
+        "CLI, `trigger set` (a process each)",
+        procs,
+        start.elapsed(),
+    );
+    println!();
+}
+
+// ---------------------------------------------------------------- end to end
+
+/// A manifest entry for the Rust benchmark plugin, serving tenant `bench`.
+fn poly_entry(extra: &str) -> String {
+    plugin_entry_with(
+        "poly",
+        "poly",
+        &["poly_"],
+        &format!("tenants = [\"bench\"]\ncapabilities = [\"generic\"]\n{extra}"),
+    )
+}
+
+/// Starts a host on the benchmark plugin.
+fn start_host(redis: &RedisServer) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("manifest.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[runtime]\n{}\n{}\n{}",
+            cache_line(),
+            std::env::var("BENCH_RUNTIME").unwrap_or_default(),
+            poly_entry("")
+        ),
+    )
+    .unwrap();
+    let mut host = Host::spawn(&path, redis, dir);
+    host.wait_for("the listener", Duration::from_secs(60), |e| {
+        e["message"] == "listening for expiries"
+    });
+    host
+}
+
+/// Whether `e` is an ok dispatch of a benchmark trigger whose id starts with `run`.
+fn is_run(e: &Value, run: &str) -> bool {
+    e["message"] == "dispatch"
+        && e["outcome"] == "ok"
+        && e["id"].as_str().is_some_and(|id| id.starts_with(run))
+}
+
+/// Counts ok dispatches of `run` in the hosts' log lines past `scanned`
+/// (per host), and moves `scanned` on: the bench stays light while it waits.
+fn count_new(hosts: &[Host], run: &str, scanned: &mut [usize]) -> usize {
+    let found = Cell::new(0);
+    for (h, from) in hosts.iter().zip(scanned.iter_mut()) {
+        let index = Cell::new(0);
+        h.events(|e| {
+            let i = index.get();
+            index.set(i + 1);
+            if i >= *from && is_run(e, run) {
+                found.set(found.get() + 1);
+            }
+            false
+        });
+        *from = index.get();
+    }
+    found.get()
+}
+
+/// Waits (bounded) until the hosts logged `n` ok dispatches of `run`.
+fn wait_count(hosts: &[Host], run: &str, n: usize, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut scanned = vec![0; hosts.len()];
+    let mut seen = 0;
+    loop {
+        seen += count_new(hosts, run, &mut scanned);
+        if seen >= n {
+            return true;
+        }
+        if Instant::now() > deadline {
+            eprintln!("only {seen} of {n} {run} triggers ran within {timeout:?}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lateness and rate of a run, from the dispatch lines.
+struct RunFigures {
+    ran: usize,
+    distinct: usize,
+    late_ms: Vec<f64>,
+    /// The host's time per job (`duration_us`), sorted.
+    took_us: Vec<u64>,
+    /// First start to last start.
+    start_span_ms: f64,
+    /// First due time to the last job's end.
+    finish_ms: f64,
+}
+
+fn figures(hosts: &[Host], run: &str) -> RunFigures {
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut late_ms = Vec::new();
+    let mut took_us = Vec::new();
+    let (mut first_due, mut first_start, mut last_start, mut last_end) =
+        (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
+    for h in hosts {
+        for e in h.events(|e| is_run(e, run)) {
+            *ids.entry(e["id"].as_str().unwrap().to_owned()).or_default() += 1;
+            let due = e["due_ms"].as_f64().unwrap();
+            let late = e["late_us"].as_f64().unwrap() / 1000.0;
+            let took = e["duration_us"].as_f64().unwrap() / 1000.0;
+            late_ms.push(late);
+            took_us.push(e["duration_us"].as_u64().unwrap());
+            first_due = first_due.min(due);
+            first_start = first_start.min(due + late);
+            last_start = last_start.max(due + late);
+            last_end = last_end.max(due + late + took);
+        }
+    }
+    late_ms.sort_by(f64::total_cmp);
+    took_us.sort_unstable();
+    RunFigures {
+        took_us,
+        ran: late_ms.len(),
+        distinct: ids.len(),
+        late_ms,
+        start_span_ms: last_start - first_start,
+        finish_ms: last_end - first_due,
+    }
+}
+
+/// Arms `n` triggers of `run` due evenly over `spread` from `first_due`
+/// (an instant of this process), in batches through the library.
+async fn arm_spread(repo: &TriggerRepo, run: &str, n: usize, first_due: Instant, spread: Duration) {
+    let mut i = 0;
+    while i < n {
+        let end = (i + 1000).min(n);
+        let now = Instant::now();
+        let batch: Vec<(&str, String, Duration)> = (i..end)
+            .map(|k| {
+                let due = first_due + spread.mul_f64(k as f64 / n as f64);
+                let ttl = due
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1));
+                ("poly_write", format!("{run}{k}"), ttl)
+            })
+            .collect();
+        repo.set_many(&batch).await.unwrap();
+        i = end;
+    }
+}
+
+/// CPU seconds (user + system) the process has used so far.
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): state is 3rd,
+    // utime and stime are the 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / 100.0
+}
+
+/// CPU seconds Redis has used so far (`INFO cpu`).
+fn redis_cpu_secs(redis: &RedisServer) -> f64 {
+    let info: String = redis::cmd("INFO")
+        .arg("cpu")
+        .query(&mut redis.conn(0))
+        .unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == "used_cpu_sys" || k == "used_cpu_user").then(|| v.trim().parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+fn rss_mib(host: &Host, field: &str) -> f64 {
+    host.proc_status_kib(field) as f64 / 1024.0
+}
+
+fn burst(sizes: Sizes, hosts: usize, report: &mut Report) {
+    let n = sizes.burst;
+    println!("## 3. Burst: {n} triggers due within 1 s, {hosts} host process(es)\n");
+    let redis = RedisServer::start();
+    let mut running: Vec<Host> = (0..hosts).map(|_| start_host(&redis)).collect();
+    let rt = runtime();
+    let _enter = rt.enter();
+    let pools = pools(&redis);
+    let repo = TriggerRepo::new(&pools, "bench").unwrap();
+    // Due from 3 s out, so arming (about 1 s for 100 000) is done first.
+    let first_due = Instant::now() + Duration::from_secs(3);
+    let armed_at = Instant::now();
+    rt.block_on(arm_spread(&repo, "b", n, first_due, Duration::from_secs(1)));
+    let arm_took = armed_at.elapsed();
+    let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
+    let (cpu_before, redis_before) = (host_cpu(&running), redis_cpu_secs(&redis));
+    let done = wait_count(&running, "b", n, Duration::from_secs(300));
+    let host_cpu_us = (host_cpu(&running) - cpu_before) * 1e6 / n as f64;
+    let redis_cpu_us = (redis_cpu_secs(&redis) - redis_before) * 1e6 / n as f64;
+    let f = figures(&running, "b");
+    let rss_peak: Vec<String> = running
+        .iter()
+        .map(|h| format!("{:.0}", rss_mib(h, "VmHWM")))
+        .collect();
+    for h in &mut running {
+        h.terminate(Duration::from_secs(30));
+    }
+    let rate = f.ran as f64 / (f.start_span_ms / 1000.0).max(0.001);
+    let p99 = quantile(&f.late_ms, 0.99);
+    println!("| figure | value |\n| --- | --- |");
+    println!("| armed in | {:.2} s |", arm_took.as_secs_f64());
+    println!(
+        "| ran / distinct / expected | {} / {} / {n} |",
+        f.ran, f.distinct
+    );
+    println!("| dispatch rate (first to last start) | {rate:.0}/s |");
+    println!(
+        "| lateness p50 / p99 / max | {:.0} / {:.0} / {:.0} ms |",
+        quantile(&f.late_ms, 0.5),
+        p99,
+        f.late_ms.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "| time to finish (first due to last job done) | {:.2} s |",
+        f.finish_ms / 1000.0
+    );
+    println!(
+        "| time per job in the host (`duration_us`) p50 / p99 | {} / {} µs |",
+        quantile(&f.took_us, 0.5),
+        quantile(&f.took_us, 0.99)
+    );
+    println!(
+        "| CPU per job: hosts / redis-server (arming excluded) | {host_cpu_us:.0} / {redis_cpu_us:.0} µs |"
+    );
+    println!("| host peak RSS (VmHWM) | {} MiB |\n", rss_peak.join(", "));
+    let exact = done && f.ran == n && f.distinct == n;
+    report.check(
+        &format!("burst, {hosts} host(s): every trigger ran exactly once"),
+        format!("{} ran, {} distinct of {n}", f.ran, f.distinct),
+        "all, once",
+        exact,
+    );
+    report.check(
+        &format!("burst, {hosts} host(s): dispatch rate"),
+        format!("{rate:.0}/s"),
+        "≥ 50 000/s",
+        rate >= 50_000.0,
+    );
+    report.check(
+        &format!("burst, {hosts} host(s): lateness p99"),
+        format!("{p99:.0} ms"),
+        "≤ 1000 ms",
+        p99 <= 1000.0,
+    );
+}
+
+fn steady(sizes: Sizes, rate: usize, report: &mut Report) {
+    let secs = sizes.steady_secs;
+    let n = rate * secs as usize;
+    println!("## 4. Steady load: {rate}/s for {secs} s, each due 1 s after it is set\n");
+    let redis = RedisServer::start();
+    let mut host = start_host(&redis);
+    let rt = runtime();
+    let _enter = rt.enter();
+    let pools = pools(&redis);
+    let repo = TriggerRepo::new(&pools, "bench").unwrap();
+    let run = format!("s{rate}-");
+    rt.block_on(async {
+        let start = Instant::now();
+        let mut armed = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        while armed < n {
+            tick.tick().await;
+            let due_now = ((start.elapsed().as_secs_f64() * rate as f64) as usize).min(n);
+            let batch: Vec<(&str, String, Duration)> = (armed..due_now)
+                .map(|k| ("poly_write", format!("{run}{k}"), Duration::from_secs(1)))
+                .collect();
+            if !batch.is_empty() {
+                repo.set_many(&batch).await.unwrap();
+            }
+            armed = due_now;
+        }
+    });
+    let done = wait_count(
+        std::slice::from_ref(&host),
+        &run,
+        n,
+        Duration::from_secs(60),
+    );
+    let f = figures(std::slice::from_ref(&host), &run);
+    host.terminate(Duration::from_secs(30));
+    let (p50, p99) = (quantile(&f.late_ms, 0.5), quantile(&f.late_ms, 0.99));
+    println!("| figure | value |\n| --- | --- |");
+    println!("| ran / expected | {} / {n} |", f.ran);
+    println!(
+        "| lateness p50 / p99 / max | {p50:.1} / {p99:.1} / {:.1} ms |\n",
+        f.late_ms.last().copied().unwrap_or(0.0)
+    );
+    let all = done && f.ran == n;
+    let (target, met) = if rate <= 200 {
+        ("≤ 10 ms, all run", all && p99 <= 10.0)
+    } else {
+        ("(none set), all run", all)
+    };
+    report.check(
+        &format!("steady {rate}/s: lateness p99"),
+        format!("{p99:.1} ms ({} of {n} ran)", f.ran),
+        target,
+        met,
+    );
+}
+
+// ---------------------------------------------------------------- reload, rss
+
+fn reload(sizes: Sizes, report: &mut Report) {
+    println!("## 5. Hot reload: plugin file copied over to the new version live\n");
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let live = dir.path().join("plugin.wasm");
+    std::fs::copy(plugin("versioned-v1"), &live).unwrap();
+    let manifest = dir.path().join("manifest.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "[runtime]\n{}\n[[plugin]]\nname = \"versioned\"\npath = \"plugin.wasm\"\n\
+             actions = [\"version\"]\ntenants = [\"*\"]\ncapabilities = [\"generic\"]\n",
+            cache_line()
+        ),
+    )
+    .unwrap();
+    let mut host = Host::spawn(&manifest, &redis, dir);
+    host.wait_for("the listener", Duration::from_secs(60), |e| {
+        e["message"] == "listening for expiries"
+    });
+    let mut times = Vec::new();
+    let mut builds = Vec::new();
+    for k in 1..=sizes.reloads {
+        let version = if k % 2 == 1 {
+            "versioned-v2"
+        } else {
+            "versioned-v1"
+        };
+        let start = Instant::now();
+        std::fs::copy(plugin(version), &live).unwrap();
+        let e = host.wait_for("the reload", Duration::from_secs(30), |e| {
+            e["message"] == "plugins reloaded" && e["generation"] == k
+        });
+        times.push(start.elapsed().as_millis() as u64);
+        builds.push(e["took_ms"].as_u64().unwrap_or(0));
+    }
+    host.terminate(Duration::from_secs(30));
+    println!("| reload | file written to live (ms) | of which building the new set (ms) |");
+    println!("| --- | --- | --- |");
+    for (k, (t, b)) in times.iter().zip(&builds).enumerate() {
+        println!("| {} | {t} | {b} |", k + 1);
+    }
+    println!(
+        "\nThe watcher waits for the file to be quiet for 100 ms (a copy is \
+         several writes) before it builds the new set.\n"
+    );
+    times.sort_unstable();
+    report.check(
+        "hot reload: file written to new version live, median",
+        format!("{} ms", quantile(&times, 0.5)),
+        "(none set)",
+        true,
+    );
+}
+
+fn rss(report: &mut Report) {
+    println!("## 6. Host RSS idle\n");
+    println!("Loaded from the compile cache; RSS read 1 s after the host listens.\n");
+    println!("| plugins loaded | RSS idle |\n| --- | --- |");
+    let redis = RedisServer::start();
+    let rust = [
+        "poly",
+        "recorder",
+        "driver",
+        "hostile",
+        "versioned-v1",
+        "versioned-v2",
+    ];
+    let examples = root().join("plugins-example/plugins");
+    let example = |name: &str| examples.join(format!("{name}.wasm")).display().to_string();
+    let mut sets: Vec<(&str, Vec<String>)> = vec![(
+        "10 Rust plugins",
+        rust.iter()
+            .map(|p| plugin(p))
+            .chain(["reminder", "audit", "batcher", "reminder"].map(example))
+            .collect(),
+    )];
+    let polyglot = ["welcome-js", "counter-go"].map(example);
+    if polyglot.iter().all(|p| Path::new(p).exists()) {
+        sets.push((
+            "8 Rust, 1 JavaScript, 1 Go",
+            rust.iter()
+                .map(|p| plugin(p))
+                .chain(["reminder", "audit"].map(example))
+                .chain(polyglot)
+                .collect(),
+        ));
+    }
+    for (label, paths) in sets {
+        let mut entries = String::new();
+        for (i, path) in paths.iter().enumerate() {
+            write!(
+                entries,
+                "[[plugin]]\nname = \"p{i}\"\npath = {path:?}\nactions = [\"a{i}_\"]\ntenants = [\"*\"]\n\n"
+            )
+            .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.toml");
+        std::fs::write(&manifest, format!("[runtime]\n{}\n{entries}", cache_line())).unwrap();
+        // Compile into the cache first: a host that compiles at start keeps
+        // the compiler's memory in its heap; a restart loads from the cache.
+        run_ok(host_cmd().arg("check").arg(&manifest));
+        let mut host = Host::spawn(&manifest, &redis, dir);
+        host.wait_for("the listener", Duration::from_secs(120), |e| {
+            e["message"] == "listening for expiries"
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let rss = rss_mib(&host, "VmRSS");
+        host.terminate(Duration::from_secs(30));
+        println!("| {label} | {rss:.1} MiB |");
+        report.check(
+            &format!("RSS idle, {label}"),
+            format!("{rss:.1} MiB"),
+            "≤ 64 MiB",
+            rss <= 64.0,
+        );
+    }
+    println!();
+}
