@@ -274,6 +274,46 @@ if ARGV[2] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[2]) end
 return 1
 ";
 
+/// Records finished firings in batches: the jobs that end while one batch
+/// is written share the next one (a `ZREM` of many members), so a burst
+/// costs Redis one command per batch rather than one per job.
+#[derive(Clone)]
+pub struct Finisher {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl Finisher {
+    /// A finisher over `delivery`, its task spawned on `tracker` (it ends,
+    /// having written everything, when the last `Finisher` clone is dropped).
+    pub fn spawn(delivery: Delivery, tracker: &tokio_util::task::TaskTracker) -> Finisher {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tracker.spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, ARM_BATCH).await > 0 {
+                // One retry: the connection manager reconnects in between.
+                let mut result = delivery.done_many(&batch).await;
+                if result.is_err() {
+                    result = delivery.done_many(&batch).await;
+                }
+                if let Err(e) = result {
+                    tracing::error!(
+                        firings = batch.len(), error = %e,
+                        "cannot record finished firings in Redis; their leases will run them again"
+                    );
+                }
+                batch.clear();
+            }
+        });
+        Finisher { tx }
+    }
+
+    /// The firing `member` is done; it is written with the next batch.
+    pub fn done(&self, member: String) {
+        // The task lives as long as any sender: sending cannot fail.
+        let _ = self.tx.send(member);
+    }
+}
+
 /// What `symphony:meta` keeps for a retried firing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
@@ -638,21 +678,24 @@ impl Delivery {
         Ok(())
     }
 
-    /// The firing is done (ok, or not retriable).
+    /// Many firings are done: one `ZREM` for the untagged members, the
+    /// finish script for each tagged one (retries, which have meta).
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn done(&self, member: &str) -> Result<(), RepoError> {
-        if member.contains(SEP) {
-            return self.finish(member, "").await;
+    pub async fn done_many(&self, members: &[String]) -> Result<(), RepoError> {
+        let (tagged, plain): (Vec<&String>, Vec<&String>) =
+            members.iter().partition(|m| m.contains(SEP));
+        for chunk in plain.chunks(ARM_BATCH) {
+            let _: i64 = redis::cmd("ZREM")
+                .arg(LEASES)
+                .arg(chunk)
+                .query_async(&mut self.conn())
+                .await?;
         }
-        // Untagged members never have meta (only retries do): the lease is
-        // all there is to remove, and a plain command is cheaper than a script.
-        let _: i64 = redis::cmd("ZREM")
-            .arg(LEASES)
-            .arg(member)
-            .query_async(&mut self.conn())
-            .await?;
+        for member in tagged {
+            self.finish(member, "").await?;
+        }
         Ok(())
     }
 

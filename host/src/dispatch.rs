@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::delivery::{DeadLetter, Delivery, Firing, Meta};
+use crate::delivery::{DeadLetter, Delivery, Finisher, Firing, Meta};
 use crate::keys::parse_trigger;
 use crate::plugins::PluginSet;
 use crate::policy::serves;
@@ -75,6 +75,7 @@ struct Done {
 pub struct Dispatcher {
     runtime: Arc<Runtime>,
     deliveries: Arc<BTreeMap<PoolAlias, Delivery>>,
+    finishers: Arc<BTreeMap<PoolAlias, Finisher>>,
     in_flight: InFlight,
     plugins: Arc<ArcSwap<PluginSet>>,
     limits: Concurrency,
@@ -92,7 +93,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// A dispatcher with these limits.
+    /// A dispatcher with these limits. Call it within the Tokio runtime: it
+    /// starts a [`Finisher`] per pool on its task tracker.
     pub fn new(
         runtime: Arc<Runtime>,
         deliveries: Arc<BTreeMap<PoolAlias, Delivery>>,
@@ -100,13 +102,20 @@ impl Dispatcher {
         limits: Concurrency,
         stats: Arc<Stats>,
     ) -> Self {
+        let tracker = TaskTracker::new();
         Self {
             runtime,
+            finishers: Arc::new(
+                deliveries
+                    .iter()
+                    .map(|(pool, d)| (*pool, Finisher::spawn(d.clone(), &tracker)))
+                    .collect(),
+            ),
             deliveries,
             in_flight: InFlight::default(),
             plugins,
             limits,
-            tracker: TaskTracker::new(),
+            tracker,
             stats,
             unrouted_log: Throttle::new(IGNORED_LOG_INTERVAL),
             tenant_log: Throttle::new(IGNORED_LOG_INTERVAL),
@@ -203,12 +212,9 @@ impl Dispatcher {
 
     /// Finishes a firing that will not run (no plugin, tenant not served).
     fn finish_unrun(&self, firing: Firing) {
-        let Some(delivery) = self.deliveries.get(&firing.pool).cloned() else {
-            return;
-        };
-        self.tracker.spawn(async move {
-            let _ = delivery.done(&firing.member).await;
-        });
+        if let Some(finisher) = self.finishers.get(&firing.pool) {
+            finisher.done(firing.member);
+        }
     }
 
     /// The plugin that owns `action` in the live set and serves `tenant`,
@@ -323,11 +329,14 @@ impl Dispatcher {
         let stats = self.stats.clone();
         let done = done.clone();
         let deliveries = self.deliveries.clone();
+        let finishers = self.finishers.clone();
         let in_flight = self.in_flight.clone();
         self.tracker.spawn(async move {
             let outcome = run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await;
-            if let Some(delivery) = deliveries.get(&firing.pool) {
-                settle(delivery, &plugin, &job, &firing, &outcome).await;
+            if let (Some(delivery), Some(finisher)) =
+                (deliveries.get(&firing.pool), finishers.get(&firing.pool))
+            {
+                settle(delivery, finisher, &plugin, &job, &firing, &outcome).await;
             }
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&firing.member);
@@ -358,13 +367,17 @@ fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
 /// Records the outcome in Redis: done, a retry after a backoff, or a dead letter.
 async fn settle(
     delivery: &Delivery,
+    finisher: &Finisher,
     plugin: &LoadedPlugin,
     job: &Job,
     firing: &Firing,
     outcome: &Outcome,
 ) {
     let result = match outcome.detail() {
-        None => delivery.done(&firing.member).await,
+        None => {
+            finisher.done(firing.member.clone());
+            Ok(())
+        }
         Some(error) => {
             let attempts = firing.meta.attempts + 1;
             let max = plugin.policy().retry.attempts_for(&job.action);
