@@ -184,6 +184,11 @@ fn main() {
         rss(&mut report);
     }
     println!("## Against the targets\n");
+    if sizes.quick {
+        println!(
+            "Quick sizes (a smoke pass): the speed figures are not comparable with the targets.\n"
+        );
+    }
     println!("| measure | figure | target | met |\n| --- | --- | --- | --- |");
     for v in &report.verdicts {
         println!(
