@@ -114,10 +114,10 @@ end
 return #KEYS - 1
 ";
 
-/// Keys armed per [`Delivery::arm_many`] script call: large enough that the
-/// round trip is noise, small enough that Redis is not blocked for long
-/// (about a millisecond).
-pub const ARM_BATCH: usize = 1000;
+/// Keys per call of the batch operations (arming, keyevents, finished
+/// firings): large enough that the round trip is noise, small enough that
+/// Redis is not blocked for long (about a millisecond).
+pub const KEYS_PER_CALL: usize = 1000;
 
 /// DEL and unindex. KEYS: key, due. ARGV: lead (unused).
 const CANCEL: &str = r"
@@ -289,7 +289,7 @@ impl Finisher {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         tracker.spawn(async move {
             let mut batch = Vec::new();
-            while rx.recv_many(&mut batch, ARM_BATCH).await > 0 {
+            while rx.recv_many(&mut batch, KEYS_PER_CALL).await > 0 {
                 // One retry: the connection manager reconnects in between.
                 let mut result = delivery.done_many(&batch).await;
                 if result.is_err() {
@@ -454,7 +454,7 @@ impl Delivery {
             .await?)
     }
 
-    /// Sets and indexes many keys, [`ARM_BATCH`] per script call, each
+    /// Sets and indexes many keys, [`KEYS_PER_CALL`] per script call, each
     /// `(key, ttl_ms)` with the same `value`. Each call is atomic; a failure
     /// part way leaves the earlier batches armed. Returns how many were armed.
     ///
@@ -463,7 +463,7 @@ impl Delivery {
     pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
         let mut conn = self.conn();
         let mut armed = 0;
-        for chunk in keys.chunks(ARM_BATCH) {
+        for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = self.scripts.arm_many.key(DUE);
             call.arg(value);
             for (key, ttl_ms) in chunk {
@@ -496,11 +496,11 @@ impl Delivery {
     }
 
     /// Runs a script over the index and `keys` (`KEYS[2..]`, `ARGV[1]` =
-    /// [`LEAD_MS`]) in calls of [`ARM_BATCH`] keys; returns the summed counts.
+    /// [`LEAD_MS`]) in calls of [`KEYS_PER_CALL`] keys; returns the summed counts.
     async fn on_keys(&self, script: &redis::Script, keys: &[String]) -> Result<u64, RepoError> {
         let mut conn = self.conn();
         let mut total = 0;
-        for chunk in keys.chunks(ARM_BATCH) {
+        for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = script.key(DUE);
             call.arg(LEAD_MS);
             for key in chunk {
@@ -621,7 +621,7 @@ impl Delivery {
     ) -> Result<Vec<Firing>, RepoError> {
         let mut conn = self.conn();
         let mut firings = Vec::new();
-        for chunk in keys.chunks(ARM_BATCH) {
+        for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = self.scripts.claim_expired.key(DUE);
             call.key(LEASES)
                 .key(META)
@@ -686,7 +686,7 @@ impl Delivery {
     pub async fn done_many(&self, members: &[String]) -> Result<(), RepoError> {
         let (tagged, plain): (Vec<&String>, Vec<&String>) =
             members.iter().partition(|m| m.contains(SEP));
-        for chunk in plain.chunks(ARM_BATCH) {
+        for chunk in plain.chunks(KEYS_PER_CALL) {
             let _: i64 = redis::cmd("ZREM")
                 .arg(LEASES)
                 .arg(chunk)

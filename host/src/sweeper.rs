@@ -130,7 +130,7 @@ const PUMP_BATCH: usize = 1000;
 /// everything (events may have been missed).
 ///
 /// Events come in bursts (every trigger armed or claimed makes one), so the
-/// pump takes what is waiting, up to [`PUMP_BATCH`], and applies each run of
+/// pump takes what is waiting, up to `PUMP_BATCH` (1000), and applies each run of
 /// events of one kind in one script call, in order.
 pub async fn pump(
     delivery: Delivery,

@@ -63,7 +63,8 @@ impl TriggerRepo {
     }
 
     /// Sets many triggers at once: `(action, id, ttl)` each, indexed like
-    /// [`set`](Self::set), in batches of [`ARM_BATCH`](crate::delivery::ARM_BATCH) keys per script call.
+    /// [`set`](Self::set), in batches of
+    /// [`KEYS_PER_CALL`](crate::delivery::KEYS_PER_CALL) keys per script call.
     /// Every trigger is checked before any is written, so bad input sets
     /// nothing. Returns the keys, in order.
     ///
