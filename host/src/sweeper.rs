@@ -152,62 +152,54 @@ pub async fn pump(
     };
     let mut batch = Vec::with_capacity(PUMP_BATCH);
     loop {
-        let first = tokio::select! {
+        tokio::select! {
             _ = cancel.cancelled() => return,
-            event = events.recv() => match event {
-                Some(e) => e,
-                None => return,
-            },
-        };
-        batch.push(first);
-        while batch.len() < PUMP_BATCH {
-            match events.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
+            n = events.recv_many(&mut batch, PUMP_BATCH) => if n == 0 { return },
         }
-        let mut run: Option<(EventKind, Vec<String>)> = None;
+        // Group the batch into steps, in order: a run of events of one kind
+        // is one step (one script call).
+        let mut steps: Vec<Step> = Vec::new();
         for event in batch.drain(..) {
             match event {
-                KeyEvent::Subscribed { pool } => {
-                    if let Some((kind, keys)) = run.take()
-                        && !pump.apply(kind, keys).await
-                    {
-                        return;
-                    }
-                    match pump.delivery.index_all().await {
-                        Ok(n) => {
-                            info!(%pool, indexed = n, "indexed the trigger keys present");
-                            pump.wake.notify_one();
-                        }
-                        Err(e) => pump.failed(&e),
-                    }
-                }
+                KeyEvent::Subscribed { pool } => steps.push(Step::IndexAll(pool)),
                 KeyEvent::Key {
                     pool, kind, key, ..
                 } => {
                     let Some(key) = pump.trigger(pool, kind, key) else {
                         continue;
                     };
-                    match &mut run {
-                        Some((k, keys)) if *k == kind => keys.push(key),
-                        _ => {
-                            if let Some((k, keys)) = run.replace((kind, vec![key]))
-                                && !pump.apply(k, keys).await
-                            {
-                                return;
-                            }
-                        }
+                    match steps.last_mut() {
+                        Some(Step::Run(k, keys)) if *k == kind => keys.push(key),
+                        _ => steps.push(Step::Run(kind, vec![key])),
                     }
                 }
             }
         }
-        if let Some((kind, keys)) = run.take()
-            && !pump.apply(kind, keys).await
-        {
-            return;
+        for step in steps {
+            match step {
+                Step::IndexAll(pool) => match pump.delivery.index_all().await {
+                    Ok(n) => {
+                        info!(%pool, indexed = n, "indexed the trigger keys present");
+                        pump.wake.notify_one();
+                    }
+                    Err(e) => pump.failed(&e),
+                },
+                Step::Run(kind, keys) => {
+                    if !pump.apply(kind, keys).await {
+                        return;
+                    }
+                }
+            }
         }
     }
+}
+
+/// One step of a pump batch.
+enum Step {
+    /// The listener (re)subscribed: index every trigger key present.
+    IndexAll(crate::pools::PoolAlias),
+    /// Consecutive keyevents of one kind.
+    Run(EventKind, Vec<String>),
 }
 
 struct Pump {
