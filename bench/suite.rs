@@ -23,7 +23,9 @@
 //! 5. `reload`: a plugin file written to the new version live.
 //! 6. `rss`: host RSS idle with 10 plugins loaded (the burst reports its peak).
 //!
-//! The end-to-end sections run the host with the default `[runtime]`;
+//! The end-to-end sections run the host on the tests' manifest header
+//! (`support::write_manifest`: their compile cache, a 2 s timeout, otherwise
+//! the default `[runtime]`, so concurrency 64, 32 per tenant);
 //! `BENCH_RUNTIME` adds lines to it, to try settings (for example
 //! `BENCH_RUNTIME='concurrency = 256'`).
 
@@ -41,7 +43,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{Host, RedisServer, host_cmd, plugin, plugin_entry_with, root, run_ok};
+use support::{
+    Host, RedisServer, host_cmd, plugin, plugin_entry_with, root, run_ok, write_manifest,
+};
 use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
 use symphony_host::plugins::PluginSet;
 use symphony_host::pools::Pools;
@@ -229,14 +233,6 @@ fn pools(redis: &RedisServer) -> Pools {
     Pools::new(&seed_pool_urls(&url)).unwrap()
 }
 
-/// The shared compile cache of the tests, so plugins compile once.
-fn cache_line() -> String {
-    format!(
-        "cache_dir = {:?}",
-        root().join("target/test-wasm-cache").display().to_string()
-    )
-}
-
 // ---------------------------------------------------------------- overhead
 
 /// Times `n` invocations of `action`; returns sorted µs.
@@ -298,11 +294,9 @@ fn overhead(sizes: Sizes, report: &mut Report) {
             continue;
         }
         let dir = tempfile::tempdir().unwrap();
-        let manifest_path = dir.path().join("manifest.toml");
         let common = "tenants = [\"*\"]\ncapabilities = [\"generic\"]\n";
-        let text = format!(
-            "[runtime]\n{}\n{}{}",
-            cache_line(),
+        let plugins = format!(
+            "{}{}",
             plugin_entry_with("fresh", wasm, &["poly_"], common),
             plugin_entry_with(
                 "warm",
@@ -311,8 +305,7 @@ fn overhead(sizes: Sizes, report: &mut Report) {
                 &format!("{common}reuse_instances = 1000000\n")
             ),
         );
-        std::fs::write(&manifest_path, text).unwrap();
-        let manifest = Manifest::load(&manifest_path).unwrap();
+        let manifest = Manifest::load(&write_manifest(dir.path(), &plugins, "")).unwrap();
         let url: RedisUrl = redis.url().parse().unwrap();
         let pools = Pools::new(&manifest.pool_urls(Some(&url))).unwrap();
         let runtime = Runtime::new(&manifest.runtime, false, pools).unwrap();
@@ -457,23 +450,8 @@ fn poly_entry(extra: &str) -> String {
 
 /// Starts a host on the benchmark plugin.
 fn start_host(redis: &RedisServer) -> Host {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("manifest.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[runtime]\n{}\n{}\n{}",
-            cache_line(),
-            std::env::var("BENCH_RUNTIME").unwrap_or_default(),
-            poly_entry("")
-        ),
-    )
-    .unwrap();
-    let mut host = Host::spawn(&path, redis, dir);
-    host.wait_for("the listener", Duration::from_secs(60), |e| {
-        e["message"] == "listening for expiries"
-    });
-    host
+    let runtime = std::env::var("BENCH_RUNTIME").unwrap_or_default();
+    Host::start_with(redis, &poly_entry(""), &runtime)
 }
 
 /// Whether `e` is an ok dispatch of a benchmark trigger whose id starts with `run`.
@@ -766,20 +744,13 @@ fn reload(sizes: Sizes, report: &mut Report) {
     let dir = tempfile::tempdir().unwrap();
     let live = dir.path().join("plugin.wasm");
     std::fs::copy(plugin("versioned-v1"), &live).unwrap();
-    let manifest = dir.path().join("manifest.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[runtime]\n{}\n[[plugin]]\nname = \"versioned\"\npath = \"plugin.wasm\"\n\
-             actions = [\"version\"]\ntenants = [\"*\"]\ncapabilities = [\"generic\"]\n",
-            cache_line()
-        ),
-    )
-    .unwrap();
-    let mut host = Host::spawn(&manifest, &redis, dir);
-    host.wait_for("the listener", Duration::from_secs(60), |e| {
-        e["message"] == "listening for expiries"
-    });
+    let mut host = Host::start_in(
+        dir,
+        &redis,
+        "[[plugin]]\nname = \"versioned\"\npath = \"plugin.wasm\"\nactions = [\"version\"]\n\
+         tenants = [\"*\"]\ncapabilities = [\"generic\"]\n",
+        "",
+    );
     let mut times = Vec::new();
     let mut builds = Vec::new();
     for k in 1..=sizes.reloads {
@@ -858,8 +829,7 @@ fn rss(report: &mut Report) {
             .unwrap();
         }
         let dir = tempfile::tempdir().unwrap();
-        let manifest = dir.path().join("manifest.toml");
-        std::fs::write(&manifest, format!("[runtime]\n{}\n{entries}", cache_line())).unwrap();
+        let manifest = write_manifest(dir.path(), &entries, "");
         // Compile into the cache first: a host that compiles at start keeps
         // the compiler's memory in its heap; a restart loads from the cache.
         run_ok(host_cmd().arg("check").arg(&manifest));
