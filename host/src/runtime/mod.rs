@@ -552,8 +552,11 @@ impl Runtime {
         store.data_mut().reset(job.clone());
         stdout.set_job(job.clone());
         stderr.set_job(job.clone());
-        let ticks = limits.timeout.as_millis() / EPOCH_TICK.as_millis();
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
+        // The ticker runs on its own clock, so the first tick comes anywhere
+        // within one tick of now: one tick more makes the guest stop at its
+        // timeout or up to a tick later, never before it.
+        let ticks = limits.timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
+        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
         if self.fuel {
             let fuel = limits.fuel.map_or(u64::MAX, std::num::NonZeroU64::get);
             if let Err(e) = store.set_fuel(fuel) {
