@@ -37,7 +37,9 @@
 //! The scripts use dynamic keys, so they need a standalone Redis (or all
 //! these keys on one node); `docs/guarantees.md` states what is guaranteed.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
@@ -266,12 +268,36 @@ return now + tonumber(ARGV[3])
 ";
 
 /// Finish a firing, optionally dead-lettering it. KEYS: leases, meta, dead.
-/// ARGV: member, dead-letter json or ''.
+/// ARGV: member, dead-letter json or '', most dead letters kept. Returns how
+/// many of the oldest dead letters were trimmed to stay within the cap.
 const FINISH: &str = r"
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
-if ARGV[2] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[2]) end
-return 1
+if ARGV[2] ~= '' then
+  local n = redis.call('LPUSH', KEYS[3], ARGV[2])
+  local cap = tonumber(ARGV[3])
+  if n > cap then
+    redis.call('LTRIM', KEYS[3], 0, cap - 1)
+    return n - cap
+  end
+end
+return 0
+";
+
+/// Extend the leases this host holds. KEYS: leases. ARGV: lease_ms,
+/// member... Returns the members that no longer have a lease (reaped: their
+/// firing is back in the index, for any host).
+const RENEW: &str = r"
+local lease_end = now + tonumber(ARGV[1])
+local lost = {}
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], lease_end, ARGV[i])
+  else
+    lost[#lost + 1] = ARGV[i]
+  end
+end
+return lost
 ";
 
 /// Records finished firings in batches: the jobs that end while one batch
@@ -280,6 +306,7 @@ return 1
 #[derive(Clone)]
 pub struct Finisher {
     tx: tokio::sync::mpsc::UnboundedSender<String>,
+    held: Arc<Held>,
 }
 
 impl Finisher {
@@ -287,6 +314,7 @@ impl Finisher {
     /// having written everything, when the last `Finisher` clone is dropped).
     pub fn spawn(delivery: Delivery, tracker: &tokio_util::task::TaskTracker) -> Finisher {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let held = delivery.held.clone();
         tracker.spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, KEYS_PER_CALL).await > 0 {
@@ -304,11 +332,12 @@ impl Finisher {
                 batch.clear();
             }
         });
-        Finisher { tx }
+        Finisher { tx, held }
     }
 
     /// The firing `member` is done; it is written with the next batch.
     pub fn done(&self, member: String) {
+        self.held.forget(&member);
         // The task lives as long as any sender: sending cannot fail.
         let _ = self.tx.send(member);
     }
@@ -338,6 +367,86 @@ pub struct Firing {
     pub due_ms: i64,
     /// Attempts made before this one, and when the first was due.
     pub meta: Meta,
+    /// Which claim of this host took it (see [`Held`]).
+    pub claim: u64,
+}
+
+/// The firings this host has claimed and not yet finished, per member: the
+/// claim that took it and whether its lease was lost.
+///
+/// A claimed firing may wait in this host's queues for longer than the
+/// lease (a backlog), and a job may run longer than the lease. So the host
+/// renews the lease of every firing it holds ([`Delivery::renew`]), from
+/// the claim to the finish, and a firing whose lease was lost anyway (Redis
+/// unreachable for a whole lease, say) is not started: the reaper has put
+/// it back in the index for another host.
+#[derive(Debug, Default)]
+pub struct Held {
+    members: Mutex<HashMap<String, (u64, bool)>>,
+    next_claim: AtomicU64,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, bool)>> {
+        // A panic while holding this lock leaves a map that is still valid.
+        self.members
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a claimed member; returns its claim number.
+    fn hold(&self, member: &str) -> u64 {
+        let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(member.to_owned(), (claim, false));
+        claim
+    }
+
+    /// The member is finished, retried, dead or given back.
+    pub fn forget(&self, member: &str) {
+        self.lock().remove(member);
+    }
+
+    /// Every member held, for renewal.
+    fn members(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Marks members whose lease was lost; returns how many were still held.
+    fn lose(&self, members: &[String]) -> usize {
+        let mut held = self.lock();
+        let mut n = 0;
+        for m in members {
+            if let Some(entry) = held.get_mut(m) {
+                entry.1 = true;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Whether `firing` may start: this host still holds it under the same
+    /// claim and its lease was not lost. A lost one is forgotten.
+    pub fn may_start(&self, firing: &Firing) -> bool {
+        let mut held = self.lock();
+        match held.get(&firing.member) {
+            Some((claim, false)) if *claim == firing.claim => true,
+            Some((claim, true)) if *claim == firing.claim => {
+                held.remove(&firing.member);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// How many members are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// One dead letter.
@@ -373,6 +482,7 @@ struct Scripts {
     release: redis::Script,
     retry: redis::Script,
     finish: redis::Script,
+    renew: redis::Script,
 }
 
 /// The scripts, hashed once per process.
@@ -388,6 +498,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: script(RELEASE),
     retry: script(RETRY),
     finish: script(FINISH),
+    renew: script(RENEW),
 });
 
 /// The delivery state in one Redis DB (the expiry pool's).
@@ -396,7 +507,12 @@ pub struct Delivery {
     pool: PoolAlias,
     conn: ConnectionManager,
     scripts: &'static Scripts,
+    held: Arc<Held>,
+    dead_cap: usize,
 }
+
+/// Dead letters kept by default (`[delivery] max_dead_letters`).
+pub const DEFAULT_MAX_DEAD_LETTERS: usize = 10_000;
 
 fn split_member(member: &str) -> &str {
     member.split(SEP).next().unwrap_or(member)
@@ -424,7 +540,42 @@ impl Delivery {
             pool,
             conn: crate::repo::connection(pools, pool)?,
             scripts: &SCRIPTS,
+            held: Arc::default(),
+            dead_cap: DEFAULT_MAX_DEAD_LETTERS,
         })
+    }
+
+    /// Keeps at most `cap` dead letters (the oldest are trimmed).
+    pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
+        self.dead_cap = cap.max(1);
+        self
+    }
+
+    /// The firings this host holds in this pool.
+    pub fn held(&self) -> &Held {
+        &self.held
+    }
+
+    /// Extends the lease of every firing this host holds by `lease_ms`, in
+    /// calls of [`KEYS_PER_CALL`] members; returns how many were renewed
+    /// and how many had lost their lease (those will not be started here).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn renew(&self, lease_ms: u64) -> Result<(usize, usize), RepoError> {
+        let members = self.held.members();
+        let mut conn = self.conn();
+        let mut lost_total = 0;
+        for chunk in members.chunks(KEYS_PER_CALL) {
+            let mut call = self.scripts.renew.key(LEASES);
+            call.arg(lease_ms);
+            for m in chunk {
+                call.arg(m);
+            }
+            let lost: Vec<String> = call.invoke_async(&mut conn).await?;
+            lost_total += self.held.lose(&lost);
+        }
+        Ok((members.len() - lost_total.min(members.len()), lost_total))
     }
 
     /// The pool this delivery works in.
@@ -602,6 +753,7 @@ impl Delivery {
             firings.push(Firing {
                 pool: self.pool,
                 key: split_member(&member).to_owned(),
+                claim: self.held.hold(&member),
                 member,
                 due_ms,
                 meta,
@@ -639,6 +791,7 @@ impl Delivery {
                 firings.push(Firing {
                     pool: self.pool,
                     key: split_member(member).to_owned(),
+                    claim: self.held.hold(member),
                     member: member.clone(),
                     due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
                     meta: meta_of(meta),
@@ -667,6 +820,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn release(&self, member: &str) -> Result<(), RepoError> {
+        self.held.forget(member);
         let _: i64 = self
             .scripts
             .release
@@ -699,8 +853,11 @@ impl Delivery {
         Ok(())
     }
 
-    async fn finish(&self, member: &str, dead: &str) -> Result<(), RepoError> {
-        let _: i64 = self
+    /// Ends a firing (dead-lettering it unless `dead` is empty); returns
+    /// how many old dead letters were trimmed.
+    async fn finish(&self, member: &str, dead: &str) -> Result<u64, RepoError> {
+        self.held.forget(member);
+        Ok(self
             .scripts
             .finish
             .key(LEASES)
@@ -708,9 +865,9 @@ impl Delivery {
             .key(DEAD)
             .arg(member)
             .arg(dead)
+            .arg(self.dead_cap)
             .invoke_async(&mut self.conn())
-            .await?;
-        Ok(())
+            .await?)
     }
 
     /// Schedules another attempt after `delay`; returns its due time.
@@ -723,8 +880,10 @@ impl Delivery {
         delay: Duration,
         meta: &Meta,
     ) -> Result<i64, RepoError> {
+        self.held.forget(&firing.member);
         let member = format!("{}{SEP}r{}", firing.key, meta.attempts);
-        let meta = serde_json::to_string(meta).unwrap_or_default();
+        let meta = serde_json::to_string(meta)
+            .map_err(|e| RepoError::InvalidInput(format!("cannot encode retry meta: {e}")))?;
         Ok(self
             .scripts
             .retry
@@ -739,12 +898,15 @@ impl Delivery {
             .await?)
     }
 
-    /// Gives up on a firing: it goes to the dead-letter list.
+    /// Gives up on a firing: it goes to the dead-letter list, which keeps
+    /// the newest `max_dead_letters`. Returns how many old letters were
+    /// trimmed to make room.
     ///
     /// # Errors
-    /// Redis failing.
-    pub async fn dead(&self, firing: &Firing, letter: &DeadLetter) -> Result<(), RepoError> {
-        let json = serde_json::to_string(letter).unwrap_or_default();
+    /// Redis failing, or a letter that cannot be encoded.
+    pub async fn dead(&self, firing: &Firing, letter: &DeadLetter) -> Result<u64, RepoError> {
+        let json = serde_json::to_string(letter)
+            .map_err(|e| RepoError::InvalidInput(format!("cannot encode the dead letter: {e}")))?;
         self.finish(&firing.member, &json).await
     }
 

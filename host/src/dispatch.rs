@@ -259,6 +259,18 @@ impl Dispatcher {
                     >= self.limits.per_tenant;
                 if !tenant_busy && let Some(next) = queue.pop_front() {
                     let empty = queue.is_empty();
+                    if !self.still_held(&next) {
+                        // Its lease was lost while it waited: the reaper has
+                        // given it back for another host, so it must not run here.
+                        self.queued -= 1;
+                        started = true;
+                        if empty {
+                            self.queues.remove(&tenant);
+                            continue;
+                        }
+                        self.order.push_back(tenant);
+                        continue;
+                    }
                     match self.route(&next.tenant, &next.action, &next.id) {
                         // Gone since it was queued (a reload): dropped, logged by `route`.
                         None => {
@@ -299,6 +311,24 @@ impl Dispatcher {
         }
     }
 
+    /// Whether this host still holds the queued firing's lease (see
+    /// [`crate::delivery::Held`]); logs and counts it when not.
+    fn still_held(&self, queued: &Queued) -> bool {
+        let held = self
+            .deliveries
+            .get(&queued.firing.pool)
+            .is_none_or(|d| d.held().may_start(&queued.firing));
+        if !held {
+            self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
+            warn!(
+                tenant = %queued.tenant, action = %queued.action, id = %queued.id,
+                "the lease of a queued trigger was lost (Redis unreachable for a whole lease?); \
+                 not started here, it runs on whichever host claims it again"
+            );
+        }
+        held
+    }
+
     fn start(
         &mut self,
         queued: Queued,
@@ -336,7 +366,7 @@ impl Dispatcher {
             if let (Some(delivery), Some(finisher)) =
                 (deliveries.get(&firing.pool), finishers.get(&firing.pool))
             {
-                settle(delivery, finisher, &plugin, &job, &firing, &outcome).await;
+                settle(delivery, finisher, &stats, &plugin, &job, &firing, &outcome).await;
             }
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&firing.member);
@@ -368,6 +398,7 @@ fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
 async fn settle(
     delivery: &Delivery,
     finisher: &Finisher,
+    stats: &Stats,
     plugin: &LoadedPlugin,
     job: &Job,
     firing: &Firing,
@@ -414,7 +445,15 @@ async fn settle(
                     tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin,
                     attempts, "dispatch failed for the last time; moved to the dead-letter list"
                 );
-                delivery.dead(firing, &letter).await
+                delivery.dead(firing, &letter).await.map(|trimmed| {
+                    if trimmed > 0 {
+                        stats.dead_trimmed.fetch_add(trimmed, Ordering::Relaxed);
+                        warn!(
+                            trimmed,
+                            "the dead-letter list is at [delivery] max_dead_letters; trimmed the oldest"
+                        );
+                    }
+                })
             }
         }
     };

@@ -36,6 +36,20 @@ pub enum KeyError {
         /// Which part (`user id`, `table`, ...).
         part: &'static str,
     },
+    /// A part contains a control character (U+0000 to U+001F, or U+007F).
+    /// NUL separates a trigger key from its tag in the delivery index, and
+    /// the others would corrupt log lines, so no entry point accepts them.
+    #[error(
+        "{part} {value:?} contains the control character {ch:?}; trigger keys and tenants may not carry control characters"
+    )]
+    ControlCharacter {
+        /// Which part.
+        part: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The first control character found.
+        ch: char,
+    },
     /// A part that the key format does not escape contains `:`, which would
     /// make the key ambiguous.
     #[error(
@@ -70,14 +84,31 @@ pub fn escape(part: &str) -> Cow<'_, str> {
     }
 }
 
+/// Refuses a part holding a control character (see [`KeyError::ControlCharacter`]).
+///
+/// # Errors
+/// [`KeyError::ControlCharacter`] naming the part and the first such character.
+pub fn refuse_control(part: &'static str, value: &str) -> Result<(), KeyError> {
+    match value.chars().find(|c| c.is_ascii_control()) {
+        Some(ch) => Err(KeyError::ControlCharacter {
+            part,
+            value: value.to_owned(),
+            ch,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Checks that a tenant can appear in a key.
 ///
 /// # Errors
-/// [`KeyError::EmptyTenant`] or [`KeyError::TenantWithColon`].
+/// [`KeyError::EmptyTenant`], [`KeyError::TenantWithColon`] or
+/// [`KeyError::ControlCharacter`].
 pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
     if tenant.is_empty() {
         return Err(KeyError::EmptyTenant);
     }
+    refuse_control("tenant", tenant)?;
     if tenant.contains(':') {
         return Err(KeyError::TenantWithColon {
             tenant: tenant.to_owned(),
@@ -258,6 +289,7 @@ pub fn generic_key(tenant: &str, key: &str) -> Result<String, KeyError> {
 /// # Errors
 /// An empty id.
 pub fn trigger_id_pattern(tenant: &str, id: &str) -> Result<String, KeyError> {
+    refuse_control("id", id)?;
     let id = part("id", id, Part::Escaped)?;
     Ok(format!(
         "{}:{TRIGGER_MARKER}:*:{}",
@@ -279,12 +311,15 @@ pub fn channel_name(tenant: &str, channel: &str) -> Result<String, KeyError> {
 /// Builds `{tenant}:EXPTRIGGER:{action}:{id}` with `action` and `id` escaped.
 ///
 /// # Errors
-/// An invalid tenant (see [`validate_tenant`]) or an empty action.
+/// An invalid tenant (see [`validate_tenant`]), an empty action, or a control
+/// character in the action or id.
 pub fn trigger_key(tenant: &str, action: &str, id: &str) -> Result<String, KeyError> {
     validate_tenant(tenant)?;
     if action.is_empty() {
         return Err(KeyError::EmptyAction);
     }
+    refuse_control("action", action)?;
+    refuse_control("id", id)?;
     Ok(format!(
         "{tenant}:{TRIGGER_MARKER}:{}:{}",
         escape(action),
@@ -295,8 +330,15 @@ pub fn trigger_key(tenant: &str, action: &str, id: &str) -> Result<String, KeyEr
 /// Parses a trigger key the way the seed's `parse_trigger` does.
 ///
 /// Returns `None` for keys that are not triggers, including keys whose tenant
-/// is empty or contains `:` (the seed ignores those too, or cannot scope them).
+/// is empty or contains `:` (the seed ignores those too, or cannot scope them),
+/// and keys holding a NUL byte: NUL separates a key from its tag in the
+/// delivery index, so such a key (which only another client can write) is
+/// reported as not a trigger rather than risk running it twice. Other
+/// control characters are accepted from other clients and escaped in logs.
 pub fn parse_trigger(key: &str) -> Option<TriggerKey<'_>> {
+    if key.contains('\0') {
+        return None;
+    }
     let mut parts = key.splitn(4, ':');
     let tenant = parts.next()?;
     let marker = parts.next()?;
@@ -397,6 +439,24 @@ mod tests {
             "t:EXPTRIGGER:*:i_d"
         );
         assert_eq!(glob_escape("a\\b"), "a\\\\b");
+    }
+
+    #[test]
+    fn refuses_control_characters_and_never_parses_nul() {
+        for (tenant, action, id) in [
+            ("t", "a", "n1\0r1"),
+            ("t", "a\n", "1"),
+            ("t\u{1b}", "a", "1"),
+            ("t", "a", "x\u{7f}"),
+        ] {
+            let err = trigger_key(tenant, action, id).unwrap_err();
+            assert!(
+                matches!(err, KeyError::ControlCharacter { .. }),
+                "{tenant:?} {action:?} {id:?}: {err}"
+            );
+        }
+        assert_eq!(parse_trigger("t:EXPTRIGGER:a:n1\0r1"), None);
+        assert!(parse_trigger("t:EXPTRIGGER:a:line\nbreak").is_some());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`listener`]: keyevent subscription with reconnect and config checks.
 //! - [`dispatch`]: from expired key to invocation, bounded, fair, drained on shutdown.
 //! - [`reload`]: hot reload of the manifest and plugins.
+//! - [`text`]: caps and escapes plugin-controlled text for logs and Redis.
 //! - [`run`] / [`check`]: the orchestration behind the CLI.
 
 pub mod bindings;
@@ -34,6 +35,7 @@ pub mod repo;
 pub mod runtime;
 pub mod stats;
 pub mod sweeper;
+pub mod text;
 
 use std::future::Future;
 use std::path::Path;
@@ -186,13 +188,19 @@ pub async fn run(
     let mut background = JoinSet::new();
     let mut deliveries = BTreeMap::new();
     let lease = manifest.delivery.lease.0;
+    // Lease renewal outlives `cancel`: in-flight jobs keep their leases
+    // while shutdown drains them.
+    let renewal = CancellationToken::new();
+    let mut renewing = JoinSet::new();
     let mut aliases = manifest.listener.pools.clone();
     aliases.sort();
     aliases.dedup();
     for alias in aliases {
         let pool = pools.get(alias)?;
-        let delivery = Delivery::for_pool(&pools, alias)?;
+        let delivery = Delivery::for_pool(&pools, alias)?
+            .with_dead_letter_cap(manifest.delivery.max_dead_letters.get());
         deliveries.insert(alias, delivery.clone());
+        renewing.spawn(sweeper::renew(delivery.clone(), lease, renewal.clone()));
         let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
         let wake = Arc::new(Notify::new());
         let listener = Listener::new(alias, pool, manifest.listener.notify_keyspace_events);
@@ -264,6 +272,8 @@ pub async fn run(
             "shutdown grace elapsed; gave the unfinished dispatches back for another host"
         );
     }
+    renewal.cancel();
+    while renewing.join_next().await.is_some() {}
     listeners.shutdown().await;
     let _ = reloading.await;
     if std::fs::read_to_string(&pid_file).is_ok_and(|p| p == pid) {

@@ -13,6 +13,7 @@ use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
 use symphony_host::pools::Pools;
 use symphony_host::repo::TriggerRepo;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::field::MakeExt as _;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -166,7 +167,23 @@ fn init_tracing(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     match format {
-        LogFormat::Text => builder.init(),
+        // Every field goes through `Escaping`: plugin-controlled text
+        // (messages, errors, ids) cannot break a line or forge another.
+        // (The JSON format escapes control characters by itself.)
+        LogFormat::Text => builder
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+                    use std::fmt::Write as _;
+                    let mut out = symphony_host::text::Escaping(writer);
+                    if field.name() == "message" {
+                        write!(out, "{value:?}")
+                    } else {
+                        write!(out, "{}={value:?}", field.name())
+                    }
+                })
+                .delimited(" "),
+            )
+            .init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
@@ -335,9 +352,7 @@ fn parse_trigger_lines(text: &str) -> anyhow::Result<TriggerLines> {
             .with_context(|| format!("line {}: bad TTL {ttl:?} (use e.g. 500ms, 5s, 2m)", n + 1))?;
         symphony_host::keys::trigger_key(tenant, action, id)
             .with_context(|| format!("line {}: {line:?}", n + 1))?;
-        if ttl.as_millis() == 0 {
-            anyhow::bail!("line {}: the TTL must be at least 1ms", n + 1);
-        }
+        symphony_host::repo::ttl_ms(ttl).with_context(|| format!("line {}", n + 1))?;
         let trigger = ((*action).to_owned(), (*id).to_owned(), ttl);
         match batches.iter_mut().find(|(t, _)| t == tenant) {
             Some((_, list)) => list.push(trigger),

@@ -222,18 +222,33 @@ fn default_true() -> bool {
 #[non_exhaustive]
 pub struct DeliveryConfig {
     /// How long a claimed firing stays with the host that claimed it; if
-    /// that host dies, another runs it again once the lease ends. Must be
-    /// longer than every plugin's timeout.
+    /// that host dies, another runs it again once the lease ends. The host
+    /// renews the leases of the firings it holds (queued or running) every
+    /// quarter lease, so a backlog longer than the lease runs nothing twice.
+    /// Must be at least 1 s longer than every plugin's timeout.
     #[serde(default = "default_lease")]
     pub lease: HumanDuration,
+    /// Most dead letters kept in `symphony:dead` (default 10000); past it the
+    /// oldest are trimmed, and the trimming is logged and counted.
+    #[serde(default = "default_max_dead_letters")]
+    pub max_dead_letters: NonZeroUsize,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             lease: default_lease(),
+            max_dead_letters: default_max_dead_letters(),
         }
     }
+}
+
+fn default_max_dead_letters() -> NonZeroUsize {
+    const N: NonZeroUsize = match NonZeroUsize::new(crate::delivery::DEFAULT_MAX_DEAD_LETTERS) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    };
+    N
 }
 
 fn default_lease() -> HumanDuration {

@@ -34,6 +34,10 @@ pub struct Stats {
     pub fuel: AtomicU64,
     /// Invocations over their host-call budget.
     pub limit: AtomicU64,
+    /// Claimed firings not started because their lease was lost first.
+    pub lease_lost: AtomicU64,
+    /// Old dead letters trimmed to keep `[delivery] max_dead_letters`.
+    pub dead_trimmed: AtomicU64,
 }
 
 impl Stats {
@@ -68,6 +72,8 @@ impl Stats {
             memory = get(&self.memory),
             fuel = get(&self.fuel),
             limit = get(&self.limit),
+            lease_lost = get(&self.lease_lost),
+            dead_trimmed = get(&self.dead_trimmed),
             "dispatch totals"
         );
     }

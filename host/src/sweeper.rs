@@ -121,6 +121,40 @@ pub async fn sweep(
     }
 }
 
+/// Renews the lease of every firing this host holds in `delivery`'s pool
+/// every quarter lease, until `cancel`. A firing can wait in this host's
+/// queues (a backlog) or run for longer than the lease; renewing from the
+/// claim to the finish keeps the reaper from handing it to another host
+/// meanwhile. Firings whose lease was lost anyway are marked, and the
+/// dispatcher does not start them.
+pub async fn renew(delivery: Delivery, lease: Duration, cancel: CancellationToken) {
+    let lease_ms = crate::millis(lease);
+    let every = (lease / 4).max(Duration::from_millis(50));
+    let errors = Throttle::new(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if delivery.held().is_empty() {
+            continue;
+        }
+        match delivery.renew(lease_ms).await {
+            Ok((_, 0)) => {}
+            Ok((renewed, lost)) => warn!(
+                pool = %delivery.pool(), renewed, lost,
+                "leases were lost before renewal (Redis unreachable for a whole lease?); \
+                 those firings are not started here"
+            ),
+            Err(e) => {
+                if let Some(suppressed) = errors.allow() {
+                    warn!(pool = %delivery.pool(), error = %e, suppressed, "cannot renew leases; retrying");
+                }
+            }
+        }
+    }
+}
+
 /// Keyevents applied per batch.
 const PUMP_BATCH: usize = 1000;
 

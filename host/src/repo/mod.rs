@@ -15,7 +15,7 @@ pub use batch::BatchRepo;
 pub use generic::GenericRepo;
 pub use hash::{HandlerStateRepo, HashRepo, SharedStateRepo, TableRepo, UserRepo};
 pub use pubsub::Publisher;
-pub use trigger::TriggerRepo;
+pub use trigger::{MAX_TTL_MS, TriggerRepo, ttl_ms};
 
 use crate::pools::{PoolAlias, Pools};
 

@@ -14,6 +14,25 @@ use crate::delivery::Delivery;
 use crate::keys::{trigger_id_pattern, trigger_key, validate_tenant};
 use crate::pools::{PoolAlias, Pools};
 
+/// The longest trigger TTL accepted: 100 years, in ms. Redis refuses an
+/// expiry past `i64::MAX` ms, and the due index scores are doubles, exact
+/// to 2^53 ms; this bound stays well inside both.
+pub const MAX_TTL_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// A TTL in ms, checked against the accepted range (1 ms to [`MAX_TTL_MS`]).
+///
+/// # Errors
+/// [`RepoError::InvalidInput`] naming the range.
+pub fn ttl_ms(ttl: Duration) -> Result<u64, RepoError> {
+    let ms = ttl.as_millis();
+    if ms == 0 || ms > u128::from(MAX_TTL_MS) {
+        return Err(RepoError::InvalidInput(format!(
+            "ttl {ms} ms is out of range: a trigger's ttl must be from 1 ms to {MAX_TTL_MS} ms (100 years)"
+        )));
+    }
+    Ok(u64::try_from(ms).unwrap_or(MAX_TTL_MS))
+}
+
 /// Schedules and cancels `{tenant}:EXPTRIGGER:{action}:{id}` keys of one tenant.
 #[derive(Clone)]
 pub struct TriggerRepo {
@@ -46,15 +65,11 @@ impl TriggerRepo {
     /// Returns the key.
     ///
     /// # Errors
-    /// [`RepoError::InvalidInput`] for an empty action or a TTL under 1 ms,
+    /// [`RepoError::InvalidInput`] for an empty action, a control character in
+    /// the action or id, or a TTL outside 1 ms to [`MAX_TTL_MS`],
     /// [`RepoError::Unavailable`] when Redis fails.
     pub async fn set(&self, action: &str, id: &str, ttl: Duration) -> Result<String, RepoError> {
-        let ms = crate::millis(ttl);
-        if ms == 0 {
-            return Err(RepoError::InvalidInput(
-                "ttl must be at least 1 ms".to_owned(),
-            ));
-        }
+        let ms = ttl_ms(ttl)?;
         let key = trigger_key(&self.tenant, action, id)?;
         let value = format!("trigger:{}", utc_now_iso());
         // SET PX and the due-time index entry, in one script.
@@ -70,7 +85,8 @@ impl TriggerRepo {
     ///
     /// # Errors
     /// [`RepoError::InvalidInput`] naming the first bad trigger (its index,
-    /// an empty action or a TTL under 1 ms), [`RepoError::Unavailable`] when
+    /// an empty action, a control character or a TTL out of range),
+    /// [`RepoError::Unavailable`] when
     /// Redis fails (earlier batches stay set).
     pub async fn set_many<A, I>(
         &self,
@@ -83,10 +99,10 @@ impl TriggerRepo {
         let mut keys = Vec::with_capacity(triggers.len());
         for (n, (action, id, ttl)) in triggers.iter().enumerate() {
             let bad = |why: String| RepoError::InvalidInput(format!("trigger {n}: {why}"));
-            let ms = crate::millis(*ttl);
-            if ms == 0 {
-                return Err(bad("ttl must be at least 1 ms".to_owned()));
-            }
+            let ms = ttl_ms(*ttl).map_err(|e| match e {
+                RepoError::InvalidInput(why) => bad(why),
+                other => other,
+            })?;
             let key = trigger_key(&self.tenant, action.as_ref(), id.as_ref())
                 .map_err(|e| bad(e.to_string()))?;
             keys.push((key, ms));

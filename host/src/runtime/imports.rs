@@ -24,23 +24,12 @@ use crate::repo::{
 
 use super::JobState;
 
-/// Longest log message kept from a plugin; the rest is cut.
-const MAX_LOG_MESSAGE: usize = 16 * 1024;
-
 impl types::Host for JobState {}
 
 impl log::Host for JobState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.count_call()?;
-        let mut message = message;
-        if message.len() > MAX_LOG_MESSAGE {
-            let mut cut = MAX_LOG_MESSAGE;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [truncated]");
-        }
+        let message = crate::text::cap(message);
         let j = &self.job;
         macro_rules! emit {
             ($lvl:ident) => {

@@ -181,7 +181,35 @@ struct Warm {
     stdout: GuestOutput,
     stderr: GuestOutput,
     uses: u32,
+    /// Its share of [`WARM_SLOTS`], given back when it leaves the pool.
+    _slot: WarmSlot,
 }
+
+/// One of the [`WARM_SLOTS`] pooling slots set aside for idle warm
+/// instances, over all plugins; released on drop.
+struct WarmSlot(Arc<std::sync::atomic::AtomicU32>);
+
+impl WarmSlot {
+    fn acquire(idle: &Arc<std::sync::atomic::AtomicU32>) -> Option<WarmSlot> {
+        use std::sync::atomic::Ordering;
+        idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < WARM_SLOTS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| WarmSlot(idle.clone()))
+    }
+}
+
+impl Drop for WarmSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Most resources (WASI streams, pollables, ...) one invocation may hold at
+/// once: WASI calls are not counted against `max_host_calls`, so this bounds
+/// the host memory they can take.
+const MAX_RESOURCES: usize = 4096;
 
 /// Most idle warm instances one plugin keeps (each holds a pooling slot).
 const MAX_WARM_PER_PLUGIN: usize = 8;
@@ -190,6 +218,13 @@ const MAX_WARM_PER_PLUGIN: usize = 8;
 const KEEP_RESIDENT: usize = 1 << 20;
 /// Pooling slots set aside for idle warm instances.
 const WARM_SLOTS: u32 = 64;
+/// Most core module instances one component may hold (Rust, Go and
+/// JavaScript plugins hold a handful: the program, shims and adapters).
+pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+/// Most linear memories one component may define.
+pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+/// Most tables one component may define.
+pub const MAX_TABLES_PER_COMPONENT: u32 = 8;
 
 impl LoadedPlugin {
     fn take_warm(&self, tenant: &str) -> Option<Warm> {
@@ -229,37 +264,56 @@ impl LoadedPlugin {
     }
 }
 
-/// Refuses memory and table growth past the plugin's limits, and remembers
-/// that it did so the outcome can say `memory`.
+/// Refuses memory and table growth past the plugin's limit, counted over
+/// the sum of every memory and table of the instance (a component may hold
+/// several), and remembers that it did so the outcome can say `memory`.
 struct Limiter {
     max_memory: usize,
+    /// Bytes of every memory and table of the instance so far.
+    used: usize,
     refused: Option<usize>,
 }
 
 /// Most elements of any table (function tables of ordinary guests hold a few thousand).
 const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+/// Bytes a table element costs the host (a pointer).
+const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
+
+impl Limiter {
+    /// Admits growth of one memory or table from `current` to `desired`
+    /// bytes if the instance's total stays within the limit.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.max_memory {
+            self.refused = Some(total);
+            return false;
+        }
+        self.used = total;
+        true
+    }
+}
 
 impl wasmtime::ResourceLimiter for Limiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.refused = Some(desired);
-            return Ok(false);
-        }
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        Ok(desired <= MAX_TABLE_ELEMENTS
+            && self.grow(
+                current.saturating_mul(TABLE_ELEMENT_BYTES),
+                desired.saturating_mul(TABLE_ELEMENT_BYTES),
+            ))
     }
 }
 
@@ -274,6 +328,8 @@ pub struct JobState {
     host_calls: u64,
     over_call_budget: bool,
     denied: u32,
+    /// When the running invocation must stop (checked on every epoch tick).
+    deadline: Instant,
 }
 
 impl JobState {
@@ -353,6 +409,8 @@ pub struct Runtime {
     pools: Pools,
     fuel: bool,
     config: RuntimeConfig,
+    /// Idle warm instances over all plugins (at most [`WARM_SLOTS`]).
+    warm_idle: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Runtime {
@@ -378,16 +436,24 @@ impl Runtime {
                 .with_context(|| format!("cannot use cache directory {}", dir.display()))?;
             wasm.cache(Some(cache));
         }
-        let slots = u32::try_from(config.concurrency.get())
-            .unwrap_or(u32::MAX)
-            .saturating_add(16);
+        // Every live instance is a running job (at most `concurrency`) or
+        // an idle warm one (at most WARM_SLOTS), and every component is
+        // bounded per instance at load time (a component over a bound fails
+        // to load, with the bound in the error). So the pool's totals cover
+        // the worst case, and no plugin can take the slots another's job
+        // needs.
+        let jobs = u32::try_from(config.concurrency.get()).unwrap_or(u32::MAX);
+        let components = jobs.saturating_add(WARM_SLOTS);
         let mut pooling = PoolingAllocationConfig::new();
         pooling
-            .total_component_instances(slots.saturating_add(WARM_SLOTS))
-            .total_core_instances(slots.saturating_mul(8))
-            .total_memories(slots.saturating_mul(2))
-            .total_tables(slots.saturating_mul(4))
-            .total_stacks(slots)
+            .total_component_instances(components)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+            .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+            .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
+            .total_core_instances(components.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+            .total_memories(components.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+            .total_tables(components.saturating_mul(MAX_TABLES_PER_COMPONENT))
+            .total_stacks(components)
             .max_memory_size(config.max_memory_mib.get().saturating_mul(1 << 20))
             // Reset a finished instance's memory by rewriting the pages it
             // dirtied (found with PAGEMAP_SCAN, Linux 6.7+) instead of
@@ -428,6 +494,7 @@ impl Runtime {
             pools,
             fuel,
             config: config.clone(),
+            warm_idle: Arc::default(),
         }))
     }
 
@@ -521,18 +588,34 @@ impl Runtime {
                 policy: plugin.policy.clone(),
                 pools: self.pools.clone(),
                 wasi,
-                table: ResourceTable::new(),
+                table: {
+                    let mut table = ResourceTable::new();
+                    table.set_max_capacity(MAX_RESOURCES);
+                    table
+                },
                 limiter: Limiter {
                     max_memory: plugin.policy.limits.max_memory_bytes,
+                    used: 0,
                     refused: None,
                 },
+                deadline: Instant::now(),
                 host_calls: 0,
                 over_call_budget: false,
                 denied: 0,
             },
         );
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
+        // On every tick the guest yields to the executor, so a CPU-bound
+        // guest holds a worker thread for at most one tick at a time and
+        // never blocks the listener, sweeper or pump; past its deadline it
+        // is interrupted (outcome `timeout`).
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(wasmtime::UpdateDeadline::Interrupt)
+            } else {
+                Ok(wasmtime::UpdateDeadline::Yield(1))
+            }
+        });
         (store, stdout, stderr)
     }
 
@@ -543,6 +626,7 @@ impl Runtime {
         let reuse = plugin.policy.reuse;
         let warm = reuse.and_then(|_| plugin.take_warm(&job.tenant));
         let (mut store, instance, stdout, stderr, uses) = match warm {
+            // Taken out of the pool, it runs in a job's slot: its warm slot is freed.
             Some(w) => (w.store, Some(w.instance), w.stdout, w.stderr, w.uses),
             None => {
                 let (store, stdout, stderr) = self.new_store(plugin, &job);
@@ -552,11 +636,10 @@ impl Runtime {
         store.data_mut().reset(job.clone());
         stdout.set_job(job.clone());
         stderr.set_job(job.clone());
-        // The ticker runs on its own clock, so the first tick comes anywhere
-        // within one tick of now: one tick more makes the guest stop at its
-        // timeout or up to a tick later, never before it.
-        let ticks = limits.timeout.as_millis() / EPOCH_TICK.as_millis() + 1;
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX));
+        // The guest is stopped at the first tick at or past its deadline:
+        // at its timeout or up to one tick later, never before it.
+        store.data_mut().deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
         if self.fuel {
             let fuel = limits.fuel.map_or(u64::MAX, std::num::NonZeroU64::get);
             if let Err(e) = store.set_fuel(fuel) {
@@ -585,14 +668,16 @@ impl Runtime {
         let state = store.data();
         let outcome = match &result {
             Ok((_, Ok(()))) => Outcome::Ok,
-            Ok((_, Err(message))) if state.denied > 0 => Outcome::Denied(message.clone()),
-            Ok((_, Err(message))) => Outcome::Error(message.clone()),
+            Ok((_, Err(message))) if state.denied > 0 => {
+                Outcome::Denied(crate::text::cap(message.clone()))
+            }
+            Ok((_, Err(message))) => Outcome::Error(crate::text::cap(message.clone())),
             Err(_) if state.over_call_budget => Outcome::Limit(format!(
                 "made more than max_host_calls ({}) host calls",
                 limits.max_host_calls
             )),
             Err(e) if state.limiter.refused.is_some() => Outcome::Memory(format!(
-                "tried to grow its memory to {} bytes, over its {} MiB limit ({})",
+                "tried to grow its memories and tables to {} bytes in all, over its {} MiB limit ({})",
                 state.limiter.refused.unwrap_or_default(),
                 limits.max_memory_bytes >> 20,
                 trap_message(e)
@@ -604,8 +689,11 @@ impl Runtime {
             },
         };
         // Keep a warm instance only after a clean run, for a bounded number of jobs.
+        // Idle warm instances of all plugins share WARM_SLOTS pooling slots,
+        // so they can never take a slot a job needs.
         if let (Some(max), Ok((instance, Ok(())))) = (reuse, result)
             && uses + 1 < max.get()
+            && let Some(slot) = WarmSlot::acquire(&self.warm_idle)
         {
             plugin.put_warm(
                 &job.tenant,
@@ -615,6 +703,7 @@ impl Runtime {
                     stdout,
                     stderr,
                     uses: uses + 1,
+                    _slot: slot,
                 },
             );
         }
@@ -622,9 +711,9 @@ impl Runtime {
     }
 }
 
-/// The trap's cause and the guest backtrace, on one line.
+/// The trap's cause and the guest backtrace, on one line, capped.
 fn trap_message(e: &wasmtime::Error) -> String {
-    format!("{e:#}").replace('\n', " | ")
+    crate::text::cap(format!("{e:#}").replace('\n', " | "))
 }
 
 /// `None` for a component; otherwise what the bytes are instead.
