@@ -361,7 +361,8 @@ impl Dispatcher {
         let deliveries = self.deliveries.clone();
         let finishers = self.finishers.clone();
         let in_flight = self.in_flight.clone();
-        self.tracker.spawn(async move {
+        let guests = self.runtime.guest_handle().cloned();
+        let job_task = async move {
             let outcome = run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await;
             if let (Some(delivery), Some(finisher)) =
                 (deliveries.get(&firing.pool), finishers.get(&firing.pool))
@@ -375,7 +376,13 @@ impl Dispatcher {
                 tenant: job.tenant.clone(),
                 plugin: plugin.name().as_str().to_owned(),
             });
-        });
+        };
+        // On the guest threads: guest code never holds a thread the
+        // control plane needs.
+        match guests {
+            Some(handle) => drop(self.tracker.spawn_on(job_task, &handle)),
+            None => drop(self.tracker.spawn(job_task)),
+        }
     }
 
     fn finished(&mut self, done: Done) {

@@ -12,6 +12,7 @@ mod delivery;
 mod dispatch;
 mod example;
 mod faults;
+mod hardening;
 mod polyglot;
 mod reload;
 mod repos;

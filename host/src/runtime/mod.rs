@@ -42,8 +42,9 @@ use crate::policy::{Access, Grants, Policy, Repo};
 use crate::pools::Pools;
 use output::{GuestOutput, Stream};
 
-/// How often the epoch advances; the resolution of invocation timeouts.
-pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How often the epoch advances: the resolution of invocation timeouts, and
+/// the longest a guest runs before it yields its thread.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// One invocation: which trigger fired and which plugin runs it.
 #[derive(Debug, Clone)]
@@ -411,6 +412,36 @@ pub struct Runtime {
     config: RuntimeConfig,
     /// Idle warm instances over all plugins (at most [`WARM_SLOTS`]).
     warm_idle: Arc<std::sync::atomic::AtomicU32>,
+    /// The threads jobs run on.
+    guests: GuestThreads,
+}
+
+/// A Tokio runtime of its own for jobs. Guest code is CPU work the host does
+/// not control: on these threads it can never delay the listener, sweeper,
+/// pump or dispatcher, which run on the caller's runtime (the OS shares the
+/// cores between both; guests yield on every epoch tick within theirs).
+struct GuestThreads(Option<tokio::runtime::Runtime>);
+
+impl GuestThreads {
+    fn new() -> anyhow::Result<Self> {
+        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("symphony-guest")
+            .enable_all()
+            .build()
+            .context("cannot start the guest threads")?;
+        Ok(Self(Some(rt)))
+    }
+}
+
+impl Drop for GuestThreads {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which an async context may not do.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl Runtime {
@@ -495,7 +526,14 @@ impl Runtime {
             fuel,
             config: config.clone(),
             warm_idle: Arc::default(),
+            guests: GuestThreads::new()?,
         }))
+    }
+
+    /// The handle of the guest threads, where jobs are spawned (see
+    /// [`crate::dispatch`]); `None` only while the runtime is dropped.
+    pub fn guest_handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.guests.0.as_ref().map(tokio::runtime::Runtime::handle)
     }
 
     /// The Redis pools host functions use.
@@ -759,7 +797,32 @@ fn default_cache_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::not_a_component;
+    use super::{Limiter, not_a_component};
+
+    /// The limit is over the sum of an instance's memories: two memories of
+    /// 20 MiB do not fit 32 MiB, though each alone would.
+    #[test]
+    fn the_memory_limit_covers_every_memory_of_an_instance() {
+        let engine = wasmtime::Engine::default();
+        let limiter = || Limiter {
+            max_memory: 32 << 20,
+            used: 0,
+            refused: None,
+        };
+        let two = wat::parse_str("(module (memory 320) (memory 320))").unwrap();
+        let module = wasmtime::Module::new(&engine, two).unwrap();
+        let mut store = wasmtime::Store::new(&engine, limiter());
+        store.limiter(|l| l);
+        assert!(wasmtime::Instance::new(&mut store, &module, &[]).is_err());
+        assert_eq!(store.data().refused, Some(40 << 20));
+
+        let one = wat::parse_str("(module (memory 320))").unwrap();
+        let module = wasmtime::Module::new(&engine, one).unwrap();
+        let mut store = wasmtime::Store::new(&engine, limiter());
+        store.limiter(|l| l);
+        assert!(wasmtime::Instance::new(&mut store, &module, &[]).is_ok());
+        assert_eq!(store.data().used, 20 << 20);
+    }
 
     #[test]
     fn tells_modules_and_junk_from_components() {

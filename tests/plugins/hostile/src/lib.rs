@@ -5,7 +5,10 @@
 //! `h_calls` makes a million host calls, `h_file` reads and writes files,
 //! `h_socket` connects to the port in its id, `h_sleep` sleeps an hour,
 //! `h_exit` calls `exit(7)`, `h_steal` tries to reach other tenants through
-//! crafted ids and patterns, `h_nocap` calls a repository it was not granted.
+//! crafted ids and patterns, `h_nocap` calls a repository it was not granted,
+//! `h_bigerr` returns a 20 MiB error (within a 64 MiB plugin), `h_clocks`
+//! reads the clock two million times (WASI calls), `h_nul` arms a trigger
+//! whose id holds a NUL (the index's member separator).
 
 #![allow(clippy::panic)]
 
@@ -80,6 +83,19 @@ impl Plugin for Hostile {
             "h_recurse" => Err(Error::msg(format!("{}", recurse(u64::MAX)))),
             "h_panic" => panic!("hostile plugin panicked on purpose"),
             "h_bigret" => Err(Error::msg("x".repeat(100 << 20))),
+            "h_bigerr" => Err(Error::msg("e".repeat(20 << 20))),
+            "h_clocks" => {
+                let start = std::time::Instant::now();
+                for _ in 0..2_000_000 {
+                    black_box(std::time::Instant::now());
+                }
+                black_box(start.elapsed());
+                Ok(())
+            }
+            "h_nul" => {
+                symphony_sdk::trigger::set("x_nulchild", "n1\0r1", Duration::from_secs(300))?;
+                Ok(())
+            }
             "h_calls" => {
                 for _ in 0..1_000_000 {
                     black_box(tenant());

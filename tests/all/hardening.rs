@@ -1,0 +1,447 @@
+//! Multi-tenant hardening: what a hostile tenant (`evil`) tried against a
+//! benign one (`victim`), each case reproducing an attack that once worked.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::{Value, json};
+
+use crate::repos::Driver;
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Percentile (nearest rank) of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// A backlog several times the lease: the lease starts at the claim, so
+/// without renewal the reaper handed queued firings to "another host" (here,
+/// the same one) and they ran twice.
+#[test]
+fn a_backlog_longer_than_the_lease_runs_each_firing_once() {
+    let redis = RedisServer::start();
+    let mut host = Host::start_with(
+        &redis,
+        &plugin_entry_with(
+            "slow",
+            "recorder",
+            &["slow"],
+            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]\n\
+             [plugin.limits]\nmax_instances = 2\n[plugin.retry]\nmax_attempts = 1",
+        ),
+        "[delivery]\nlease = \"3s\"",
+    );
+    // 30 one-second jobs, 2 at a time: a 15 s backlog, five times the lease.
+    let n = 30;
+    let triggers: Vec<_> = (0..n)
+        .map(|i| ("acme".to_owned(), "slow_bk".to_owned(), i.to_string(), 50))
+        .collect();
+    arm(&redis, &triggers);
+    let counts = wait_dispatched(&[&host], "slow_bk", n, Duration::from_secs(40));
+    // A duplicate would come at least a lease after its firing was reaped.
+    std::thread::sleep(Duration::from_secs(2));
+    let counts_after = dispatch_counts(&[&host], "slow_bk");
+    assert_eq!(
+        counts, counts_after,
+        "more dispatches after the backlog drained"
+    );
+    let twice: Vec<_> = counts_after.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "ran twice: {twice:?}");
+    let reaped = host.events(|e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("leases ended without an answer"))
+    });
+    assert!(reaped.is_empty(), "leases were reaped: {reaped:?}");
+    let _ = host.terminate(Duration::from_secs(10));
+    println!("backlog of {n} one-second jobs (2 at a time) with a 3 s lease: each ran once");
+}
+
+/// NUL separates a key from its tag in the index: an id holding one is
+/// refused at every entry point, and such a key written by another client is
+/// reported, never run (let alone twice).
+#[test]
+fn control_characters_in_ids_are_refused_everywhere_and_never_run_twice() {
+    let mut d = Driver::start();
+    // The WIT import.
+    let (kind, msg) = d.err(
+        "acme",
+        json!(["trigger.set", "x_nulchild", "n1\u{0}r1", 300000]),
+    );
+    assert_eq!(kind, "invalid-input", "{msg}");
+    assert!(msg.contains("control character"), "{msg}");
+    let (kind, msg) = d.err(
+        "acme",
+        json!(["trigger.set", "x_child", "line\nbreak", 300000]),
+    );
+    assert_eq!(kind, "invalid-input", "{msg}");
+    // A TTL past what Redis accepts: invalid input with the range, not `unavailable`.
+    let (kind, msg) = d.err("acme", json!(["trigger.set", "x_far", "1", -1]));
+    assert_eq!(kind, "invalid-input", "{msg}");
+    assert!(msg.contains("from 1 ms to"), "{msg}");
+    let mut db8 = d.redis.conn(8);
+    let keys: Vec<String> = db8.keys("acme:EXPTRIGGER:x_*").unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // The CLI.
+    let manifest = d.host.dir().join("manifest.toml");
+    let out = host_cmd()
+        .env("SYMPHONY_REDIS_URL", d.redis.url())
+        .args(["trigger", "set", "--manifest"])
+        .arg(&manifest)
+        .args(["acme", "x_cli", "bad\u{1b}id", "--ttl", "5m"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("control character"), "{stderr}");
+
+    // The library.
+    with_pools(&d.redis, |pools| async move {
+        let repo = symphony_host::repo::TriggerRepo::new(&pools, "acme").unwrap();
+        let err = repo
+            .set("x_lib", "n1\0r1", Duration::from_secs(60))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("control character"), "{err}");
+        let err = repo
+            .set("x_lib", "1", Duration::from_millis(u64::MAX))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("out of range"), "{err}");
+    });
+
+    // Another client writes a key whose id holds NUL: reported, not run.
+    set_expiring(&mut db8, b"acme:EXPTRIGGER:drive:n1\0r1", 30);
+    d.host.wait_for("the NUL key reported", WAIT, |e| {
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ignored an expired key that is not a trigger"))
+            && e["key"].as_str().is_some_and(|k| k.contains("n1\0r1"))
+    });
+    // The host goes on.
+    assert_eq!(
+        d.ok("acme", json!(["generic.set", "after", 1, null])),
+        Value::Null
+    );
+    assert!(
+        d.host
+            .events(|e| e["message"] == "dispatch"
+                && e["id"].as_str().is_some_and(|i| i.contains('\0')))
+            .is_empty()
+    );
+}
+
+/// CPU-bound guests of one tenant fill its slots; another tenant's triggers
+/// still start on time, and their lateness is measured from the real due time.
+#[test]
+fn spinning_guests_do_not_delay_another_tenant() {
+    let redis = RedisServer::start();
+    let plugins = format!(
+        "{}{}",
+        plugin_entry_with(
+            "spinner",
+            "recorder",
+            &["spin_"],
+            "tenants = [\"evil\"]\n[plugin.limits]\ntimeout = \"3s\"\nmax_instances = 8\n\
+             [plugin.retry]\nmax_attempts = 1",
+        ),
+        plugin_entry_with(
+            "good",
+            "recorder",
+            &["rec_"],
+            "tenants = [\"victim\"]\ncapabilities = [\"trigger\"]"
+        ),
+    );
+    let mut host = Host::start_with(
+        &redis,
+        &plugins,
+        "concurrency = 8\nper_tenant_concurrency = 4",
+    );
+    // Four spinning jobs: more than the two cores.
+    let evil: Vec<_> = (0..4)
+        .map(|i| ("evil".to_owned(), "spin_hog".to_owned(), i.to_string(), 50))
+        .collect();
+    arm(&redis, &evil);
+    std::thread::sleep(Duration::from_millis(400));
+    // Meanwhile 40 of the victim's triggers, due every 50 ms over 2 s.
+    let victim: Vec<_> = (0..40u64)
+        .map(|i| {
+            (
+                "victim".to_owned(),
+                "rec_tick".to_owned(),
+                i.to_string(),
+                300 + 50 * i,
+            )
+        })
+        .collect();
+    arm(&redis, &victim);
+    let ticks = host.wait_for_n("the victim's triggers", WAIT, victim.len(), |e| {
+        e["message"] == "dispatch" && e["action"] == "rec_tick"
+    });
+    let spins = host.wait_for_n("the spinning jobs to time out", WAIT, 4, |e| {
+        e["message"] == "dispatch" && e["action"] == "spin_hog"
+    });
+    for e in &spins {
+        assert_eq!(e["outcome"], "timeout", "{e}");
+    }
+    let mut late: Vec<u64> = ticks
+        .iter()
+        .map(|e| {
+            assert_eq!(e["outcome"], "ok", "{e}");
+            e["late_us"].as_u64().unwrap_or(0)
+        })
+        .collect();
+    late.sort_unstable();
+    let (p50, p99) = (percentile(&late, 0.5), percentile(&late, 0.99));
+    println!(
+        "victim lateness with 4 spinning guests on 2 cores: p50 {} ms, p99 {} ms, max {} ms",
+        p50 / 1000,
+        p99 / 1000,
+        late.last().unwrap() / 1000
+    );
+    assert!(p99 <= 50_000, "victim p99 lateness {p99} µs: {late:?}");
+}
+
+/// A `check` refuses a component over the pool's per-component bounds, so
+/// no plugin can hold the memories another's job needs.
+#[test]
+fn components_over_the_per_component_bounds_are_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    // Three core modules of one memory each: over the bound of two.
+    let wat = r#"(component
+        (core module $m1 (memory 1))
+        (core module $m2 (memory 1))
+        (core module $m3 (memory 1))
+        (core instance (instantiate $m1))
+        (core instance (instantiate $m2))
+        (core instance (instantiate $m3)))"#;
+    let wasm = wat::parse_str(wat).unwrap();
+    let path = dir.path().join("many-memories.wasm");
+    std::fs::write(&path, wasm).unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &format!(
+            "[[plugin]]\nname = \"hoarder\"\npath = {:?}\nactions = [\"hoard\"]\ntenants = [\"*\"]\n",
+            path.display().to_string()
+        ),
+        "",
+    );
+    let out = host_cmd().arg("check").arg(&manifest).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("plugin hoarder") && stderr.contains("3 Wasm linear memories"),
+        "{stderr}"
+    );
+}
+
+/// Errors a plugin returns are capped before they reach the log, the retry
+/// meta and the dead-letter list, and the dead-letter list itself is capped.
+#[test]
+fn error_text_and_the_dead_letter_list_are_capped() {
+    let redis = RedisServer::start();
+    let plugins = format!(
+        "{}{}",
+        plugin_entry_with(
+            "hostile",
+            "hostile",
+            &["h_"],
+            "tenants = [\"evil\"]\n[plugin.limits]\nmax_memory_mib = 64\n\
+             [plugin.retry]\nmax_attempts = 1",
+        ),
+        plugin_entry_with(
+            "failing",
+            "recorder",
+            &["fail"],
+            "tenants = [\"*\"]\n[plugin.retry]\nmax_attempts = 1"
+        ),
+    );
+    let mut host = Host::start_with(&redis, &plugins, "[delivery]\nmax_dead_letters = 3");
+    let mut db8 = redis.conn(8);
+    set_expiring(&mut db8, b"evil:EXPTRIGGER:h_bigerr:1", 20);
+    let e = host.wait_for("the big error", WAIT, |e| is_dispatch(e, "h_bigerr", "1"));
+    assert_eq!(e["outcome"], "error", "{e}");
+    let error = e["error"].as_str().unwrap();
+    assert!(
+        error.len() <= 16 * 1024 + 16 && error.ends_with("[truncated]"),
+        "error of {} bytes",
+        error.len()
+    );
+    let longest = host.log().lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 64 * 1024, "a log line of {longest} bytes");
+    let letters = wait_dead_letters(&redis, 1);
+    assert!(
+        letters[0].len() < 20 * 1024,
+        "dead letter of {} bytes",
+        letters[0].len()
+    );
+
+    // Five more failures: the list keeps the newest three, and says so.
+    for i in 0..5 {
+        set_expiring(&mut db8, format!("t:EXPTRIGGER:fail_x:{i}").as_bytes(), 20);
+    }
+    host.wait_for_n("five failures", WAIT, 5, |e| {
+        e["message"] == "dispatch" && e["action"] == "fail_x"
+    });
+    host.wait_for("the trimming logged", WAIT, |e| {
+        e["message"].as_str().is_some_and(|m| {
+            m.starts_with("the dead-letter list is at [delivery] max_dead_letters")
+        })
+    });
+    let letters = wait_dead_letters(&redis, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    let len: usize = db8.llen("symphony:dead").unwrap();
+    assert_eq!(len, 3, "{letters:?}");
+    assert!(letters.iter().all(|l| l.contains("fail_x")), "{letters:?}");
+}
+
+/// Waits (bounded) until the dead-letter list holds at least `n` entries.
+fn wait_dead_letters(redis: &RedisServer, n: usize) -> Vec<String> {
+    let mut db8 = redis.conn(8);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let letters: Vec<String> = db8.lrange("symphony:dead", 0, -1).unwrap();
+        if letters.len() >= n {
+            return letters;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} dead letters after {WAIT:?}, wanted {n}",
+            letters.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// WASI calls are not host calls: two million clock reads end `ok` under a
+/// budget of 10000 host calls, as `docs/security.md` says, bounded by the
+/// timeout like any other guest work.
+#[test]
+fn wasi_calls_are_bounded_by_time_not_by_the_host_call_budget() {
+    let redis = RedisServer::start();
+    let mut host = Host::start(
+        &redis,
+        &plugin_entry_with("hostile", "hostile", &["h_"], "tenants = [\"*\"]"),
+    );
+    set_expiring(&mut redis.conn(8), b"evil:EXPTRIGGER:h_clocks:1", 20);
+    let e = host.wait_for("the clock reads", WAIT, |e| is_dispatch(e, "h_clocks", "1"));
+    assert!(e["outcome"] == "ok" || e["outcome"] == "timeout", "{e}");
+    println!(
+        "2,000,000 clock reads: outcome {}, {} ms",
+        e["outcome"],
+        e["duration_us"].as_u64().unwrap_or(0) / 1000
+    );
+}
+
+/// In the text log format (the default), plugin-controlled strings cannot
+/// break a line: an id and a log message holding newlines, carriage returns
+/// and ANSI escapes stay inside their own line, escaped.
+#[test]
+fn plugin_text_cannot_forge_log_lines() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &plugin_entry_with(
+            "good",
+            "recorder",
+            &["rec_"],
+            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]",
+        ),
+        "",
+    );
+    let mut child = host_cmd()
+        .env("SYMPHONY_REDIS_URL", redis.url())
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("run")
+        .arg(&manifest)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let wait_line = |what: &str, pred: &dyn Fn(&str) -> bool, lines: &mut Vec<String>| {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                let hit = pred(&line);
+                lines.push(line);
+                if hit {
+                    return;
+                }
+            }
+        }
+        panic!("no line for {what} in {WAIT:?}:\n{}", lines.join("\n"));
+    };
+    wait_line(
+        "listening",
+        &|l| l.contains("listening for expiries"),
+        &mut lines,
+    );
+    let forged = "x\n2026-01-01T00:00:00.000000Z  INFO symphony::dispatch: dispatch tenant=victim id=FORGED outcome=\"ok\"\r\u{1b}[2K";
+    let key = format!("evil:EXPTRIGGER:rec_forge:{forged}");
+    set_expiring(&mut redis.conn(8), key.as_bytes(), 20);
+    wait_line(
+        "the dispatch",
+        &|l| l.contains("dispatch") && l.contains("rec_forge") && l.contains("outcome"),
+        &mut lines,
+    );
+    let _ = nix_term(&mut child);
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        lines.push(line);
+    }
+    let stamp = |l: &str| {
+        l.len() > 20 && l.as_bytes()[4] == b'-' && l.as_bytes()[10] == b'T' && l.starts_with("20")
+    };
+    let mut by_start: HashMap<bool, usize> = HashMap::new();
+    for line in &lines {
+        *by_start.entry(stamp(line)).or_default() += 1;
+        assert!(stamp(line), "a line that is not the host's own: {line:?}");
+        assert!(!line.contains('\u{1b}') && !line.contains('\r'), "{line:?}");
+        assert!(
+            !line.starts_with("2026-01-01T00:00:00.000000Z"),
+            "forged: {line:?}"
+        );
+    }
+    let escaped = lines
+        .iter()
+        .filter(|l| l.contains("x\\n2026-01-01T00:00:00.000000Z"))
+        .count();
+    assert!(
+        escaped >= 1,
+        "the id is shown escaped:\n{}",
+        lines.join("\n")
+    );
+    println!(
+        "{} log lines, every one the host's own; the forged id shown escaped {escaped} times",
+        lines.len()
+    );
+}
+
+/// Stops a child with SIGTERM and waits for it.
+fn nix_term(child: &mut std::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    child.wait()
+}
