@@ -81,8 +81,16 @@ impl fmt::Display for PoolAlias {
 pub struct Pool {
     url: RedisUrl,
     client: redis::Client,
-    manager: ConnectionManager,
+    /// The first command connection, and the others (see [`CONNECTIONS_PER_POOL`]).
+    first: ConnectionManager,
+    others: std::sync::Arc<[ConnectionManager]>,
+    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
+
+/// Command connections per pool. Commands are pipelined on each; several
+/// connections mean one tenant's slow or large replies hold up at most the
+/// calls that happen to share its connection, not every tenant's.
+pub const CONNECTIONS_PER_POOL: usize = 4;
 
 impl Pool {
     /// The URL this pool connects to.
@@ -93,9 +101,15 @@ impl Pool {
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
-    /// The shared, reconnecting command connection (a cheap clone).
+    /// One of the pool's shared, reconnecting command connections (a
+    /// cheap clone), taken in turn.
     pub fn conn(&self) -> ConnectionManager {
-        self.manager.clone()
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match n % (self.others.len() + 1) {
+            0 => &self.first,
+            i => self.others.get(i - 1).unwrap_or(&self.first),
+        }
+        .clone()
     }
 }
 
@@ -126,14 +140,22 @@ impl Pools {
                 .set_number_of_retries(2)
                 .set_min_delay(Duration::from_millis(20))
                 .set_max_delay(Duration::from_millis(500));
-            let manager = ConnectionManager::new_lazy_with_config(client.clone(), config)
-                .with_context(|| format!("cannot set up Redis pool {alias} ({url})"))?;
+            let mut managers = (0..CONNECTIONS_PER_POOL.max(1))
+                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("cannot set up Redis pool {alias} ({url})"))?
+                .into_iter();
+            let first = managers
+                .next()
+                .with_context(|| format!("no connection for Redis pool {alias}"))?;
             pools.insert(
                 alias,
                 Pool {
                     url: url.clone(),
                     client,
-                    manager,
+                    first,
+                    others: managers.collect(),
+                    next: Default::default(),
                 },
             );
         }

@@ -445,3 +445,100 @@ fn nix_term(child: &mut std::process::Child) -> std::io::Result<std::process::Ex
         .status();
     child.wait()
 }
+
+/// One tenant reads a list far over its `max_value_kib`, four jobs at once,
+/// again and again: the host never holds more than the cap of it (the reads
+/// stop in Redis), and another tenant's repository calls are not held up
+/// behind those replies.
+#[test]
+fn big_reads_are_refused_in_redis_and_do_not_hold_up_another_tenant() {
+    let redis = RedisServer::start();
+    let mut host = Host::start_with(
+        &redis,
+        &plugin_entry_with(
+            "driver",
+            "driver",
+            &["drive"],
+            &format!(
+                "tenants = [\"*\"]\ncapabilities = {ALL_CAPABILITIES}\n\
+                 [plugin.limits]\nmax_memory_mib = 64\n[plugin.retry]\nmax_attempts = 1"
+            ),
+        ),
+        "concurrency = 8\nper_tenant_concurrency = 4",
+    );
+    // evil's list: 96 items of 1 MiB (the Redis-side cost of the attack).
+    let mut db10 = redis.conn(10);
+    let item = format!("\"{}\"", "b".repeat((1 << 20) - 2));
+    for _ in 0..96 {
+        let _: () = db10.rpush("evil:batch:svc:ent:act", &item).unwrap();
+    }
+    let _: () = db10
+        .hset("victim:state:chat:u1", "step", "\"start\"")
+        .unwrap();
+    let mut db15 = redis.conn(15);
+    let rss_before = host.proc_status_kib("VmRSS");
+    let read_all = json!(["batch.get-chunk", "svc", "ent", "act", 0, -1]);
+    let evil_script = Value::Array(vec![read_all; 10]).to_string();
+    let victim_script = json!([["state.get", "chat", "u1"]]).to_string();
+    let mut db8 = redis.conn(8);
+    // Four evil jobs, then the victim's calls every 50 ms while they run.
+    for i in 0..4 {
+        let _: () = db15.set(format!("evil:script:e{i}"), &evil_script).unwrap();
+        set_expiring(
+            &mut db8,
+            format!("evil:EXPTRIGGER:drive:e{i}").as_bytes(),
+            20,
+        );
+    }
+    let victims = 30;
+    for i in 0..victims {
+        let _: () = db15
+            .set(format!("victim:script:v{i}"), &victim_script)
+            .unwrap();
+        set_expiring(
+            &mut db8,
+            format!("victim:EXPTRIGGER:drive:v{i}").as_bytes(),
+            20,
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let evil = host.wait_for_n("the evil jobs", WAIT, 4, |e| {
+        e["message"] == "dispatch" && e["tenant"] == "evil"
+    });
+    let victim = host.wait_for_n("the victim's jobs", WAIT, victims, |e| {
+        e["message"] == "dispatch" && e["tenant"] == "victim"
+    });
+    // The evil jobs ran their reads, each refused before it was read.
+    for i in 0..4 {
+        let raw: String = db15.get(format!("evil:result:e{i}")).unwrap();
+        let results: Vec<Value> = serde_json::from_str(&raw).unwrap();
+        assert_eq!(results.len(), 10, "{raw}");
+        for r in results {
+            assert_eq!(r["err"]["kind"], "invalid-input", "{r}");
+            let msg = r["err"]["message"].as_str().unwrap();
+            assert!(msg.contains("nothing over the limit was read"), "{msg}");
+        }
+    }
+    for e in &evil {
+        assert_eq!(e["outcome"], "ok", "{e}");
+    }
+    let mut took: Vec<u64> = victim
+        .iter()
+        .map(|e| {
+            assert_eq!(e["outcome"], "ok", "{e}");
+            e["duration_us"].as_u64().unwrap()
+        })
+        .collect();
+    took.sort_unstable();
+    let p99 = percentile(&took, 0.99);
+    let hwm = host.proc_status_kib("VmHWM");
+    let grew_mib = hwm.saturating_sub(rss_before) / 1024;
+    println!(
+        "4 jobs reading a 96 MiB list 10 times each: host peak RSS +{grew_mib} MiB; \
+         victim state.get jobs p50 {} ms, p99 {} ms",
+        percentile(&took, 0.5) / 1000,
+        p99 / 1000
+    );
+    assert!(grew_mib < 64, "host peak RSS grew {grew_mib} MiB");
+    assert!(p99 <= 50_000, "victim jobs p99 {p99} µs: {took:?}");
+}

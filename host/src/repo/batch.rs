@@ -71,11 +71,7 @@ impl BatchRepo {
         stop: i64,
     ) -> Result<Vec<Value>, RepoError> {
         let key = batch_key(&self.tenant, service, entity, action)?;
-        let raw: Vec<String> = query(
-            &self.conn,
-            redis::cmd("LRANGE").arg(key).arg(start).arg(stop),
-        )
-        .await?;
+        let raw = super::capped::lrange(&self.conn, &key, start, stop).await?;
         Ok(raw.iter().map(|r| loads(r)).collect())
     }
 

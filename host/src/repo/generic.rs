@@ -51,11 +51,7 @@ impl GenericRepo {
     /// # Errors
     /// An empty key, or Redis failing.
     pub async fn get(&self, key: &str) -> Result<Option<Value>, RepoError> {
-        let raw: Option<String> = query(
-            &self.conn,
-            redis::cmd("GET").arg(generic_key(&self.tenant, key)?),
-        )
-        .await?;
+        let raw = super::capped::get(&self.conn, &generic_key(&self.tenant, key)?).await?;
         Ok(raw.map(|r| loads(&r)))
     }
 

@@ -9,7 +9,7 @@ use redis::aio::ConnectionManager;
 use serde_json::{Map, Value};
 
 use super::codec::{dumps, loads, loads_hash, python_json};
-use super::{RepoError, connection, query, query_once, utc_now_iso};
+use super::{RepoError, capped, connection, query, query_once, utc_now_iso};
 use crate::keys::{self, KeyError};
 use crate::pools::{PoolAlias, Pools};
 
@@ -162,8 +162,7 @@ impl<S: Scheme> HashRepo<S> {
     /// # Errors
     /// Invalid id parts, or Redis failing.
     pub async fn get_field(&self, id: S::Id<'_>, field: &str) -> Result<Option<Value>, RepoError> {
-        let raw: Option<String> =
-            query(&self.conn, redis::cmd("HGET").arg(self.key(id)?).arg(field)).await?;
+        let raw = capped::hget(&self.conn, &self.key(id)?, field).await?;
         Ok(raw.map(|r| loads(&r)))
     }
 
@@ -300,10 +299,21 @@ impl HashRepo<HandlerStates> {
             .hset_multiple(&key, &pairs)
             .ignore()
             .expire(&key, i64::from(ttl_or_default(ttl)))
-            .ignore()
-            .hgetall(&key);
+            .ignore();
+        let capped = capped::limit().is_some();
+        if !capped {
+            pipe.hgetall(&key);
+        }
         let mut conn = self.conn.clone();
-        let (stored,): (Vec<(String, String)>,) = pipe.query_async(&mut conn).await?;
+        let stored: Vec<(String, String)> = if capped {
+            // Under a reply cap the state is read by the capped script,
+            // right after the write (not in the same transaction).
+            pipe.query_async::<()>(&mut conn).await?;
+            capped::hgetall(&self.conn, &key).await?
+        } else {
+            let (stored,): (Vec<(String, String)>,) = pipe.query_async(&mut conn).await?;
+            stored
+        };
         let mut state = loads_hash(stored);
         for (k, v) in fields {
             state.insert(k, v);
@@ -385,7 +395,7 @@ async fn get_hash(
     conn: &ConnectionManager,
     key: &str,
 ) -> Result<Option<Map<String, Value>>, RepoError> {
-    let fields: Vec<(String, String)> = query(conn, redis::cmd("HGETALL").arg(key)).await?;
+    let fields = capped::hgetall(conn, key).await?;
     Ok((!fields.is_empty()).then(|| loads_hash(fields)))
 }
 
@@ -442,7 +452,7 @@ async fn append_to_list(
     let script = redis::Script::new(CAS_SCRIPT);
     let ttl = ttl_or_default(ttl);
     for _ in 0..APPEND_RETRIES {
-        let current: Option<String> = query(conn, redis::cmd("HGET").arg(key).arg(field)).await?;
+        let current = capped::hget(conn, key, field).await?;
         let mut list = match current.as_deref().filter(|r| !r.is_empty()).map(loads) {
             Some(Value::Array(items)) => items,
             _ => Vec::new(),
@@ -468,42 +478,67 @@ async fn append_to_list(
     )))
 }
 
-/// Every key matching `pattern` (SCAN, never KEYS).
+/// Every key matching `pattern` (SCAN, never KEYS). Under a reply cap
+/// (see [`capped`]) it stops with `invalid-input` once the names gathered
+/// pass the cap.
 pub(crate) async fn scan(
     conn: &ConnectionManager,
     pattern: &str,
 ) -> Result<Vec<String>, RepoError> {
+    let cap = capped::limit();
     let mut keys = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, batch): (u64, Vec<String>) = query(
-            conn,
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT),
-        )
-        .await?;
-        keys.extend(batch);
-        if next == 0 {
-            return Ok(keys);
+    let mut bytes = 0usize;
+    let mut cursor = Some(0);
+    while let Some(at) = cursor {
+        let (next, batch) = scan_page(conn, pattern, at).await?;
+        bytes += batch.iter().map(String::len).sum::<usize>();
+        if let Some(cap) = cap
+            && bytes > cap
+        {
+            return Err(capped::over(bytes, cap));
         }
+        keys.extend(batch);
         cursor = next;
     }
+    Ok(keys)
 }
 
-/// Deletes every key matching `pattern`; returns how many.
+/// One SCAN call from `cursor`: the next cursor (`None` at the end) and
+/// the keys it found.
+pub(crate) async fn scan_page(
+    conn: &ConnectionManager,
+    pattern: &str,
+    cursor: u64,
+) -> Result<(Option<u64>, Vec<String>), RepoError> {
+    let (next, batch): (u64, Vec<String>) = query(
+        conn,
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_COUNT),
+    )
+    .await?;
+    Ok(((next != 0).then_some(next), batch))
+}
+
+/// Deletes every key matching `pattern`; returns how many. Keys are
+/// deleted page by page as SCAN finds them, so a tenant with millions of
+/// keys costs the host one page at a time.
 pub(crate) async fn delete_matching(
     conn: &ConnectionManager,
     pattern: &str,
 ) -> Result<u32, RepoError> {
-    let keys = scan(conn, pattern).await?;
     let mut deleted = 0u32;
-    for chunk in keys.chunks(SCAN_COUNT) {
-        let n: u32 = query_once(conn, redis::cmd("DEL").arg(chunk)).await?;
-        deleted = deleted.saturating_add(n);
+    let mut cursor = Some(0);
+    while let Some(at) = cursor {
+        let (next, batch) = scan_page(conn, pattern, at).await?;
+        if !batch.is_empty() {
+            let n: u32 = query_once(conn, redis::cmd("DEL").arg(batch)).await?;
+            deleted = deleted.saturating_add(n);
+        }
+        cursor = next;
     }
     Ok(deleted)
 }
@@ -516,7 +551,7 @@ async fn find_by_field(
 ) -> Result<Option<Map<String, Value>>, RepoError> {
     let wanted = dumps(value);
     for key in scan(conn, pattern).await? {
-        let current: Option<String> = query(conn, redis::cmd("HGET").arg(&key).arg(field)).await?;
+        let current = capped::hget(conn, &key, field).await?;
         if current.as_deref() == Some(wanted.as_str()) {
             return get_hash(conn, &key).await;
         }

@@ -5,6 +5,7 @@
 //! can use them directly.
 
 mod batch;
+pub mod capped;
 pub mod codec;
 mod generic;
 pub mod hash;

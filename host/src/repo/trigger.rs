@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 
-use super::hash::scan;
+use super::hash::scan_page;
 use super::{RepoError, connection, utc_now_iso};
 use crate::delivery::Delivery;
 use crate::keys::{trigger_id_pattern, trigger_key, validate_tenant};
@@ -128,12 +128,18 @@ impl TriggerRepo {
     /// # Errors
     /// An empty id, or Redis failing.
     pub async fn delete_all_by_identifier(&self, id: &str) -> Result<u32, RepoError> {
-        let keys = scan(&self.conn, &trigger_id_pattern(&self.tenant, id)?).await?;
+        let pattern = trigger_id_pattern(&self.tenant, id)?;
         let mut n = 0u32;
-        for key in keys {
-            if self.delivery.cancel(&key).await? {
-                n = n.saturating_add(1);
+        let mut cursor = Some(0);
+        // Page by page: the keys are never all held at once.
+        while let Some(at) = cursor {
+            let (next, keys) = scan_page(&self.conn, &pattern, at).await?;
+            for key in keys {
+                if self.delivery.cancel(&key).await? {
+                    n = n.saturating_add(1);
+                }
             }
+            cursor = next;
         }
         Ok(n)
     }

@@ -142,7 +142,9 @@ macro_rules! call {
             Ok(scope) => scope,
             Err(e) => return Ok(Err(e)),
         };
-        let result: Result<_, RepoError> = async move { $body }.await;
+        // Replies are capped in Redis, before they reach the host.
+        let result: Result<_, RepoError> =
+            crate::repo::capped::with_cap(max, async move { $body }).await;
         ret(max, result)
     }};
 }
