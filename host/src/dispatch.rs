@@ -362,8 +362,28 @@ impl Dispatcher {
         let finishers = self.finishers.clone();
         let in_flight = self.in_flight.clone();
         let guests = self.runtime.guest_handle().cloned();
-        let job_task = async move {
-            let outcome = run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await;
+        self.tracker.spawn(async move {
+            // The guest runs on the guest threads, so guest code never holds a
+            // thread the control plane (this runtime) needs; its outcome is
+            // recorded from here.
+            let outcome = match guests {
+                Some(handle) => {
+                    let (runtime, plugin, job, firing, stats) = (
+                        runtime.clone(),
+                        plugin.clone(),
+                        job.clone(),
+                        firing.clone(),
+                        stats.clone(),
+                    );
+                    handle
+                        .spawn(async move {
+                            run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await
+                        })
+                        .await
+                        .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")))
+                }
+                None => run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await,
+            };
             if let (Some(delivery), Some(finisher)) =
                 (deliveries.get(&firing.pool), finishers.get(&firing.pool))
             {
@@ -376,13 +396,7 @@ impl Dispatcher {
                 tenant: job.tenant.clone(),
                 plugin: plugin.name().as_str().to_owned(),
             });
-        };
-        // On the guest threads: guest code never holds a thread the
-        // control plane needs.
-        match guests {
-            Some(handle) => drop(self.tracker.spawn_on(job_task, &handle)),
-            None => drop(self.tracker.spawn(job_task)),
-        }
+        });
     }
 
     fn finished(&mut self, done: Done) {

@@ -116,7 +116,10 @@ impl Pool {
 /// Every pool alias, built from the manifest's URLs.
 #[derive(Clone)]
 pub struct Pools {
-    pools: BTreeMap<PoolAlias, Pool>,
+    /// Shared: a clone (one per host call) is a reference count.
+    pools: std::sync::Arc<BTreeMap<PoolAlias, Pool>>,
+    /// The runtime the pools were built on, where Redis I/O runs.
+    control: Option<tokio::runtime::Handle>,
 }
 
 /// How long a command may wait for its reply before failing.
@@ -159,7 +162,10 @@ impl Pools {
                 },
             );
         }
-        Ok(Pools { pools })
+        Ok(Pools {
+            pools: pools.into(),
+            control: tokio::runtime::Handle::try_current().ok(),
+        })
     }
 
     /// The pool of `alias`.
@@ -167,6 +173,18 @@ impl Pools {
     /// # Errors
     /// When the alias was not configured (never the case for pools built
     /// from a manifest, which configures all six).
+    /// The runtime the pools were built on. Redis calls made from elsewhere
+    /// (host functions, on the guest threads) run here: a connection's I/O
+    /// task lives on the runtime that first used it, and must not share
+    /// threads with guest code.
+    pub fn control(&self) -> Option<&tokio::runtime::Handle> {
+        self.control.as_ref()
+    }
+
+    /// The pool of `alias`.
+    ///
+    /// # Errors
+    /// When the alias is not configured.
     pub fn get(&self, alias: PoolAlias) -> anyhow::Result<&Pool> {
         self.pools
             .get(&alias)

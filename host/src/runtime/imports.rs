@@ -138,13 +138,24 @@ fn json_map(m: Map<String, Value>) -> String {
 macro_rules! call {
     ($self:ident, $repo:ident, $access:ident, [$($input:expr),*], |$p:ident, $t:ident| $body:expr) => {{
         let bytes = 0usize $(+ $input.len())*;
-        let ($p, $t, max) = match $self.admit(Repo::$repo, Access::$access, bytes)? {
-            Ok(scope) => scope,
+        let (pools, tenant, max) = match $self.admit(Repo::$repo, Access::$access, bytes)? {
+            Ok((p, t, max)) => (p.clone(), t.to_owned(), max),
             Err(e) => return Ok(Err(e)),
         };
+        let control = pools.control().cloned();
         // Replies are capped in Redis, before they reach the host.
-        let result: Result<_, RepoError> =
-            crate::repo::capped::with_cap(max, async move { $body }).await;
+        let call = crate::repo::capped::with_cap(max, async move {
+            let ($p, $t) = (&pools, tenant.as_str());
+            let result: Result<_, RepoError> = $body;
+            result
+        });
+        // On the control runtime, where the connections' I/O lives.
+        let result = match control {
+            Some(handle) => handle.spawn(call).await.unwrap_or_else(|e| {
+                Err(RepoError::Unavailable(format!("the Redis call's task failed: {e}")))
+            }),
+            None => call.await,
+        };
         ret(max, result)
     }};
 }
