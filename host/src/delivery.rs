@@ -593,16 +593,10 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn arm(&self, key: &str, value: &str, ttl_ms: u64) -> Result<i64, RepoError> {
-        Ok(self
-            .scripts
-            .arm
-            .key(key)
-            .key(DUE)
-            .arg(value)
-            .arg(ttl_ms)
-            .arg(LEAD_MS)
-            .invoke_async(&mut self.conn())
-            .await?)
+        let mut call = self.scripts.arm.key(key);
+        call.key(DUE).arg(value).arg(ttl_ms).arg(LEAD_MS);
+        // SET and ZADD: running it twice is running it once.
+        crate::repo::invoke_idempotent(&self.conn, &call).await
     }
 
     /// Sets and indexes many keys, [`KEYS_PER_CALL`] per script call, each
@@ -612,7 +606,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
-        let mut conn = self.conn();
+        let conn = self.conn();
         let mut armed = 0;
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = self.scripts.arm_many.key(DUE);
@@ -620,7 +614,7 @@ impl Delivery {
             for (key, ttl_ms) in chunk {
                 call.key(key).arg(*ttl_ms);
             }
-            let n: u64 = call.invoke_async(&mut conn).await?;
+            let n: u64 = crate::repo::invoke_idempotent(&conn, &call).await?;
             armed += n;
         }
         Ok(armed)
@@ -629,12 +623,9 @@ impl Delivery {
     /// Runs a script of one key and the index (`ARGV[1]` = [`LEAD_MS`]);
     /// true when it returns a positive count.
     async fn on_key(&self, script: &redis::Script, key: &str) -> Result<bool, RepoError> {
-        let n: i64 = script
-            .key(key)
-            .key(DUE)
-            .arg(LEAD_MS)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let mut call = script.key(key);
+        call.key(DUE).arg(LEAD_MS);
+        let n: i64 = crate::repo::invoke_idempotent(&self.conn, &call).await?;
         Ok(n > 0)
     }
 

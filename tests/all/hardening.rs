@@ -479,7 +479,7 @@ fn big_reads_are_refused_in_redis_and_do_not_hold_up_another_tenant() {
     let rss_before = host.proc_status_kib("VmRSS");
     let read_all = json!(["batch.get-chunk", "svc", "ent", "act", 0, -1]);
     let evil_script = Value::Array(vec![read_all; 10]).to_string();
-    let victim_script = json!([["state.get", "chat", "u1"]]).to_string();
+    let victim_script = json!([["timed", ["state.get", "chat", "u1"]]]).to_string();
     let mut db8 = redis.conn(8);
     // Four evil jobs, then the victim's calls every 50 ms while they run.
     for i in 0..4 {
@@ -522,23 +522,29 @@ fn big_reads_are_refused_in_redis_and_do_not_hold_up_another_tenant() {
     for e in &evil {
         assert_eq!(e["outcome"], "ok", "{e}");
     }
-    let mut took: Vec<u64> = victim
-        .iter()
-        .map(|e| {
-            assert_eq!(e["outcome"], "ok", "{e}");
-            e["duration_us"].as_u64().unwrap()
+    for e in &victim {
+        assert_eq!(e["outcome"], "ok", "{e}");
+    }
+    // Each victim call's time, measured in the guest around the call.
+    let mut took: Vec<u64> = (0..victims)
+        .map(|i| {
+            let raw: String = db15.get(format!("victim:result:v{i}")).unwrap();
+            let results: Vec<Value> = serde_json::from_str(&raw).unwrap();
+            assert_eq!(results[0]["result"]["ok"]["step"], "start", "{raw}");
+            results[0]["us"].as_u64().unwrap()
         })
         .collect();
+    println!("victim's state.get calls in order, µs: {took:?}");
     took.sort_unstable();
     let p99 = percentile(&took, 0.99);
     let hwm = host.proc_status_kib("VmHWM");
     let grew_mib = hwm.saturating_sub(rss_before) / 1024;
     println!(
         "4 jobs reading a 96 MiB list 10 times each: host peak RSS +{grew_mib} MiB; \
-         victim state.get jobs p50 {} ms, p99 {} ms",
+         victim's state.get calls p50 {} ms, p99 {} ms",
         percentile(&took, 0.5) / 1000,
         p99 / 1000
     );
     assert!(grew_mib < 64, "host peak RSS grew {grew_mib} MiB");
-    assert!(p99 <= 50_000, "victim jobs p99 {p99} µs: {took:?}");
+    assert!(p99 <= 50_000, "victim calls p99 {p99} µs: {took:?}");
 }

@@ -124,8 +124,7 @@ async fn run<T: redis::FromRedisValue>(
     call: redis::ScriptInvocation<'_>,
     cap: usize,
 ) -> Result<T, RepoError> {
-    let mut c = conn.clone();
-    let (ok, payload): (i64, Value) = call.invoke_async(&mut c).await?;
+    let (ok, payload): (i64, Value) = super::invoke_idempotent(conn, &call).await?;
     if ok == 0 {
         let size: usize = redis::from_redis_value(payload).unwrap_or(usize::MAX);
         return Err(over(size, cap));

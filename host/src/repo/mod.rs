@@ -91,6 +91,23 @@ pub(crate) async fn query<T: redis::FromRedisValue>(
     }
 }
 
+/// Runs an idempotent script, retrying once when the connection was lost
+/// (as [`query`] does for commands): the pools hold several connections,
+/// and after a Redis restart each fails once until it reconnects.
+pub(crate) async fn invoke_idempotent<T: redis::FromRedisValue>(
+    conn: &redis::aio::ConnectionManager,
+    call: &redis::ScriptInvocation<'_>,
+) -> Result<T, RepoError> {
+    let mut c = conn.clone();
+    match call.invoke_async(&mut c).await {
+        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+            let mut c = conn.clone();
+            Ok(call.invoke_async(&mut c).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
 /// `datetime.utcnow().isoformat()` as Python prints it: microseconds, no zone.
 pub(crate) fn utc_now_iso() -> String {
     let s = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();

@@ -91,6 +91,17 @@ fn run(call: &[Value]) -> Result<Value> {
         .ok_or_else(|| Error::msg("a call starts with its name"))?;
     let a = Args(&call[1..]);
     Ok(match name {
+        // `["timed", [call...]]`: runs the inner call and reports how long
+        // it took in the guest, `{"us": N, "result": ...}`.
+        "timed" => {
+            let inner = call
+                .get(1)
+                .and_then(Value::as_array)
+                .ok_or_else(|| Error::msg("timed takes a call"))?;
+            let start = std::time::Instant::now();
+            let result = run(inner)?;
+            json!({ "us": start.elapsed().as_micros() as u64, "result": result })
+        }
         "user.get" => outcome(user::get(a.s(0)?), parsed),
         "user.upsert" => outcome(user::upsert(a.s(0)?, &a.json(1)?, a.ttl(2)), unit),
         "user.upsert-raw" => outcome(user::upsert(a.s(0)?, &a.raw(1)?, a.ttl(2)), unit),
