@@ -536,13 +536,31 @@ impl Delivery {
     /// # Errors
     /// When the pool is not configured.
     pub fn for_pool(pools: &Pools, pool: PoolAlias) -> Result<Self, RepoError> {
-        Ok(Self {
+        let conn = pools
+            .get(pool)
+            .map_err(|e| RepoError::Unavailable(e.to_string()))?
+            .conn();
+        Ok(Self::with_conn(pool, conn))
+    }
+
+    /// Delivery over the expiry pool on `tenant`'s connection (for a
+    /// tenant's trigger repository).
+    ///
+    /// # Errors
+    /// When the expiry pool is not configured.
+    pub fn for_tenant(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
+        let conn = crate::repo::connection(pools, PoolAlias::Expiry, tenant)?;
+        Ok(Self::with_conn(PoolAlias::Expiry, conn))
+    }
+
+    fn with_conn(pool: PoolAlias, conn: ConnectionManager) -> Self {
+        Self {
             pool,
-            conn: crate::repo::connection(pools, pool)?,
+            conn,
             scripts: &SCRIPTS,
             held: Arc::default(),
             dead_cap: DEFAULT_MAX_DEAD_LETTERS,
-        })
+        }
     }
 
     /// Keeps at most `cap` dead letters (the oldest are trimmed).

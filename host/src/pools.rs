@@ -84,12 +84,11 @@ pub struct Pool {
     /// The first command connection, and the others (see [`CONNECTIONS_PER_POOL`]).
     first: ConnectionManager,
     others: std::sync::Arc<[ConnectionManager]>,
-    next: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-/// Command connections per pool. Commands are pipelined on each; several
-/// connections mean one tenant's slow or large replies hold up at most the
-/// calls that happen to share its connection, not every tenant's.
+/// Command connections per pool. Commands are pipelined on each; each
+/// tenant is given one of them ([`Pool::conn_for`]), so one tenant's slow or
+/// large replies hold up at most the tenants that share its connection.
 pub const CONNECTIONS_PER_POOL: usize = 4;
 
 impl Pool {
@@ -101,11 +100,23 @@ impl Pool {
     pub fn client(&self) -> &redis::Client {
         &self.client
     }
-    /// One of the pool's shared, reconnecting command connections (a
-    /// cheap clone), taken in turn.
+    /// The pool's first shared, reconnecting command connection (a cheap
+    /// clone): the host's own work (delivery) uses it.
     pub fn conn(&self) -> ConnectionManager {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match n % (self.others.len() + 1) {
+        self.first.clone()
+    }
+
+    /// The command connection of `tenant`: each tenant's calls always take
+    /// the same one of the pool's connections, so they pipeline together,
+    /// and tenants are spread over the others; a tenant's slow or large
+    /// replies hold up only the tenants that share its connection.
+    pub fn conn_for(&self, tenant: &str) -> ConnectionManager {
+        // FNV-1a: stable and cheap; the spread need not be cryptographic.
+        let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let n = u64::try_from(self.others.len() + 1).unwrap_or(1);
+        match usize::try_from(hash % n).unwrap_or(0) {
             0 => &self.first,
             i => self.others.get(i - 1).unwrap_or(&self.first),
         }
@@ -158,7 +169,6 @@ impl Pools {
                     client,
                     first,
                     others: managers.collect(),
-                    next: Default::default(),
                 },
             );
         }

@@ -25,7 +25,7 @@ impl BatchRepo {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Handlers)?,
+            conn: connection(pools, PoolAlias::Handlers, tenant)?,
             tenant: tenant.to_owned(),
         })
     }
@@ -147,7 +147,7 @@ impl BatchRepo {
     /// # Errors
     /// An empty service, or Redis failing.
     pub async fn pending_tenants(pools: &Pools, service: &str) -> Result<Vec<String>, RepoError> {
-        let conn = connection(pools, PoolAlias::Handlers)?;
+        let conn = connection(pools, PoolAlias::Handlers, service)?;
         let mut tenants: Vec<String> =
             query(&conn, redis::cmd("SMEMBERS").arg(pending_key(service)?)).await?;
         tenants.sort();

@@ -23,7 +23,7 @@ impl GenericRepo {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Default)?,
+            conn: connection(pools, PoolAlias::Default, tenant)?,
             tenant: tenant.to_owned(),
         })
     }

@@ -120,7 +120,7 @@ impl<S: Scheme> HashRepo<S> {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, S::POOL)?,
+            conn: connection(pools, S::POOL, tenant)?,
             tenant: tenant.to_owned(),
             scheme: PhantomData,
         })

@@ -53,15 +53,16 @@ impl From<KeyError> for RepoError {
     }
 }
 
-/// The command connection of `alias`.
+/// The command connection of `alias` for `tenant` (see [`crate::pools::Pool::conn_for`]).
 pub(crate) fn connection(
     pools: &Pools,
     alias: PoolAlias,
+    tenant: &str,
 ) -> Result<redis::aio::ConnectionManager, RepoError> {
     Ok(pools
         .get(alias)
         .map_err(|e| RepoError::Unavailable(e.to_string()))?
-        .conn())
+        .conn_for(tenant))
 }
 
 /// Runs a command that must not run twice (no retry).
@@ -81,14 +82,7 @@ pub(crate) async fn query<T: redis::FromRedisValue>(
     conn: &redis::aio::ConnectionManager,
     cmd: &redis::Cmd,
 ) -> Result<T, RepoError> {
-    let mut c = conn.clone();
-    match cmd.query_async(&mut c).await {
-        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-            let mut c = conn.clone();
-            Ok(cmd.query_async(&mut c).await?)
-        }
-        other => Ok(other?),
-    }
+    once_more_if_dropped(conn, |mut c| async move { cmd.query_async(&mut c).await }).await
 }
 
 /// Runs an idempotent script, retrying once when the connection was lost
@@ -98,12 +92,21 @@ pub(crate) async fn invoke_idempotent<T: redis::FromRedisValue>(
     conn: &redis::aio::ConnectionManager,
     call: &redis::ScriptInvocation<'_>,
 ) -> Result<T, RepoError> {
-    let mut c = conn.clone();
-    match call.invoke_async(&mut c).await {
-        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-            let mut c = conn.clone();
-            Ok(call.invoke_async(&mut c).await?)
-        }
+    once_more_if_dropped(conn, |mut c| async move { call.invoke_async(&mut c).await }).await
+}
+
+/// Runs `run` on the connection, and once more when it failed because the
+/// connection was lost (the manager reconnects in between).
+async fn once_more_if_dropped<T, F, Fut>(
+    conn: &redis::aio::ConnectionManager,
+    run: F,
+) -> Result<T, RepoError>
+where
+    F: Fn(redis::aio::ConnectionManager) -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
+    match run(conn.clone()).await {
+        Err(e) if e.is_connection_dropped() || e.is_io_error() => Ok(run(conn.clone()).await?),
         other => Ok(other?),
     }
 }

@@ -23,7 +23,7 @@ impl Publisher {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Pubsub)?,
+            conn: connection(pools, PoolAlias::Pubsub, tenant)?,
             tenant: tenant.to_owned(),
         })
     }

@@ -49,8 +49,8 @@ impl TriggerRepo {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Expiry)?,
-            delivery: Delivery::new(pools)?,
+            conn: connection(pools, PoolAlias::Expiry, tenant)?,
+            delivery: Delivery::for_tenant(pools, tenant)?,
             tenant: tenant.to_owned(),
         })
     }
