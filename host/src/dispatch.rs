@@ -362,32 +362,37 @@ impl Dispatcher {
         let finishers = self.finishers.clone();
         let in_flight = self.in_flight.clone();
         let guests = self.runtime.guest_handle().cloned();
-        self.tracker.spawn(async move {
-            // The guest runs on the guest threads, so guest code never holds a
-            // thread the control plane (this runtime) needs; its outcome is
-            // recorded from here.
-            let outcome = match guests {
-                Some(handle) => {
-                    let (runtime, plugin, job, firing, stats) = (
-                        runtime.clone(),
-                        plugin.clone(),
-                        job.clone(),
-                        firing.clone(),
-                        stats.clone(),
-                    );
-                    handle
-                        .spawn(async move {
-                            run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await
-                        })
-                        .await
-                        .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")))
+        let control = self.runtime.pools().control().cloned();
+        // The job runs on the guest threads, so guest code never holds a
+        // thread the control plane needs.
+        let task = async move {
+            let outcome = run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await;
+            if let (Some(delivery), Some(finisher)) = (
+                deliveries.get(&firing.pool).cloned(),
+                finishers.get(&firing.pool).cloned(),
+            ) {
+                if outcome.detail().is_none() {
+                    // Done: a message to the finisher, no Redis call here.
+                    finisher.done(firing.member.clone());
+                } else {
+                    // A retry or a dead letter is written from the control
+                    // runtime, where the delivery connection's I/O lives.
+                    let (plugin, job, firing) = (plugin.clone(), job.clone(), firing.clone());
+                    let write = async move {
+                        settle(
+                            &delivery, &finisher, &stats, &plugin, &job, &firing, &outcome,
+                        )
+                        .await;
+                    };
+                    match control {
+                        Some(handle) => {
+                            if let Err(e) = handle.spawn(write).await {
+                                error!(error = %e, "recording a job's outcome failed; its lease will run it again");
+                            }
+                        }
+                        None => write.await,
+                    }
                 }
-                None => run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await,
-            };
-            if let (Some(delivery), Some(finisher)) =
-                (deliveries.get(&firing.pool), finishers.get(&firing.pool))
-            {
-                settle(delivery, finisher, &stats, &plugin, &job, &firing, &outcome).await;
             }
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&firing.member);
@@ -396,7 +401,11 @@ impl Dispatcher {
                 tenant: job.tenant.clone(),
                 plugin: plugin.name().as_str().to_owned(),
             });
-        });
+        };
+        match guests {
+            Some(handle) => drop(self.tracker.spawn_on(task, &handle)),
+            None => drop(self.tracker.spawn(task)),
+        }
     }
 
     fn finished(&mut self, done: Done) {
