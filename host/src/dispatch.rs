@@ -90,6 +90,8 @@ pub struct Dispatcher {
     running: usize,
     tenant_running: HashMap<String, usize>,
     plugin_running: HashMap<String, usize>,
+    /// When a tenant deferred by its quota may start its next job.
+    wake_at: Option<Instant>,
 }
 
 impl Dispatcher {
@@ -125,6 +127,7 @@ impl Dispatcher {
             running: 0,
             tenant_running: HashMap::new(),
             plugin_running: HashMap::new(),
+            wake_at: None,
         }
     }
 
@@ -144,14 +147,18 @@ impl Dispatcher {
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
         let mut events_open = true;
         loop {
+            self.wake_at = None;
             self.start_ready(&done_tx);
             if !events_open && self.queued == 0 {
                 break;
             }
+            let wake_at = self.wake_at;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
                 Some(done) = done_rx.recv() => self.finished(done),
+                // A tenant's quota refilled.
+                _ = sleep_until_opt(wake_at), if wake_at.is_some() => {}
                 event = events.recv(), if events_open && self.queued < MAX_QUEUED => match event {
                     Some(event) => self.accept(event),
                     None => events_open = false,
@@ -285,8 +292,10 @@ impl Dispatcher {
                                 .copied()
                                 .unwrap_or(0)
                                 >= plugin.policy().limits.max_instances.get();
-                            if busy {
-                                // Wait for the plugin; other tenants go on meanwhile.
+                            let deferred = !busy && self.over_quota(&tenant);
+                            if busy || deferred {
+                                // Wait for the plugin, or for the tenant's
+                                // quota to refill; other tenants go on meanwhile.
                                 if let Some(queue) = self.queues.get_mut(&tenant) {
                                     queue.push_front(next);
                                 }
@@ -307,6 +316,19 @@ impl Dispatcher {
             }
             if !started {
                 break;
+            }
+        }
+    }
+
+    /// Whether `tenant` is at its dispatch quota (then the scheduler is woken
+    /// again when it refills).
+    fn over_quota(&mut self, tenant: &str) -> bool {
+        match self.runtime.quotas().try_dispatch(tenant) {
+            Ok(()) => false,
+            Err(wait) => {
+                let at = Instant::now() + wait;
+                self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
+                true
             }
         }
     }
@@ -362,37 +384,32 @@ impl Dispatcher {
         let finishers = self.finishers.clone();
         let in_flight = self.in_flight.clone();
         let guests = self.runtime.guest_handle().cloned();
-        let control = self.runtime.pools().control().cloned();
-        // The job runs on the guest threads, so guest code never holds a
-        // thread the control plane needs.
-        let task = async move {
-            let outcome = run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await;
-            if let (Some(delivery), Some(finisher)) = (
-                deliveries.get(&firing.pool).cloned(),
-                finishers.get(&firing.pool).cloned(),
-            ) {
-                if outcome.detail().is_none() {
-                    // Done: a message to the finisher, no Redis call here.
-                    finisher.done(firing.member.clone());
-                } else {
-                    // A retry or a dead letter is written from the control
-                    // runtime, where the delivery connection's I/O lives.
-                    let (plugin, job, firing) = (plugin.clone(), job.clone(), firing.clone());
-                    let write = async move {
-                        settle(
-                            &delivery, &finisher, &stats, &plugin, &job, &firing, &outcome,
-                        )
-                        .await;
-                    };
-                    match control {
-                        Some(handle) => {
-                            if let Err(e) = handle.spawn(write).await {
-                                error!(error = %e, "recording a job's outcome failed; its lease will run it again");
-                            }
-                        }
-                        None => write.await,
-                    }
+        self.tracker.spawn(async move {
+            // The guest runs on the guest threads, so guest code never holds a
+            // thread the control plane (this runtime) needs; its outcome is
+            // recorded from here.
+            let outcome = match guests {
+                Some(handle) => {
+                    let (runtime, plugin, job, firing, stats) = (
+                        runtime.clone(),
+                        plugin.clone(),
+                        job.clone(),
+                        firing.clone(),
+                        stats.clone(),
+                    );
+                    handle
+                        .spawn(async move {
+                            run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await
+                        })
+                        .await
+                        .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")))
                 }
+                None => run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await,
+            };
+            if let (Some(delivery), Some(finisher)) =
+                (deliveries.get(&firing.pool), finishers.get(&firing.pool))
+            {
+                settle(delivery, finisher, &stats, &plugin, &job, &firing, &outcome).await;
             }
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&firing.member);
@@ -401,17 +418,21 @@ impl Dispatcher {
                 tenant: job.tenant.clone(),
                 plugin: plugin.name().as_str().to_owned(),
             });
-        };
-        match guests {
-            Some(handle) => drop(self.tracker.spawn_on(task, &handle)),
-            None => drop(self.tracker.spawn(task)),
-        }
+        });
     }
 
     fn finished(&mut self, done: Done) {
         self.running = self.running.saturating_sub(1);
         decrement(&mut self.tenant_running, &done.tenant);
         decrement(&mut self.plugin_running, &done.plugin);
+    }
+}
+
+/// Sleeps until `at` (for ever when `None`; the caller guards that branch).
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

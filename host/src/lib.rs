@@ -15,6 +15,7 @@
 //! - [`runtime`]: the wasmtime engine, plugin loading and invocation.
 //! - [`plugins`]: the loaded plugin set and its routing table.
 //! - [`policy`]: capabilities, tenants and limits of each plugin.
+//! - [`quota`]: per-tenant dispatch and Redis-call rates.
 //! - [`listener`]: keyevent subscription with reconnect and config checks.
 //! - [`dispatch`]: from expired key to invocation, bounded, fair, drained on shutdown.
 //! - [`reload`]: hot reload of the manifest and plugins.
@@ -30,6 +31,7 @@ pub mod manifest;
 pub mod plugins;
 pub mod policy;
 pub mod pools;
+pub mod quota;
 pub mod reload;
 pub mod repo;
 pub mod runtime;
@@ -151,6 +153,8 @@ pub async fn run(
         RuntimeConfig::fuel_needed(&manifest.plugins),
         pools.clone(),
     )?;
+    let quotas = Arc::new(crate::quota::Quotas::new(&manifest.tenants));
+    runtime.set_quotas(quotas.clone());
     let set = PluginSet::load(&runtime, &manifest, 0)
         .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
     for plugin in set.plugins() {
@@ -280,5 +284,12 @@ pub async fn run(
         let _ = std::fs::remove_file(&pid_file);
     }
     stats.log_summary();
+    let (deferred_dispatches, delayed_calls) = quotas.counts();
+    if deferred_dispatches + delayed_calls > 0 {
+        info!(
+            deferred_dispatches,
+            delayed_calls, "quota totals (jobs deferred, host calls delayed)"
+        );
+    }
     result
 }

@@ -73,6 +73,10 @@ pub struct Manifest {
     /// Leases of claimed firings.
     #[serde(default)]
     pub delivery: DeliveryConfig,
+    /// Per-tenant quotas: `[tenants."name"]`, and `[tenants."*"]` for
+    /// every tenant without an entry of its own (see [`crate::quota`]).
+    #[serde(default)]
+    pub tenants: BTreeMap<String, crate::quota::TenantQuota>,
     /// The plugins, each owning one or more action prefixes.
     #[serde(default, rename = "plugin")]
     pub plugins: Vec<PluginConfig>,
@@ -656,6 +660,11 @@ impl Manifest {
     fn validate(&self) -> Result<(), (Range<usize>, String)> {
         if self.plugins.is_empty() {
             return Err((0..0, "the manifest lists no [[plugin]]".into()));
+        }
+        for tenant in self.tenants.keys().filter(|t| t.as_str() != "*") {
+            if let Err(e) = crate::keys::validate_tenant(tenant) {
+                return Err((0..0, format!("[tenants.{tenant:?}]: {e}")));
+            }
         }
         let mut names: HashMap<&PluginName, ()> = HashMap::new();
         let mut owners: HashMap<&ActionPrefix, &PluginName> = HashMap::new();

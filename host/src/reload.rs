@@ -13,7 +13,7 @@
 //! serving.
 //!
 //! Only the `[[plugin]]` entries reload. A changed `[redis]` (pool URLs),
-//! `[listener]`, `[runtime]` or `[delivery]` section is rejected with a message that it
+//! `[listener]`, `[runtime]`, `[delivery]` or `[tenants]` section is rejected with a message that it
 //! needs a restart: connections and the listener are never rebuilt by a
 //! reload, so no expiry is lost or heard twice because of one.
 
@@ -135,6 +135,9 @@ impl Reloader {
         }
         if new.delivery != self.started.delivery {
             return Err(ReloadError::NeedsRestart("[delivery]"));
+        }
+        if new.tenants != self.started.tenants {
+            return Err(ReloadError::NeedsRestart("[tenants] (quotas)"));
         }
         if RuntimeConfig::fuel_needed(&new.plugins) && !self.runtime.meters_fuel() {
             return Err(ReloadError::NeedsRestart(

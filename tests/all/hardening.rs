@@ -548,3 +548,86 @@ fn big_reads_are_refused_in_redis_and_do_not_hold_up_another_tenant() {
     assert!(grew_mib < 64, "host peak RSS grew {grew_mib} MiB");
     assert!(p99 <= 50_000, "victim calls p99 {p99} µs: {took:?}");
 }
+
+/// Per-tenant quotas defer a tenant's work at its rate, logged and counted,
+/// while other tenants run unhindered.
+#[test]
+fn quotas_defer_a_tenants_dispatches_and_redis_calls() {
+    let redis = RedisServer::start();
+    let plugins = format!(
+        "{}{}",
+        plugin_entry_with(
+            "good",
+            "recorder",
+            &["rec_"],
+            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]"
+        ),
+        plugin_entry_with(
+            "driver",
+            "driver",
+            &["drive"],
+            &format!(
+                "tenants = [\"*\"]\ncapabilities = {ALL_CAPABILITIES}\n[plugin.limits]\ntimeout = \"10s\""
+            ),
+        ),
+    );
+    let mut host = Host::start_with(
+        &redis,
+        &plugins,
+        "[tenants.\"*\"]\ndispatches_per_second = 1000\n\
+         [tenants.evil]\ndispatches_per_second = 5\nredis_calls_per_second = 20",
+    );
+    // 20 of evil's triggers due at once, and 10 of victim's.
+    let mut triggers: Vec<_> = (0..20)
+        .map(|i| ("evil".to_owned(), "rec_q".to_owned(), i.to_string(), 200))
+        .collect();
+    triggers.extend((0..10).map(|i| ("victim".to_owned(), "rec_q".to_owned(), i.to_string(), 200)));
+    arm(&redis, &triggers);
+    let all = host.wait_for_n("every dispatch", WAIT, 30, |e| {
+        e["message"] == "dispatch" && e["action"] == "rec_q"
+    });
+    let starts = |tenant: &str| -> Vec<i64> {
+        let mut s: Vec<i64> = all
+            .iter()
+            .filter(|e| e["tenant"] == tenant)
+            .map(|e| e["due_ms"].as_i64().unwrap() + e["late_us"].as_i64().unwrap() / 1000)
+            .collect();
+        s.sort_unstable();
+        s
+    };
+    let (evil, victim) = (starts("evil"), starts("victim"));
+    // A burst of 5, then 5 a second: the last of 20 about 3 s after the first.
+    let evil_span = evil[19] - evil[0];
+    let victim_span = victim[9] - victim[0];
+    println!(
+        "quota of 5 dispatches/s: evil's 20 started over {evil_span} ms; victim's 10 over {victim_span} ms"
+    );
+    assert!(
+        evil_span >= 2_500,
+        "evil's dispatches spread over {evil_span} ms"
+    );
+    assert!(
+        victim_span < 500,
+        "victim's dispatches spread over {victim_span} ms"
+    );
+    host.wait_for("the deferral logged", WAIT, |e| {
+        e["message"] == "tenant at its quota; its work is deferred"
+            && e["tenant"] == "evil"
+            && e["quota"] == "dispatches_per_second"
+    });
+
+    // 40 Redis calls at 20 a second: the first 20 at once, the rest over a second.
+    let mut db15 = redis.conn(15);
+    let calls = Value::Array(vec![json!(["generic.get", "k"]); 40]).to_string();
+    let _: () = db15.set("evil:script:q1", &calls).unwrap();
+    set_expiring(&mut redis.conn(8), b"evil:EXPTRIGGER:drive:q1", 20);
+    let e = host.wait_for("the throttled job", WAIT, |e| is_dispatch(e, "drive", "q1"));
+    assert_eq!(e["outcome"], "ok", "{e}");
+    let took_ms = e["duration_us"].as_u64().unwrap() / 1000;
+    println!("quota of 20 Redis calls/s: 42 calls took {took_ms} ms");
+    assert!(took_ms >= 900, "the calls took {took_ms} ms");
+    host.wait_for("the call deferral logged", WAIT, |e| {
+        e["message"] == "tenant at its quota; its work is deferred"
+            && e["quota"] == "redis_calls_per_second"
+    });
+}

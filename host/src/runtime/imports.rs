@@ -142,6 +142,9 @@ macro_rules! call {
             Ok((p, t, max)) => (p.clone(), t.to_owned(), max),
             Err(e) => return Ok(Err(e)),
         };
+        // At the tenant's Redis-call quota, the call waits for its token.
+        let quotas = $self.quotas.clone();
+        quotas.redis_call(&tenant).await;
         let control = pools.control().cloned();
         // Replies are capped in Redis, before they reach the host.
         let call = crate::repo::capped::with_cap(max, async move {

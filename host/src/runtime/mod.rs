@@ -331,6 +331,8 @@ pub struct JobState {
     denied: u32,
     /// When the running invocation must stop (checked on every epoch tick).
     deadline: Instant,
+    /// Per-tenant quotas (Redis calls per second are waited for).
+    quotas: Arc<crate::quota::Quotas>,
 }
 
 impl JobState {
@@ -414,6 +416,8 @@ pub struct Runtime {
     warm_idle: Arc<std::sync::atomic::AtomicU32>,
     /// The threads jobs run on.
     guests: GuestThreads,
+    /// Per-tenant quotas (none until [`Runtime::set_quotas`]).
+    quotas: std::sync::OnceLock<Arc<crate::quota::Quotas>>,
 }
 
 /// A Tokio runtime of its own for jobs. Guest code is CPU work the host does
@@ -527,6 +531,7 @@ impl Runtime {
             config: config.clone(),
             warm_idle: Arc::default(),
             guests: GuestThreads::new()?,
+            quotas: std::sync::OnceLock::new(),
         }))
     }
 
@@ -534,6 +539,17 @@ impl Runtime {
     /// [`crate::dispatch`]); `None` only while the runtime is dropped.
     pub fn guest_handle(&self) -> Option<&tokio::runtime::Handle> {
         self.guests.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+
+    /// Sets the per-tenant quotas (once; later calls are ignored, as
+    /// `[tenants]` changes need a restart).
+    pub fn set_quotas(&self, quotas: Arc<crate::quota::Quotas>) {
+        let _ = self.quotas.set(quotas);
+    }
+
+    /// The per-tenant quotas (empty when none were set).
+    pub fn quotas(&self) -> Arc<crate::quota::Quotas> {
+        self.quotas.get_or_init(Arc::default).clone()
     }
 
     /// The Redis pools host functions use.
@@ -640,6 +656,7 @@ impl Runtime {
                 host_calls: 0,
                 over_call_budget: false,
                 denied: 0,
+                quotas: self.quotas(),
             },
         );
         store.limiter(|s| &mut s.limiter);

@@ -1,0 +1,227 @@
+//! Per-tenant rate quotas (`[tenants."name"]`, `[tenants."*"]` for the
+//! default): dispatches per second and Redis calls per second.
+//!
+//! At a quota the work is **deferred**, never dropped or refused: a
+//! tenant's next job waits in its queue until its bucket refills (its lease
+//! is renewed meanwhile, so nothing runs twice), and a host call waits for
+//! its token (the wait counts against the job's timeout). Each deferral is
+//! counted and logged (throttled), with the tenant. Buckets hold one
+//! second's worth of tokens, so a tenant may burst to its rate and then
+//! runs at it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::stats::Throttle;
+
+/// `[tenants."name"]`: one tenant's quotas (unset: no limit, or the `"*"`
+/// entry's value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct TenantQuota {
+    /// Jobs of this tenant started per second, over all its plugins.
+    pub dispatches_per_second: Option<NonZeroU32>,
+    /// Repository and pub/sub calls of this tenant's jobs per second.
+    pub redis_calls_per_second: Option<NonZeroU32>,
+}
+
+impl TenantQuota {
+    /// This entry, its unset fields taken from `default`.
+    fn or(self, default: TenantQuota) -> TenantQuota {
+        TenantQuota {
+            dispatches_per_second: self.dispatches_per_second.or(default.dispatches_per_second),
+            redis_calls_per_second: self
+                .redis_calls_per_second
+                .or(default.redis_calls_per_second),
+        }
+    }
+}
+
+/// What a quota limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Dispatch,
+    RedisCall,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Dispatch => "dispatches_per_second",
+            Kind::RedisCall => "redis_calls_per_second",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// The quotas of every tenant and their buckets.
+#[derive(Debug)]
+pub struct Quotas {
+    entries: BTreeMap<String, TenantQuota>,
+    default: TenantQuota,
+    buckets: Mutex<HashMap<(String, Kind), Bucket>>,
+    deferred_dispatches: AtomicU64,
+    delayed_calls: AtomicU64,
+    /// One log throttle per kind of quota.
+    logs: [Throttle; 2],
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas::new(&BTreeMap::new())
+    }
+}
+
+impl Quotas {
+    /// Quotas from the manifest's `[tenants]` table (`"*"` is the default).
+    pub fn new(table: &BTreeMap<String, TenantQuota>) -> Quotas {
+        let default = table.get("*").copied().unwrap_or_default();
+        Quotas {
+            entries: table
+                .iter()
+                .filter(|(name, _)| name.as_str() != "*")
+                .map(|(name, q)| (name.clone(), q.or(default)))
+                .collect(),
+            default,
+            buckets: Mutex::default(),
+            deferred_dispatches: AtomicU64::new(0),
+            delayed_calls: AtomicU64::new(0),
+            logs: [
+                Throttle::new(Duration::from_secs(10)),
+                Throttle::new(Duration::from_secs(10)),
+            ],
+        }
+    }
+
+    /// The quota in force for `tenant`.
+    pub fn of(&self, tenant: &str) -> TenantQuota {
+        self.entries.get(tenant).copied().unwrap_or(self.default)
+    }
+
+    /// Whether any quota is set (none: every check is skipped).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.default == TenantQuota::default()
+    }
+
+    /// Takes a token for `tenant`, or says how long until one is there.
+    fn take(&self, tenant: &str, kind: Kind, rate: Option<NonZeroU32>) -> Result<(), Duration> {
+        let Some(rate) = rate.map(|r| f64::from(r.get())) else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bucket = buckets.entry((tenant.to_owned(), kind)).or_insert(Bucket {
+            tokens: rate,
+            at: now,
+        });
+        let elapsed = now.duration_since(bucket.at).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / rate))
+        }
+    }
+
+    fn note(&self, tenant: &str, kind: Kind, wait: Duration) {
+        let [dispatch_log, call_log] = &self.logs;
+        let (counter, log) = match kind {
+            Kind::Dispatch => (&self.deferred_dispatches, dispatch_log),
+            Kind::RedisCall => (&self.delayed_calls, call_log),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = log.allow() {
+            tracing::warn!(
+                tenant,
+                quota = kind.as_str(),
+                wait_ms = crate::millis(wait),
+                suppressed,
+                "tenant at its quota; its work is deferred"
+            );
+        }
+    }
+
+    /// May `tenant` start a job now? If not, how long until it may (the
+    /// deferral is counted and logged).
+    pub fn try_dispatch(&self, tenant: &str) -> Result<(), Duration> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let rate = self.of(tenant).dispatches_per_second;
+        self.take(tenant, Kind::Dispatch, rate)
+            .inspect_err(|wait| self.note(tenant, Kind::Dispatch, *wait))
+    }
+
+    /// Waits until `tenant` may make a Redis call (at once when under its quota).
+    pub async fn redis_call(&self, tenant: &str) {
+        if self.is_empty() {
+            return;
+        }
+        let rate = self.of(tenant).redis_calls_per_second;
+        let mut noted = false;
+        while let Err(wait) = self.take(tenant, Kind::RedisCall, rate) {
+            if !noted {
+                self.note(tenant, Kind::RedisCall, wait);
+                noted = true;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Jobs deferred and host calls delayed by a quota, since start.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.deferred_dispatches.load(Ordering::Relaxed),
+            self.delayed_calls.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(d: u32, r: u32) -> TenantQuota {
+        TenantQuota {
+            dispatches_per_second: NonZeroU32::new(d),
+            redis_calls_per_second: NonZeroU32::new(r),
+        }
+    }
+
+    #[test]
+    fn entries_fall_back_to_the_default_and_buckets_refill() {
+        let table = BTreeMap::from([
+            ("*".to_owned(), quota(2, 0)),
+            ("acme".to_owned(), quota(0, 5)),
+        ]);
+        let q = Quotas::new(&table);
+        assert_eq!(q.of("acme"), quota(2, 5));
+        assert_eq!(q.of("other"), quota(2, 0));
+        // A burst of the rate, then a wait of about 1 / rate.
+        assert!(q.try_dispatch("other").is_ok());
+        assert!(q.try_dispatch("other").is_ok());
+        let wait = q.try_dispatch("other").unwrap_err();
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
+        assert_eq!(q.counts(), (1, 0));
+        assert!(Quotas::new(&BTreeMap::new()).is_empty());
+    }
+}
