@@ -266,26 +266,26 @@ impl Dispatcher {
                     >= self.limits.per_tenant;
                 if !tenant_busy && let Some(next) = queue.pop_front() {
                     let empty = queue.is_empty();
-                    if !self.still_held(&next) {
+                    let route = if self.still_held(&next) {
+                        self.route(&next.tenant, &next.action, &next.id)
+                            .ok_or(Unstarted::Unrouted)
+                    } else {
+                        Err(Unstarted::LeaseLost)
+                    };
+                    match route {
                         // Its lease was lost while it waited: the reaper has
                         // given it back for another host, so it must not run here.
-                        self.queued -= 1;
-                        started = true;
-                        if empty {
-                            self.queues.remove(&tenant);
-                            continue;
+                        Err(Unstarted::LeaseLost) => {
+                            self.queued -= 1;
+                            started = true;
                         }
-                        self.order.push_back(tenant);
-                        continue;
-                    }
-                    match self.route(&next.tenant, &next.action, &next.id) {
                         // Gone since it was queued (a reload): dropped, logged by `route`.
-                        None => {
+                        Err(Unstarted::Unrouted) => {
                             self.queued -= 1;
                             started = true;
                             self.finish_unrun(next.firing);
                         }
-                        Some((plugin, generation)) => {
+                        Ok((plugin, generation)) => {
                             let busy = self
                                 .plugin_running
                                 .get(plugin.name().as_str())
@@ -428,6 +428,14 @@ impl Dispatcher {
     }
 }
 
+/// Why a queued firing is dropped unstarted.
+enum Unstarted {
+    /// This host lost its lease.
+    LeaseLost,
+    /// No plugin owns it any more, or serves its tenant.
+    Unrouted,
+}
+
 /// Sleeps until `at` (for ever when `None`; the caller guards that branch).
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
@@ -500,7 +508,7 @@ async fn settle(
                     if trimmed > 0 {
                         stats.dead_trimmed.fetch_add(trimmed, Ordering::Relaxed);
                         warn!(
-                            trimmed,
+                            tenant = %job.tenant, action = %job.action, id = %job.id, trimmed,
                             "the dead-letter list is at [delivery] max_dead_letters; trimmed the oldest"
                         );
                     }
