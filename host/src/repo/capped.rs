@@ -30,8 +30,9 @@ pub async fn with_cap<F: Future>(cap: usize, f: F) -> F::Output {
     REPLY_CAP.scope(cap, f).await
 }
 
-/// The cap in force, if any.
-fn cap() -> Option<usize> {
+/// The cap in force, if any. Reads that gather in the host (SCAN) stop
+/// with [`over`] once the gathered bytes pass it.
+pub(crate) fn limit() -> Option<usize> {
     REPLY_CAP.try_with(|c| *c).ok()
 }
 
@@ -135,7 +136,7 @@ async fn run<T: redis::FromRedisValue>(
 
 /// `GET key`, capped.
 pub(crate) async fn get(conn: &ConnectionManager, key: &str) -> Result<Option<String>, RepoError> {
-    match cap() {
+    match limit() {
         None => query(conn, redis::cmd("GET").arg(key)).await,
         Some(cap) => {
             let mut call = SCRIPTS.get.key(key);
@@ -151,7 +152,7 @@ pub(crate) async fn hget(
     key: &str,
     field: &str,
 ) -> Result<Option<String>, RepoError> {
-    match cap() {
+    match limit() {
         None => query(conn, redis::cmd("HGET").arg(key).arg(field)).await,
         Some(cap) => {
             let mut call = SCRIPTS.hget.key(key);
@@ -166,18 +167,13 @@ pub(crate) async fn hgetall(
     conn: &ConnectionManager,
     key: &str,
 ) -> Result<Vec<(String, String)>, RepoError> {
-    match cap() {
+    match limit() {
         None => query(conn, redis::cmd("HGETALL").arg(key)).await,
         Some(cap) => {
             let mut call = SCRIPTS.hgetall.key(key);
             call.arg(cap);
-            let flat: Vec<String> = run(conn, call, cap).await?;
-            let mut pairs = Vec::with_capacity(flat.len() / 2);
-            let mut it = flat.into_iter();
-            while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                pairs.push((k, v));
-            }
-            Ok(pairs)
+            // The script returns HGETALL's flat field/value array.
+            run(conn, call, cap).await
         }
     }
 }
@@ -189,7 +185,7 @@ pub(crate) async fn lrange(
     start: i64,
     stop: i64,
 ) -> Result<Vec<String>, RepoError> {
-    match cap() {
+    match limit() {
         None => query(conn, redis::cmd("LRANGE").arg(key).arg(start).arg(stop)).await,
         Some(cap) => {
             let mut call = SCRIPTS.lrange.key(key);
@@ -197,10 +193,4 @@ pub(crate) async fn lrange(
             run(conn, call, cap).await
         }
     }
-}
-
-/// The cap in force, for reads that gather in the host (SCAN): they stop
-/// with [`over`] once the gathered bytes pass it.
-pub(crate) fn limit() -> Option<usize> {
-    cap()
 }

@@ -300,12 +300,12 @@ impl HashRepo<HandlerStates> {
             .ignore()
             .expire(&key, i64::from(ttl_or_default(ttl)))
             .ignore();
-        let capped = capped::limit().is_some();
-        if !capped {
+        let under_cap = capped::limit().is_some();
+        if !under_cap {
             pipe.hgetall(&key);
         }
         let mut conn = self.conn.clone();
-        let stored: Vec<(String, String)> = if capped {
+        let stored: Vec<(String, String)> = if under_cap {
             // Under a reply cap the state is read by the capped script,
             // right after the write (not in the same transaction).
             pipe.query_async::<()>(&mut conn).await?;

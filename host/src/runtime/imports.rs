@@ -143,8 +143,7 @@ macro_rules! call {
             Err(e) => return Ok(Err(e)),
         };
         // At the tenant's Redis-call quota, the call waits for its token.
-        let quotas = $self.quotas.clone();
-        quotas.redis_call(&tenant).await;
+        $self.quotas.redis_call(&tenant).await;
         let control = pools.control().cloned();
         // Replies are capped in Redis, before they reach the host.
         let call = crate::repo::capped::with_cap(max, async move {

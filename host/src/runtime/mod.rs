@@ -548,8 +548,8 @@ impl Runtime {
     }
 
     /// The per-tenant quotas (empty when none were set).
-    pub fn quotas(&self) -> Arc<crate::quota::Quotas> {
-        self.quotas.get_or_init(Arc::default).clone()
+    pub fn quotas(&self) -> &Arc<crate::quota::Quotas> {
+        self.quotas.get_or_init(Arc::default)
     }
 
     /// The Redis pools host functions use.
@@ -656,7 +656,7 @@ impl Runtime {
                 host_calls: 0,
                 over_call_budget: false,
                 denied: 0,
-                quotas: self.quotas(),
+                quotas: self.quotas().clone(),
             },
         );
         store.limiter(|s| &mut s.limiter);
