@@ -249,73 +249,79 @@ impl Dispatcher {
     }
 
     /// Starts queued jobs round-robin across tenants while the limits allow.
+    ///
+    /// `order` lists the tenants with queued jobs, the one served longest
+    /// ago first. One scan goes down it: a tenant whose next job starts
+    /// moves to the back; a tenant that must wait (its own limit, its
+    /// plugin's `max_instances`, its quota) keeps its place, so it is first
+    /// in line when the slot it waits for frees. (Moving waiting tenants to
+    /// the back too left the order as it was after a scan that started
+    /// nothing, and a slot freed by a flood's job went back to the flood,
+    /// ahead of another tenant waiting for the same plugin.)
     fn start_ready(&mut self, done: &mpsc::UnboundedSender<Done>) {
-        while self.running < self.limits.total && !self.order.is_empty() {
-            let mut started = false;
-            for _ in 0..self.order.len() {
-                if self.running >= self.limits.total {
-                    break;
+        let mut i = 0;
+        while self.running < self.limits.total && i < self.order.len() {
+            let Some(tenant) = self.order.get(i).cloned() else {
+                break;
+            };
+            let Some(queue) = self.queues.get_mut(&tenant) else {
+                self.order.remove(i);
+                continue;
+            };
+            let tenant_busy =
+                self.tenant_running.get(&tenant).copied().unwrap_or(0) >= self.limits.per_tenant;
+            if tenant_busy {
+                i += 1;
+                continue;
+            }
+            let Some(next) = queue.pop_front() else {
+                self.queues.remove(&tenant);
+                self.order.remove(i);
+                continue;
+            };
+            let route = if self.still_held(&next) {
+                self.route(&next.tenant, &next.action, &next.id)
+                    .ok_or(Unstarted::Unrouted)
+            } else {
+                Err(Unstarted::LeaseLost)
+            };
+            match route {
+                // Its lease was lost while it waited: the reaper has given
+                // it back for another host, so it must not run here.
+                Err(Unstarted::LeaseLost) => self.queued -= 1,
+                // Gone since it was queued (a reload): dropped, logged by `route`.
+                Err(Unstarted::Unrouted) => {
+                    self.queued -= 1;
+                    self.finish_unrun(next.firing);
                 }
-                let Some(tenant) = self.order.pop_front() else {
-                    break;
-                };
-                let Some(queue) = self.queues.get_mut(&tenant) else {
-                    continue;
-                };
-                let tenant_busy = self.tenant_running.get(&tenant).copied().unwrap_or(0)
-                    >= self.limits.per_tenant;
-                if !tenant_busy && let Some(next) = queue.pop_front() {
-                    let empty = queue.is_empty();
-                    let route = if self.still_held(&next) {
-                        self.route(&next.tenant, &next.action, &next.id)
-                            .ok_or(Unstarted::Unrouted)
-                    } else {
-                        Err(Unstarted::LeaseLost)
-                    };
-                    match route {
-                        // Its lease was lost while it waited: the reaper has
-                        // given it back for another host, so it must not run here.
-                        Err(Unstarted::LeaseLost) => {
-                            self.queued -= 1;
-                            started = true;
+                Ok((plugin, generation)) => {
+                    let busy = self
+                        .plugin_running
+                        .get(plugin.name().as_str())
+                        .copied()
+                        .unwrap_or(0)
+                        >= plugin.policy().limits.max_instances.get();
+                    if busy || self.over_quota(&tenant) {
+                        // Wait for the plugin, or for the tenant's quota to
+                        // refill, in place; other tenants go on meanwhile.
+                        if let Some(queue) = self.queues.get_mut(&tenant) {
+                            queue.push_front(next);
                         }
-                        // Gone since it was queued (a reload): dropped, logged by `route`.
-                        Err(Unstarted::Unrouted) => {
-                            self.queued -= 1;
-                            started = true;
-                            self.finish_unrun(next.firing);
-                        }
-                        Ok((plugin, generation)) => {
-                            let busy = self
-                                .plugin_running
-                                .get(plugin.name().as_str())
-                                .copied()
-                                .unwrap_or(0)
-                                >= plugin.policy().limits.max_instances.get();
-                            let deferred = !busy && self.over_quota(&tenant);
-                            if busy || deferred {
-                                // Wait for the plugin, or for the tenant's
-                                // quota to refill; other tenants go on meanwhile.
-                                if let Some(queue) = self.queues.get_mut(&tenant) {
-                                    queue.push_front(next);
-                                }
-                                self.order.push_back(tenant);
-                                continue;
-                            }
-                            self.queued -= 1;
-                            started = true;
-                            self.start(next, plugin, generation, done);
-                        }
-                    }
-                    if empty {
-                        self.queues.remove(&tenant);
+                        i += 1;
                         continue;
                     }
+                    self.queued -= 1;
+                    self.start(next, plugin, generation, done);
+                    // Served: to the back of the line.
+                    self.order.remove(i);
+                    self.order.push_back(tenant.clone());
                 }
-                self.order.push_back(tenant);
             }
-            if !started {
-                break;
+            if self.queues.get(&tenant).is_some_and(VecDeque::is_empty) {
+                self.queues.remove(&tenant);
+                if let Some(at) = self.order.iter().position(|t| *t == tenant) {
+                    self.order.remove(at);
+                }
             }
         }
     }
