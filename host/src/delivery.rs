@@ -5,18 +5,24 @@
 //! subscriber, and come when Redis gets round to deleting a key. So the host
 //! does not run triggers off them. Instead:
 //!
-//! - **Index.** `symphony:due` is a sorted set of trigger keys scored by due
-//!   time (Redis server time, ms). Our own `set` writes the key and its entry
-//!   in one script; keys other clients write are indexed when a host hears
-//!   their `expire` keyevent, and by a SCAN at start and after every
-//!   listener reconnect.
-//! - **Claim.** Each host sweeps the index: a script takes the entries due
-//!   within [`LEAD_MS`] whose key is still alive (not cancelled) or already
-//!   gone (it expired while no host ran), removes them, deletes the live key
-//!   (so Redis never emits `expired` for it), records a lease, and returns
-//!   them. Only one host can take an entry, so each firing runs once across
-//!   any number of hosts. The host waits for the exact due time, then runs it:
-//!   on time, not when Redis's expiry cycle gets there.
+//! - **Index.** Each tenant has a sorted set of its trigger keys scored by
+//!   due time (Redis server time, ms), `symphony:due:{tenant}`, and
+//!   `symphony:ready` scores each tenant that has entries by (at most) its
+//!   earliest due time. Our own `set` writes the key, its entry and the
+//!   tenant's ready score in one script; keys other clients write are
+//!   indexed when a host hears their `expire` keyevent, and by a SCAN at
+//!   start and after every listener reconnect.
+//! - **Claim.** Each host sweeps the ready set: a script takes the tenants
+//!   with entries due within [`LEAD_MS`] and, from each, an equal share of
+//!   the batch: entries whose key is still alive (not cancelled) or already
+//!   gone (it expired while no host ran). It removes them, deletes the live
+//!   keys (so Redis never emits `expired` for them), records a lease, and
+//!   returns them. Only one host can take an entry, so each firing runs
+//!   once across any number of hosts. A host skips the tenants of which it
+//!   holds [`CLAIM_AHEAD`] firings already, so one tenant's flood never
+//!   fills its queues while another's trigger is due. The host waits for the
+//!   exact due time, then runs it: on time, not when Redis's expiry cycle
+//!   gets there.
 //! - **Leases.** `symphony:leases` scores each claimed firing by when its
 //!   lease ends. A host that dies mid-handler leaves its lease to expire; any
 //!   host then puts the firing back in the index and it runs again.
@@ -29,13 +35,16 @@
 //! - **Cancel.** Our cancel deletes the key and its entry in one script. A
 //!   plain `DEL` by another client is heard as a `del` keyevent and removes
 //!   the entry (if it is not yet due).
-//! - **Fallback.** An `expired` keyevent for a key no host claimed (indexed
-//!   late, or never) is claimed through the index, or, for a key never
-//!   indexed, through a `symphony:fired:{key}` mark set with NX, so one host
-//!   runs it.
+//! - **Fallback.** An `expired` keyevent for a key never indexed is claimed
+//!   through a `symphony:fired:{key}` mark set with NX, so one host runs it;
+//!   an indexed one is left to the sweep (made due now if its entry said
+//!   later), so that expiries too are claimed fairly across tenants.
 //!
-//! The scripts use dynamic keys, so they need a standalone Redis (or all
-//! these keys on one node); `docs/guarantees.md` states what is guaranteed.
+//! The scripts declare the keys they are given, but the claim and the
+//! reaper find tenants' indexes from the ready set and the leases, so they
+//! need a standalone Redis (or all these keys on one node);
+//! `docs/guarantees.md` states what is guaranteed and `docs/design.md` how
+//! the index is to be sharded for Redis Cluster.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,8 +58,14 @@ use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
 use crate::repo::RepoError;
 
-/// The due-time index.
-pub const DUE: &str = "symphony:due";
+/// Prefix of each tenant's due-time index (`symphony:due:{tenant}`).
+pub const DUE_PREFIX: &str = "symphony:due:";
+/// Tenants with entries in their index, scored by (at most) their earliest
+/// due time.
+pub const READY: &str = "symphony:ready";
+/// The one due index of earlier versions; its entries are moved to the
+/// tenants' indexes by the reaper.
+pub const LEGACY_DUE: &str = "symphony:due";
 /// Claimed firings, scored by lease end.
 pub const LEASES: &str = "symphony:leases";
 /// Attempt counts and errors of retried firings (member → JSON).
@@ -69,20 +84,57 @@ const FIRED_TTL_MS: i64 = 120_000;
 /// Separator between a trigger key and a firing's tag in index members.
 const SEP: char = '\0';
 
-/// Current Redis server time in ms, as the scripts read it.
-const NOW: &str = r"
+/// The due index of `tenant`.
+pub fn due_key(tenant: &str) -> String {
+    format!("{DUE_PREFIX}{tenant}")
+}
+
+/// The tenant of an index member (a trigger key, maybe tagged): what comes
+/// before its first `:`.
+fn tenant_of(member: &str) -> &str {
+    member.split(':').next().unwrap_or(member)
+}
+
+/// The due index an index member belongs in.
+fn index_of(member: &str) -> String {
+    due_key(tenant_of(member))
+}
+
+/// What every script starts with: the server time in ms, as `now`, and the
+/// helpers below.
+///
+/// `tenant_of` and `index_of` are [`tenant_of`] and [`index_of`] in Lua; the
+/// host declares the index of every key it passes, and only the reaper and
+/// the claim, which find tenants in Redis, name indexes themselves.
+///
+/// `ready(set, t, score)` lowers tenant `t`'s score in `set` ([`READY`]) to `score` (or
+/// adds it). A tenant's score there is never above its earliest entry: it
+/// may be below (a cancel or a later re-arming does not raise it), and the
+/// next claim that looks at the tenant sets it right.
+///
+/// `keep_due_firing`, before a key is (re)indexed: if its entry is past due
+/// and unclaimed while the key is alive, the key expired and was armed again
+/// since, so that firing is moved to a member of its own rather than
+/// overwritten. (An entry not yet due belongs to the same arming, or one the
+/// new arming postpones.) "Past due" allows 5 ms: Redis expires a key only
+/// once its time is passed, judged at the script's start, while `now` is
+/// read a little later, so the same arming can look just due here.
+fn prelude() -> String {
+    format!(
+        r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-";
-
-/// Before a key is (re)indexed: if its entry is past due and unclaimed while
-/// the key is alive, the key expired and was armed again since, so that
-/// firing is moved to a member of its own rather than overwritten. (An entry
-/// not yet due belongs to the same arming, or one the new arming postpones.)
-/// "Past due" allows 5 ms: Redis expires a key only once its time is passed,
-/// judged at the script's start, while `now` is read a little later, so the
-/// same arming can look just due here.
-const REINDEX: &str = r"
+local function tenant_of(m)
+  local c = string.find(m, ':', 1, true)
+  if c then return string.sub(m, 1, c - 1) end
+  return m
+end
+local function index_of(m)
+  return '{DUE_PREFIX}' .. tenant_of(m)
+end
+local function ready(set, tenant, score)
+  redis.call('ZADD', set, 'LT', score, tenant)
+end
 local function keep_due_firing(key, due, now)
   local s = redis.call('ZSCORE', due, key)
   if s and tonumber(s) < now - 5 then
@@ -90,53 +142,88 @@ local function keep_due_firing(key, due, now)
     redis.call('ZADD', due, s, key .. '\0d' .. s)
   end
 end
-";
-
-fn script(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{NOW}{REINDEX}{body}"))
+"
+    )
 }
 
-/// SET with PX and index. KEYS: key, due. ARGV: value, ttl_ms, lead.
+fn script(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{}{body}", prelude()))
+}
+
+/// SET with PX and index, unless the tenant's index holds `max_pending`
+/// entries already (0: no cap) and this key is not one of them.
+/// KEYS: key, its index, ready. ARGV: value, ttl_ms, max_pending. Returns
+/// the due time, or -1 when refused.
 const ARM: &str = r"
+local max = tonumber(ARGV[3])
+if max > 0 and not redis.call('ZSCORE', KEYS[2], KEYS[1])
+    and redis.call('ZCARD', KEYS[2]) >= max then
+  return -1
+end
 keep_due_firing(KEYS[1], KEYS[2], now)
+local at = now + tonumber(ARGV[2])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
-return now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[2], at, KEYS[1])
+ready(KEYS[3], tenant_of(KEYS[1]), at)
+return at
 ";
 
-/// ARM for many keys in one call. KEYS: due, key... ARGV: value, ttl_ms...
-/// (one TTL per key). Returns how many keys were armed.
+/// ARM for many keys in one call, all or none. KEYS: ready, then each key
+/// followed by its index. ARGV: value, max_pending, ttl_ms... (one per key).
+/// Returns how many keys were armed, or -1 when an index would pass
+/// `max_pending` (0: no cap).
 const ARM_MANY: &str = r"
-for i = 2, #KEYS do
-  local ttl = tonumber(ARGV[i])
-  keep_due_firing(KEYS[i], KEYS[1], now)
-  redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
-  redis.call('ZADD', KEYS[1], now + ttl, KEYS[i])
+local max = tonumber(ARGV[2])
+if max > 0 then
+  local added = {}
+  for i = 2, #KEYS, 2 do
+    if not redis.call('ZSCORE', KEYS[i + 1], KEYS[i]) then
+      added[KEYS[i + 1]] = (added[KEYS[i + 1]] or 0) + 1
+    end
+  end
+  for idx, n in pairs(added) do
+    if redis.call('ZCARD', idx) + n > max then return -1 end
+  end
 end
-return #KEYS - 1
+for i = 2, #KEYS, 2 do
+  local ttl = tonumber(ARGV[2 + i / 2])
+  local at = now + ttl
+  keep_due_firing(KEYS[i], KEYS[i + 1], now)
+  redis.call('SET', KEYS[i], ARGV[1], 'PX', ttl)
+  redis.call('ZADD', KEYS[i + 1], at, KEYS[i])
+  ready(KEYS[1], tenant_of(KEYS[i]), at)
+end
+return (#KEYS - 1) / 2
 ";
+
+/// A host claims no more of a tenant's firings while it holds this many
+/// (claimed, not finished): enough to keep every slot busy between two
+/// sweeps, few enough that another tenant's firings are never queued behind
+/// them for long.
+pub const CLAIM_AHEAD: usize = 1000;
 
 /// Keys per call of the batch operations (arming, keyevents, finished
 /// firings): large enough that the round trip is noise, small enough that
 /// Redis is not blocked for long (about a millisecond).
 pub const KEYS_PER_CALL: usize = 1000;
 
-/// DEL and unindex. KEYS: key, due. ARGV: lead (unused).
+/// DEL and unindex. KEYS: key, its index.
 const CANCEL: &str = r"
 local n = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
 return n
 ";
 
-/// Index keys another client armed. KEYS: due, key... Returns how many were
-/// alive with a TTL (and are indexed).
+/// Index keys another client armed. KEYS: ready, then each key followed by
+/// its index. Returns how many were alive with a TTL (and are indexed).
 const INDEX: &str = r"
 local n = 0
-for i = 2, #KEYS do
+for i = 2, #KEYS, 2 do
   local pttl = redis.call('PTTL', KEYS[i])
   if pttl >= 0 then
-    keep_due_firing(KEYS[i], KEYS[1], now)
-    redis.call('ZADD', KEYS[1], now + pttl, KEYS[i])
+    keep_due_firing(KEYS[i], KEYS[i + 1], now)
+    redis.call('ZADD', KEYS[i + 1], now + pttl, KEYS[i])
+    ready(KEYS[1], tenant_of(KEYS[i]), now + pttl)
     n = n + 1
   end
 end
@@ -144,14 +231,15 @@ return n
 ";
 
 /// Plain DELs were heard: drop each entry whose key is gone and not yet due.
-/// KEYS: due, key... ARGV: lead. Returns how many were dropped.
+/// KEYS: ready (unused), then each key followed by its index. ARGV: lead.
+/// Returns how many were dropped.
 const UNINDEX: &str = r"
 local n = 0
-for i = 2, #KEYS do
+for i = 2, #KEYS, 2 do
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    local s = redis.call('ZSCORE', KEYS[1], KEYS[i])
+    local s = redis.call('ZSCORE', KEYS[i + 1], KEYS[i])
     if s and tonumber(s) > now + tonumber(ARGV[1]) then
-      redis.call('ZREM', KEYS[1], KEYS[i])
+      redis.call('ZREM', KEYS[i + 1], KEYS[i])
       n = n + 1
     end
   end
@@ -159,17 +247,29 @@ end
 return n
 ";
 
-/// Claim due entries. KEYS: due, leases, meta. ARGV: lead, lease_ms, limit,
-/// fired prefix, fired ttl. Returns {now, next due or -1, member, due, meta, ...}.
+/// Claim due entries, shared across the tenants that have some.
+/// KEYS: ready, leases, meta. ARGV: lead, lease_ms, limit, fired prefix,
+/// fired ttl, then the tenants to skip (this host holds enough of theirs).
+/// Returns {now, next due of a tenant not skipped or -1, member, due, meta, ...}.
+///
+/// The tenants due are taken in order of their earliest entry, each with
+/// an equal share of what is left of `limit`; a second pass hands what the
+/// tenants with few entries left over to those that filled their share. So
+/// a tenant with a hundred thousand entries due takes about one share per
+/// claim, never the whole batch, and another tenant's entry is claimed in
+/// the first claim after it is due.
+///
 /// A live key that is past its entry's due time by more than 5 ms was
 /// expired and armed again while no host claimed it: that firing is claimed
 /// under a member of its own and the key stays, indexed for its new arming.
 const CLAIM: &str = r"
 local lead = tonumber(ARGV[1])
 local lease_end = now + tonumber(ARGV[2])
-local due = redis.call('ZRANGE', KEYS[1], '-inf', now + lead, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[3]), 'WITHSCORES')
+local limit = tonumber(ARGV[3])
+local skip = {}
+for i = 6, #ARGV do skip[ARGV[i]] = true end
+local nskip = #ARGV - 5
 local out = {now, -1}
-local unindexed = {}
 local leases = {}
 local function take(m, key, score, gone)
   leases[#leases + 1] = lease_end
@@ -182,89 +282,147 @@ local function take(m, key, score, gone)
   -- Only tagged members (retries) have meta.
   out[#out + 1] = (m ~= key and redis.call('HGET', KEYS[3], m)) or ''
 end
-for i = 1, #due, 2 do
-  local m = due[i]
-  local score = due[i + 1]
-  local sep = string.find(m, '\0', 1, true)
-  if sep then
-    unindexed[#unindexed + 1] = m
-    take(m, string.sub(m, 1, sep - 1), score, false)
-  else
-    local pttl = redis.call('PTTL', m)
-    if pttl > lead then
-      redis.call('ZADD', KEYS[1], now + pttl, m)
-      if tonumber(score) < now - 5 then
-        take(m .. '\0d' .. score, m, score, true)
-      end
-    else
+-- Claims up to `share` entries of one tenant; returns how many it looked at.
+local function claim_tenant(tenant, share)
+  local idx = index_of(tenant)
+  local due = redis.call('ZRANGE', idx, '-inf', now + lead, 'BYSCORE', 'LIMIT', 0, share, 'WITHSCORES')
+  local unindexed = {}
+  for i = 1, #due, 2 do
+    local m = due[i]
+    local score = due[i + 1]
+    local sep = string.find(m, '\0', 1, true)
+    if sep then
       unindexed[#unindexed + 1] = m
-      if pttl ~= -2 then redis.call('DEL', m) end
-      take(m, m, score, pttl == -2)
+      take(m, string.sub(m, 1, sep - 1), score, false)
+    else
+      local pttl = redis.call('PTTL', m)
+      if pttl > lead then
+        redis.call('ZADD', idx, now + pttl, m)
+        if tonumber(score) < now - 5 then
+          take(m .. '\0d' .. score, m, score, true)
+        end
+      else
+        unindexed[#unindexed + 1] = m
+        if pttl ~= -2 then redis.call('DEL', m) end
+        take(m, m, score, pttl == -2)
+      end
     end
   end
+  if #unindexed > 0 then redis.call('ZREM', idx, unpack(unindexed)) end
+  local first = redis.call('ZRANGE', idx, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    redis.call('ZADD', KEYS[1], first[2], tenant)
+  else
+    redis.call('ZREM', KEYS[1], tenant)
+  end
+  return #due / 2
 end
-if #unindexed > 0 then redis.call('ZREM', KEYS[1], unpack(unindexed)) end
+local tenants = {}
+for _, tenant in ipairs(redis.call('ZRANGE', KEYS[1], '-inf', now + lead, 'BYSCORE', 'LIMIT', 0, limit + nskip)) do
+  if not skip[tenant] and #tenants < limit then tenants[#tenants + 1] = tenant end
+end
+for pass = 1, 2 do
+  local left = limit - (#out - 2) / 3
+  local full = {}
+  for i, tenant in ipairs(tenants) do
+    if left <= 0 then break end
+    local share = math.ceil(left / (#tenants - i + 1))
+    local seen = claim_tenant(tenant, share)
+    if seen == share then full[#full + 1] = tenant end
+    left = limit - (#out - 2) / 3
+  end
+  tenants = full
+  if left <= 0 or #tenants == 0 then break end
+end
 if #leases > 0 then redis.call('ZADD', KEYS[2], unpack(leases)) end
-local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #nxt > 0 then out[2] = tonumber(nxt[2]) end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, nskip, 'WITHSCORES')
+for i = 1, #nxt, 2 do
+  if not skip[nxt[i]] then
+    out[2] = tonumber(nxt[i + 1])
+    break
+  end
+end
 return out
 ";
 
-/// `expired` keyevents: claim each key's firing if no host has.
-/// KEYS: due, leases, meta. ARGV: lease_ms, fired prefix, fired ttl, key...
-/// Returns {member, due, meta, ...} for the firings claimed.
+/// `expired` keyevents: claims the firing of each key no index holds, once
+/// across hosts (a fired mark set with NX). An indexed key is left to the
+/// sweeper, which claims fairly across tenants; if its entry says later
+/// than now (its TTL was shortened unheard), it is made due now.
+/// KEYS: ready, leases, meta, then each key followed by its index.
+/// ARGV: lease_ms, fired prefix, fired ttl. Returns {member, due, meta, ...}
+/// for the firings claimed.
 const CLAIM_EXPIRED: &str = r"
 local out = {}
-for i = 4, #ARGV do
-  local k = ARGV[i]
-  local s = redis.call('ZSCORE', KEYS[1], k)
-  local take = false
+for i = 4, #KEYS, 2 do
+  local k = KEYS[i]
+  local s = redis.call('ZSCORE', KEYS[i + 1], k)
   if s then
-    if redis.call('EXISTS', k) == 0 then
-      redis.call('ZREM', KEYS[1], k)
-      take = true
+    if tonumber(s) > now and redis.call('EXISTS', k) == 0 then
+      redis.call('ZADD', KEYS[i + 1], now, k)
+      ready(KEYS[1], tenant_of(k), now)
     end
   elseif redis.call('SET', ARGV[2] .. k, '1', 'NX', 'PX', ARGV[3]) then
-    s = tostring(now)
-    take = true
-  end
-  if take then
-    redis.call('SET', ARGV[2] .. k, '1', 'PX', ARGV[3])
     redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), k)
     out[#out + 1] = k
-    out[#out + 1] = s
+    out[#out + 1] = tostring(now)
     out[#out + 1] = redis.call('HGET', KEYS[3], k) or ''
   end
 end
 return out
 ";
 
-/// Expired leases go back in the index. KEYS: leases, due.
+/// Expired leases go back in their tenant's index, due now; and entries
+/// left in the index of earlier versions move to their tenant's index.
+/// KEYS: leases, legacy index, ready.
 const REAP: &str = r"
 local gone = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, 1000)
 for _, m in ipairs(gone) do
   redis.call('ZREM', KEYS[1], m)
-  redis.call('ZADD', KEYS[2], now, m)
+  redis.call('ZADD', index_of(m), now, m)
+  ready(KEYS[3], tenant_of(m), now)
 end
+local old = redis.call('ZRANGE', KEYS[2], 0, 999, 'WITHSCORES')
+local moved = {}
+for i = 1, #old, 2 do
+  redis.call('ZADD', index_of(old[i]), old[i + 1], old[i])
+  ready(KEYS[3], tenant_of(old[i]), old[i + 1])
+  moved[#moved + 1] = old[i]
+end
+if #moved > 0 then redis.call('ZREM', KEYS[2], unpack(moved)) end
 return #gone
 ";
 
-/// Put a claimed firing back, due at once (shutdown). KEYS: leases, due. ARGV: member.
+/// Put a claimed firing back, due at once (shutdown). KEYS: leases, its
+/// index, ready. ARGV: member.
 const RELEASE: &str = r"
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('ZADD', KEYS[2], now, ARGV[1])
+  ready(KEYS[3], tenant_of(ARGV[1]), now)
   return 1
 end
 return 0
 ";
 
-/// Schedule a retry. KEYS: leases, due, meta. ARGV: member, new member, delay_ms, meta json.
+/// Schedule a retry. KEYS: leases, its index, meta, ready. ARGV: member, new
+/// member, delay_ms, meta json.
 const RETRY: &str = r"
+local at = now + tonumber(ARGV[3])
 redis.call('ZREM', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('ZADD', KEYS[2], at, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-return now + tonumber(ARGV[3])
+ready(KEYS[4], tenant_of(ARGV[2]), at)
+return at
+";
+
+/// Put a dead letter back, due now. KEYS: dead, its index, ready. ARGV: the
+/// letter, the new member. Returns 1, or 0 when the letter was gone.
+const REVIVE: &str = r"
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], now, ARGV[2])
+ready(KEYS[3], tenant_of(ARGV[2]), now)
+return 1
 ";
 
 /// Finish a firing, optionally dead-lettering it. KEYS: leases, meta, dead.
@@ -382,14 +540,36 @@ pub struct Firing {
 /// it back in the index for another host.
 #[derive(Debug, Default)]
 pub struct Held {
-    members: Mutex<HashMap<String, (u64, bool)>>,
+    state: Mutex<HeldState>,
     next_claim: AtomicU64,
 }
 
+#[derive(Debug, Default)]
+struct HeldState {
+    /// Member → (claim number, lease lost).
+    members: HashMap<String, (u64, bool)>,
+    /// Tenant → members held.
+    tenants: HashMap<String, usize>,
+}
+
+impl HeldState {
+    fn remove(&mut self, member: &str) {
+        if self.members.remove(member).is_some() {
+            let tenant = tenant_of(member);
+            if let Some(n) = self.tenants.get_mut(tenant) {
+                *n -= 1;
+                if *n == 0 {
+                    self.tenants.remove(tenant);
+                }
+            }
+        }
+    }
+}
+
 impl Held {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, bool)>> {
-        // A panic while holding this lock leaves a map that is still valid.
-        self.members
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeldState> {
+        // A panic while holding this lock leaves a state that is still valid.
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -397,7 +577,17 @@ impl Held {
     /// Records a claimed member; returns its claim number.
     fn hold(&self, member: &str) -> u64 {
         let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(member.to_owned(), (claim, false));
+        let mut state = self.lock();
+        if state
+            .members
+            .insert(member.to_owned(), (claim, false))
+            .is_none()
+        {
+            *state
+                .tenants
+                .entry(tenant_of(member).to_owned())
+                .or_default() += 1;
+        }
         claim
     }
 
@@ -408,15 +598,25 @@ impl Held {
 
     /// Every member held, for renewal.
     fn members(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock().members.keys().cloned().collect()
+    }
+
+    /// The tenants of which this host holds at least `at_least` firings.
+    pub fn tenants_holding(&self, at_least: usize) -> Vec<String> {
+        self.lock()
+            .tenants
+            .iter()
+            .filter(|(_, n)| **n >= at_least)
+            .map(|(t, _)| t.clone())
+            .collect()
     }
 
     /// Marks members whose lease was lost; returns how many were still held.
     fn lose(&self, members: &[String]) -> usize {
-        let mut held = self.lock();
+        let mut state = self.lock();
         let mut n = 0;
         for m in members {
-            if let Some(entry) = held.get_mut(m) {
+            if let Some(entry) = state.members.get_mut(m) {
                 entry.1 = true;
                 n += 1;
             }
@@ -427,11 +627,11 @@ impl Held {
     /// Whether `firing` may start: this host still holds it under the same
     /// claim and its lease was not lost. A lost one is forgotten.
     pub fn may_start(&self, firing: &Firing) -> bool {
-        let mut held = self.lock();
-        match held.get(&firing.member) {
+        let mut state = self.lock();
+        match state.members.get(&firing.member) {
             Some((claim, false)) if *claim == firing.claim => true,
             Some((claim, true)) if *claim == firing.claim => {
-                held.remove(&firing.member);
+                state.remove(&firing.member);
                 false
             }
             _ => false,
@@ -440,7 +640,7 @@ impl Held {
 
     /// How many members are held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().members.len()
     }
 
     /// Whether none is held.
@@ -483,6 +683,7 @@ struct Scripts {
     retry: redis::Script,
     finish: redis::Script,
     renew: redis::Script,
+    revive: redis::Script,
 }
 
 /// The scripts, hashed once per process.
@@ -499,6 +700,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     retry: script(RETRY),
     finish: script(FINISH),
     renew: script(RENEW),
+    revive: script(REVIVE),
 });
 
 /// The delivery state in one Redis DB (the expiry pool's).
@@ -509,6 +711,8 @@ pub struct Delivery {
     scripts: &'static Scripts,
     held: Arc<Held>,
     dead_cap: usize,
+    /// Most entries a tenant's index may hold when arming (0: no cap).
+    max_pending: u32,
 }
 
 /// Dead letters kept by default (`[delivery] max_dead_letters`).
@@ -560,7 +764,24 @@ impl Delivery {
             scripts: &SCRIPTS,
             held: Arc::default(),
             dead_cap: DEFAULT_MAX_DEAD_LETTERS,
+            max_pending: 0,
         }
+    }
+
+    /// Refuses to arm a new trigger while its tenant has `cap` pending in
+    /// its index (`[tenants] max_pending_triggers`); `None`: no cap.
+    pub fn with_pending_cap(mut self, cap: Option<std::num::NonZeroU32>) -> Self {
+        self.max_pending = cap.map_or(0, std::num::NonZeroU32::get);
+        self
+    }
+
+    fn over_pending(&self, key: &str) -> RepoError {
+        RepoError::Denied(format!(
+            "quota: tenant {:?} has {} triggers pending, its max_pending_triggers; \
+             the trigger was not set",
+            tenant_of(key),
+            self.max_pending
+        ))
     }
 
     /// Keeps at most `cap` dead letters (the oldest are trimmed).
@@ -610,11 +831,21 @@ impl Delivery {
     ///
     /// # Errors
     /// Redis failing.
+    /// [`RepoError::Denied`] when the tenant is at its pending-trigger quota
+    /// ([`with_pending_cap`](Self::with_pending_cap)).
     pub async fn arm(&self, key: &str, value: &str, ttl_ms: u64) -> Result<i64, RepoError> {
         let mut call = self.scripts.arm.key(key);
-        call.key(DUE).arg(value).arg(ttl_ms).arg(LEAD_MS);
+        call.key(index_of(key))
+            .key(READY)
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(self.max_pending);
         // SET and ZADD: running it twice is running it once.
-        crate::repo::invoke_idempotent(&self.conn, &call).await
+        let due: i64 = crate::repo::invoke_idempotent(&self.conn, &call).await?;
+        if due < 0 {
+            return Err(self.over_pending(key));
+        }
+        Ok(due)
     }
 
     /// Sets and indexes many keys, [`KEYS_PER_CALL`] per script call, each
@@ -622,29 +853,24 @@ impl Delivery {
     /// part way leaves the earlier batches armed. Returns how many were armed.
     ///
     /// # Errors
-    /// Redis failing.
+    /// Redis failing; [`RepoError::Denied`] when a batch would take its
+    /// tenant past the pending-trigger quota (that batch sets nothing).
     pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
         let conn = self.conn();
         let mut armed = 0;
         for chunk in keys.chunks(KEYS_PER_CALL) {
-            let mut call = self.scripts.arm_many.key(DUE);
-            call.arg(value);
+            let mut call = self.scripts.arm_many.key(READY);
+            call.arg(value).arg(self.max_pending);
             for (key, ttl_ms) in chunk {
-                call.key(key).arg(*ttl_ms);
+                call.key(key).key(index_of(key)).arg(*ttl_ms);
             }
-            let n: u64 = crate::repo::invoke_idempotent(&conn, &call).await?;
-            armed += n;
+            let n: i64 = crate::repo::invoke_idempotent(&conn, &call).await?;
+            if n < 0 {
+                return Err(self.over_pending(&chunk[0].0));
+            }
+            armed += n.unsigned_abs();
         }
         Ok(armed)
-    }
-
-    /// Runs a script of one key and the index (`ARGV[1]` = [`LEAD_MS`]);
-    /// true when it returns a positive count.
-    async fn on_key(&self, script: &redis::Script, key: &str) -> Result<bool, RepoError> {
-        let mut call = script.key(key);
-        call.key(DUE).arg(LEAD_MS);
-        let n: i64 = crate::repo::invoke_idempotent(&self.conn, &call).await?;
-        Ok(n > 0)
     }
 
     /// Deletes `key` and its index entry; returns whether the key existed.
@@ -652,19 +878,23 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn cancel(&self, key: &str) -> Result<bool, RepoError> {
-        self.on_key(&self.scripts.cancel, key).await
+        let mut call = self.scripts.cancel.key(key);
+        call.key(index_of(key));
+        let n: i64 = crate::repo::invoke_idempotent(&self.conn, &call).await?;
+        Ok(n > 0)
     }
 
-    /// Runs a script over the index and `keys` (`KEYS[2..]`, `ARGV[1]` =
-    /// [`LEAD_MS`]) in calls of [`KEYS_PER_CALL`] keys; returns the summed counts.
+    /// Runs a script over the ready set and `keys`, each followed by its
+    /// index (`KEYS[2..]`, `ARGV[1]` = [`LEAD_MS`]), in calls of
+    /// [`KEYS_PER_CALL`] keys; returns the summed counts.
     async fn on_keys(&self, script: &redis::Script, keys: &[String]) -> Result<u64, RepoError> {
         let mut conn = self.conn();
         let mut total = 0;
         for chunk in keys.chunks(KEYS_PER_CALL) {
-            let mut call = script.key(DUE);
+            let mut call = script.key(READY);
             call.arg(LEAD_MS);
             for key in chunk {
-                call.key(key);
+                call.key(key).key(index_of(key));
             }
             let n: u64 = call.invoke_async(&mut conn).await?;
             total += n;
@@ -721,8 +951,9 @@ impl Delivery {
     }
 
     /// Claims up to `limit` firings due within [`LEAD_MS`], with a lease of
-    /// `lease_ms`. Returns the server time, the next due time left in the
-    /// index (if any) and the claimed firings.
+    /// `lease_ms`, shared across the tenants that have some due, except
+    /// those in `skip`. Returns the server time, the next due time of a
+    /// tenant not skipped (if any) and the claimed firings.
     ///
     /// # Errors
     /// Redis failing.
@@ -730,20 +961,18 @@ impl Delivery {
         &self,
         limit: usize,
         lease_ms: u64,
+        skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
-        let out: Vec<redis::Value> = self
-            .scripts
-            .claim
-            .key(DUE)
-            .key(LEASES)
+        let mut call = self.scripts.claim.key(READY);
+        call.key(LEASES)
             .key(META)
             .arg(LEAD_MS)
             .arg(lease_ms)
             .arg(limit)
             .arg(FIRED_PREFIX)
             .arg(FIRED_TTL_MS)
-            .invoke_async(&mut self.conn())
-            .await?;
+            .arg(skip);
+        let out: Vec<redis::Value> = call.invoke_async(&mut self.conn()).await?;
         let int = |v: Option<&redis::Value>| -> i64 {
             v.and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
                 .unwrap_or(-1)
@@ -783,14 +1012,14 @@ impl Delivery {
         let mut conn = self.conn();
         let mut firings = Vec::new();
         for chunk in keys.chunks(KEYS_PER_CALL) {
-            let mut call = self.scripts.claim_expired.key(DUE);
+            let mut call = self.scripts.claim_expired.key(READY);
             call.key(LEASES)
                 .key(META)
                 .arg(lease_ms)
                 .arg(FIRED_PREFIX)
                 .arg(FIRED_TTL_MS);
             for key in chunk {
-                call.arg(key);
+                call.key(key).key(index_of(key));
             }
             let out: Vec<String> = call.invoke_async(&mut conn).await?;
             for claimed in out.chunks_exact(3) {
@@ -810,7 +1039,10 @@ impl Delivery {
         Ok(firings)
     }
 
-    /// Puts firings whose lease ended back in the index; returns how many.
+    /// Puts firings whose lease ended back in the index, and moves up to
+    /// a thousand entries of an earlier version's single index
+    /// ([`LEGACY_DUE`]) to their tenants' indexes; returns how many leases
+    /// had ended.
     ///
     /// # Errors
     /// Redis failing.
@@ -819,7 +1051,8 @@ impl Delivery {
             .scripts
             .reap
             .key(LEASES)
-            .key(DUE)
+            .key(LEGACY_DUE)
+            .key(READY)
             .invoke_async(&mut self.conn())
             .await?)
     }
@@ -834,7 +1067,8 @@ impl Delivery {
             .scripts
             .release
             .key(LEASES)
-            .key(DUE)
+            .key(index_of(member))
+            .key(READY)
             .arg(member)
             .invoke_async(&mut self.conn())
             .await?;
@@ -897,10 +1131,11 @@ impl Delivery {
             .scripts
             .retry
             .key(LEASES)
-            .key(DUE)
+            .key(index_of(&member))
             .key(META)
+            .key(READY)
             .arg(&firing.member)
-            .arg(member)
+            .arg(&member)
             .arg(crate::millis(delay))
             .arg(meta)
             .invoke_async(&mut self.conn())
@@ -958,20 +1193,17 @@ impl Delivery {
                 continue;
             }
             let member = format!("{}{SEP}retried{}", letter.key, fastrand::u32(..));
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("LREM")
-                .arg(DEAD)
-                .arg(1)
+            let revived: u64 = self
+                .scripts
+                .revive
+                .key(DEAD)
+                .key(index_of(&member))
+                .key(READY)
                 .arg(&entry)
-                .ignore()
-                .cmd("ZADD")
-                .arg(DUE)
-                .arg(0)
-                .arg(member)
-                .ignore();
-            pipe.query_async::<()>(&mut conn).await?;
-            n += 1;
+                .arg(&member)
+                .invoke_async(&mut conn)
+                .await?;
+            n += revived;
         }
         Ok(n)
     }

@@ -284,11 +284,13 @@ pub async fn run(
         let _ = std::fs::remove_file(&pid_file);
     }
     stats.log_summary();
-    let (deferred_dispatches, delayed_calls) = quotas.counts();
-    if deferred_dispatches + delayed_calls > 0 {
+    let (deferred_dispatches, delayed_calls, refused_triggers) = quotas.counts();
+    if deferred_dispatches + delayed_calls + refused_triggers > 0 {
         info!(
             deferred_dispatches,
-            delayed_calls, "quota totals (jobs deferred, host calls delayed)"
+            delayed_calls,
+            refused_triggers,
+            "quota totals (jobs deferred, host calls delayed, triggers refused)"
         );
     }
     result

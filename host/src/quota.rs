@@ -1,13 +1,20 @@
-//! Per-tenant rate quotas (`[tenants."name"]`, `[tenants."*"]` for the
-//! default): dispatches per second and Redis calls per second.
+//! Per-tenant quotas (`[tenants."name"]`, `[tenants."*"]` for the
+//! default): dispatches per second, Redis calls per second, and triggers
+//! pending.
 //!
-//! At a quota the work is **deferred**, never dropped or refused: a
+//! At a rate quota the work is **deferred**, never dropped or refused: a
 //! tenant's next job waits in its queue until its bucket refills (its lease
 //! is renewed meanwhile, so nothing runs twice), and a host call waits for
-//! its token (the wait counts against the job's timeout). Each deferral is
-//! counted and logged (throttled), with the tenant. Buckets hold one
+//! its token (the wait counts against the job's timeout). Buckets hold one
 //! second's worth of tokens, so a tenant may burst to its rate and then
 //! runs at it.
+//!
+//! At the pending-trigger quota a plugin's `trigger.set` is **refused**
+//! with `denied("quota: ...")`, and sets nothing: deferring it would hold
+//! the job until some other trigger fires. The count is the tenant's due
+//! index (`symphony:due:{tenant}`), checked in the arming script, so it
+//! holds across hosts. Each deferral and refusal is counted and logged
+//! (throttled), with the tenant.
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -29,6 +36,9 @@ pub struct TenantQuota {
     pub dispatches_per_second: Option<NonZeroU32>,
     /// Repository and pub/sub calls of this tenant's jobs per second.
     pub redis_calls_per_second: Option<NonZeroU32>,
+    /// Triggers this tenant may have pending in the due index; a plugin's
+    /// `trigger.set` of a new one beyond it is refused.
+    pub max_pending_triggers: Option<NonZeroU32>,
 }
 
 impl TenantQuota {
@@ -39,6 +49,7 @@ impl TenantQuota {
             redis_calls_per_second: self
                 .redis_calls_per_second
                 .or(default.redis_calls_per_second),
+            max_pending_triggers: self.max_pending_triggers.or(default.max_pending_triggers),
         }
     }
 }
@@ -73,8 +84,9 @@ pub struct Quotas {
     buckets: Mutex<HashMap<(String, Kind), Bucket>>,
     deferred_dispatches: AtomicU64,
     delayed_calls: AtomicU64,
+    refused_triggers: AtomicU64,
     /// One log throttle per kind of quota.
-    logs: [Throttle; 2],
+    logs: [Throttle; 3],
 }
 
 impl Default for Quotas {
@@ -97,7 +109,9 @@ impl Quotas {
             buckets: Mutex::default(),
             deferred_dispatches: AtomicU64::new(0),
             delayed_calls: AtomicU64::new(0),
+            refused_triggers: AtomicU64::new(0),
             logs: [
+                Throttle::new(Duration::from_secs(10)),
                 Throttle::new(Duration::from_secs(10)),
                 Throttle::new(Duration::from_secs(10)),
             ],
@@ -140,7 +154,7 @@ impl Quotas {
     }
 
     fn note(&self, tenant: &str, kind: Kind, wait: Duration) {
-        let [dispatch_log, call_log] = &self.logs;
+        let [dispatch_log, call_log, _] = &self.logs;
         let (counter, log) = match kind {
             Kind::Dispatch => (&self.deferred_dispatches, dispatch_log),
             Kind::RedisCall => (&self.delayed_calls, call_log),
@@ -184,11 +198,37 @@ impl Quotas {
         }
     }
 
-    /// Jobs deferred and host calls delayed by a quota, since start.
-    pub fn counts(&self) -> (u64, u64) {
+    /// Counts and logs (throttled) a trigger refused at the tenant's
+    /// pending-trigger quota; other errors are not this module's.
+    pub fn note_refused(&self, tenant: &str, error: &crate::repo::RepoError) {
+        let crate::repo::RepoError::Denied(why) = error else {
+            return;
+        };
+        if !why.starts_with("quota:") {
+            return;
+        }
+        self.refused_triggers.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.logs[2].allow() {
+            tracing::warn!(
+                tenant,
+                quota = "max_pending_triggers",
+                limit = self
+                    .of(tenant)
+                    .max_pending_triggers
+                    .map_or(0, NonZeroU32::get),
+                suppressed,
+                "tenant at its quota; a new trigger was refused"
+            );
+        }
+    }
+
+    /// Jobs deferred, host calls delayed and triggers refused by a quota,
+    /// since start.
+    pub fn counts(&self) -> (u64, u64, u64) {
         (
             self.deferred_dispatches.load(Ordering::Relaxed),
             self.delayed_calls.load(Ordering::Relaxed),
+            self.refused_triggers.load(Ordering::Relaxed),
         )
     }
 }
@@ -201,6 +241,7 @@ mod tests {
         TenantQuota {
             dispatches_per_second: NonZeroU32::new(d),
             redis_calls_per_second: NonZeroU32::new(r),
+            max_pending_triggers: None,
         }
     }
 
@@ -221,7 +262,7 @@ mod tests {
             wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
             "{wait:?}"
         );
-        assert_eq!(q.counts(), (1, 0));
+        assert_eq!(q.counts(), (1, 0, 0));
         assert!(Quotas::new(&BTreeMap::new()).is_empty());
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::delivery::{Delivery, Firing, INTERNAL_PREFIX, LEAD_MS};
+use crate::delivery::{CLAIM_AHEAD, Delivery, Firing, INTERNAL_PREFIX, LEAD_MS};
 use crate::keys::parse_trigger;
 use crate::listener::{EventKind, KeyEvent};
 use crate::stats::{Stats, Throttle};
@@ -22,6 +22,9 @@ const BATCH: usize = 500;
 const MAX_IDLE: Duration = Duration::from_millis(200);
 /// How often expired leases are looked for.
 const REAP_EVERY: Duration = Duration::from_millis(500);
+/// How often the sweeper looks again while it skips a tenant of which it
+/// holds [`CLAIM_AHEAD`] firings (they are worked off meanwhile).
+const BUSY_POLL: Duration = Duration::from_millis(5);
 
 /// Claims due firings until `cancel`, sending each at its due time.
 pub async fn sweep(
@@ -57,7 +60,8 @@ pub async fn sweep(
         }
         // Not raced against `cancel`: a claim Redis has made must come back
         // so it can be handed over or given back.
-        let claimed = delivery.claim_due(BATCH, lease_ms).await;
+        let skip = delivery.held().tenants_holding(CLAIM_AHEAD);
+        let claimed = delivery.claim_due(BATCH, lease_ms, &skip).await;
         let (server_now, next, mut batch) = match claimed {
             Ok(c) if cancel.is_cancelled() => {
                 for f in c.2 {
@@ -112,7 +116,7 @@ pub async fn sweep(
                 Duration::from_millis(u64::try_from(n - LEAD_MS - now).unwrap_or(0))
             })
             .unwrap_or(MAX_IDLE)
-            .min(MAX_IDLE);
+            .min(if skip.is_empty() { MAX_IDLE } else { BUSY_POLL });
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(idle) => {}
@@ -285,6 +289,8 @@ impl Pump {
             EventKind::Del => self.delivery.unindex(&keys).await.map(drop),
             EventKind::Expired => match self.delivery.claim_expired(&keys, self.lease_ms).await {
                 Ok(claimed) => {
+                    // Indexed keys are left to the sweep, maybe made due now.
+                    self.wake.notify_one();
                     let mut claimed = claimed.into_iter();
                     while let Some(firing) = claimed.next() {
                         if let Err(unsent) = self.firings.send(firing).await {

@@ -175,7 +175,7 @@ fn trigger_set_many_sets_every_line_or_none() {
         stderr.contains("line 3") && stderr.contains("nothing was set"),
         "{stderr}"
     );
-    assert_eq!(db8.zcard::<_, i64>("symphony:due").unwrap(), 0);
+    assert_eq!(db8.zcard::<_, i64>("symphony:due:acme").unwrap(), 0);
 
     // 2500 lines over two tenants (more than one batch), with a comment and
     // a blank line, read from stdin.
@@ -206,7 +206,10 @@ fn trigger_set_many_sets_every_line_or_none() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("set 2500 triggers of 2 tenants"));
-    assert_eq!(db8.zcard::<_, i64>("symphony:due").unwrap(), 2500);
+    // Each tenant's due index holds its own, and both are ready.
+    assert_eq!(db8.zcard::<_, i64>("symphony:due:acme").unwrap(), 1250);
+    assert_eq!(db8.zcard::<_, i64>("symphony:due:globex").unwrap(), 1250);
+    assert_eq!(db8.zcard::<_, i64>("symphony:ready").unwrap(), 2);
     let value: String = db8
         .get("globex:EXPTRIGGER:send_reminder:user_2499")
         .unwrap();

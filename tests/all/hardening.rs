@@ -643,3 +643,108 @@ fn quotas_defer_a_tenants_dispatches_and_redis_calls() {
             && e["quota"] == "redis_calls_per_second"
     });
 }
+
+/// A flood of one tenant's due triggers: claims are shared across the
+/// tenants with work due, and a host claims no more of a tenant than it
+/// can soon start, so another tenant's trigger starts on time. (Claimed in
+/// due order over one index, the victim's waited for all of the flood.)
+#[test]
+fn a_flood_of_one_tenants_due_triggers_does_not_hold_up_another() {
+    use symphony_host::repo::TriggerRepo;
+    let redis = RedisServer::start();
+    let mut host = Host::start(&redis, &plugin_entry("rec", "recorder", &["rec_"]));
+    let n = 109_890;
+    let armed = Instant::now();
+    with_pools(&redis, |pools| async move {
+        let flood: Vec<_> = (0..n)
+            .map(|i| ("rec_flood", i.to_string(), Duration::from_secs(3)))
+            .collect();
+        TriggerRepo::new(&pools, "evil")
+            .unwrap()
+            .set_many(&flood)
+            .await
+            .unwrap();
+        // Armed after the flood with 2 s more: due at least 2 s after all of it.
+        TriggerRepo::new(&pools, "victim")
+            .unwrap()
+            .set("rec_v", "1", Duration::from_secs(5))
+            .await
+            .unwrap();
+    });
+    println!(
+        "armed {n} of evil's triggers and victim's in {} ms",
+        armed.elapsed().as_millis()
+    );
+    let e = host.wait_for("the victim's trigger", WAIT, |e| {
+        is_dispatch(e, "rec_v", "1")
+    });
+    assert_eq!(e["outcome"], "ok", "{e}");
+    let late_us = e["late_us"].as_u64().unwrap();
+    let flood_done = host
+        .events(|e| e["message"] == "dispatch" && e["action"] == "rec_flood")
+        .len();
+    println!(
+        "victim's trigger started {} ms late, with {flood_done} of evil's {n} earlier ones run",
+        late_us / 1000
+    );
+    assert!(
+        flood_done < n,
+        "the flood was run already ({flood_done}): nothing was tested"
+    );
+    assert!(late_us <= 1_000_000, "victim's trigger {late_us} µs late");
+    let _ = host.terminate(Duration::from_secs(20));
+}
+
+/// `max_pending_triggers`: a plugin's new trigger beyond the tenant's
+/// count pending is refused with `denied("quota: ...")`, counted and
+/// logged; re-arming a pending one, and other tenants, are not affected.
+#[test]
+fn a_tenants_pending_triggers_are_capped() {
+    let mut driver = Driver::start_with("[tenants.evil]\nmax_pending_triggers = 100");
+    let sets = |tenant: &str, from: usize, to: usize| -> Value {
+        Value::Array(
+            (from..to)
+                .map(|i| json!(["trigger.set", "later", format!("{tenant}{i}"), 600_000]))
+                .collect(),
+        )
+    };
+    let results = driver.run("evil", sets("p", 0, 120));
+    let ok = results.iter().filter(|r| r.get("ok").is_some()).count();
+    assert_eq!(ok, 100, "{results:?}");
+    let refused = &results[100];
+    assert_eq!(refused["err"]["kind"], "denied", "{refused}");
+    assert!(
+        refused["err"]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("quota:") && m.contains("max_pending_triggers")),
+        "{refused}"
+    );
+    let db8 = || driver.redis.conn(8);
+    assert_eq!(db8().zcard::<_, u64>("symphony:due:evil").unwrap(), 100);
+    assert!(
+        !db8()
+            .exists::<_, bool>("evil:EXPTRIGGER:later:p100")
+            .unwrap(),
+        "a refused trigger was set"
+    );
+    // Re-arming a pending one is not a new one; a cancel makes room.
+    let results = driver.run(
+        "evil",
+        json!([
+            ["trigger.set", "later", "p5", 900_000],
+            ["trigger.delete", "later", "p6"],
+            ["trigger.set", "later", "p100", 600_000],
+            ["trigger.set", "later", "p101", 600_000],
+        ]),
+    );
+    let kinds: Vec<bool> = results.iter().map(|r| r.get("ok").is_some()).collect();
+    assert_eq!(kinds, [true, true, true, false], "{results:?}");
+    // Another tenant has no such cap.
+    let results = driver.run("victim", sets("v", 0, 120));
+    assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
+    driver.host.wait_for("the refusal logged", WAIT, |e| {
+        e["message"] == "tenant at its quota; a new trigger was refused"
+            && e["tenant"] == "evil"
+            && e["limit"] == 100
+    });
+}

@@ -55,6 +55,15 @@ impl TriggerRepo {
         })
     }
 
+    /// Refuses a new trigger, with [`RepoError::Denied`], while the tenant
+    /// has `cap` pending in the due index (`[tenants]
+    /// max_pending_triggers`); `None`: no cap.
+    #[must_use]
+    pub fn with_pending_cap(mut self, cap: Option<std::num::NonZeroU32>) -> Self {
+        self.delivery = self.delivery.with_pending_cap(cap);
+        self
+    }
+
     /// The tenant this repository is scoped to.
     pub fn tenant(&self) -> &str {
         &self.tenant

@@ -164,11 +164,15 @@ macro_rules! call {
 
 impl trigger::Host for JobState {
     async fn set(&mut self, action: String, id: String, ttl_ms: u64) -> Ret<()> {
+        let quotas = self.quotas.clone();
         call!(self, Trigger, Write, [action, id], |p, t| {
+            let cap = quotas.of(t).max_pending_triggers;
             TriggerRepo::new(p, t)?
+                .with_pending_cap(cap)
                 .set(&action, &id, Duration::from_millis(ttl_ms))
                 .await
                 .map(drop)
+                .inspect_err(|e| quotas.note_refused(t, e))
         })
     }
 
