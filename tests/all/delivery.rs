@@ -339,3 +339,66 @@ fn a_firing_missed_while_down_survives_a_re_arm_of_its_key() {
     );
     assert!(started.elapsed() > Duration::from_millis(1500));
 }
+
+/// Entries an earlier version left in its single index, `symphony:due`
+/// (one due already, one not yet, one a pending retry), are moved to their
+/// tenants' indexes by the next host, and each runs once, on time.
+#[test]
+fn entries_of_the_old_single_index_are_migrated_and_run_once() {
+    let redis = RedisServer::start();
+    let mut db8 = redis.conn(8);
+    let t: Vec<i64> = redis::cmd("TIME").query(&mut db8).unwrap();
+    let now_ms = t[0] * 1000 + t[1] / 1000;
+    // As the old arming script left them: the key with its TTL, its entry.
+    let _: () = db8.set_ex("acme:EXPTRIGGER:ver_old:soon", "", 2).unwrap();
+    let _: () = db8
+        .zadd(
+            "symphony:due",
+            "acme:EXPTRIGGER:ver_old:soon",
+            now_ms + 2000,
+        )
+        .unwrap();
+    let _: () = db8
+        .zadd(
+            "symphony:due",
+            "globex:EXPTRIGGER:ver_old:past",
+            now_ms - 500,
+        )
+        .unwrap();
+    let _: () = db8
+        .zadd(
+            "symphony:due",
+            "globex:EXPTRIGGER:ver_old:retry\0r1",
+            now_ms - 100,
+        )
+        .unwrap();
+    let mut host = Host::start(&redis, &counter());
+    let runs = host.wait_for_n("the three old entries", Duration::from_secs(10), 3, |e| {
+        e["message"] == "dispatch" && e["action"] == "ver_old"
+    });
+    let mut ran: Vec<String> = runs
+        .iter()
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["tenant"].as_str().unwrap(),
+                e["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    ran.sort();
+    assert_eq!(ran, ["acme/soon", "globex/past", "globex/retry"]);
+    let soon = runs.iter().find(|e| e["id"] == "soon").unwrap();
+    assert!(
+        soon["late_us"].as_i64().unwrap() < 100_000,
+        "the migrated entry ran late: {soon}"
+    );
+    assert_eq!(db8.zcard::<_, u64>("symphony:due").unwrap(), 0);
+    // Nothing runs twice afterwards.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        host.events(|e| e["message"] == "dispatch" && e["action"] == "ver_old")
+            .len(),
+        3
+    );
+}
