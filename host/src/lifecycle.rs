@@ -1,0 +1,438 @@
+//! The host's lifecycle: named stages started in order, and stopped in
+//! reverse.
+//!
+//! [`Host::start`] runs the start-up stages ([`Stage`]): the manifest, the
+//! Redis pools, the runtime and the plugin set, the reloader, delivery
+//! (one [`Delivery`] per listened pool, with lease renewal), the listeners,
+//! the sweepers and pumps, and the dispatcher. Further services (an admin
+//! HTTP server, say) mount with [`Host::mount`] and get a [`HostContext`].
+//! [`Host::serve`] runs until the shutdown future resolves, a listener
+//! cannot start, or a service fails; then it stops the stages in reverse:
+//! services and sources first, then the dispatcher, which drains in-flight
+//! jobs for up to `runtime.shutdown_grace`, then lease renewal, the
+//! listeners and the reloader.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use tokio::sync::{Notify, mpsc};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::delivery::Delivery;
+use crate::dispatch::{Concurrency, Dispatcher, InFlight};
+use crate::listener::{Listener, NotifyError};
+use crate::manifest::{Manifest, RuntimeConfig};
+use crate::plugins::PluginSet;
+use crate::pools::{PoolAlias, Pools};
+use crate::quota::Quotas;
+use crate::reload::{self, Reloader};
+use crate::runtime::Runtime;
+use crate::stats::Stats;
+use crate::{RunOptions, millis, sweeper};
+
+/// Capacity of the channels between listeners, pumps, sweepers and the
+/// dispatcher.
+const EVENT_QUEUE: usize = 4096;
+
+/// The start-up stages, in order (logged at debug level as each is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// The manifest, parsed and validated.
+    Manifest,
+    /// One reconnecting connection set per pool alias.
+    Pools,
+    /// The engine, the quotas and the plugin set.
+    Plugins,
+    /// The pid file and the watcher that hot-reloads the plugin set.
+    Reloader,
+    /// The durable index of each listened pool, and lease renewal.
+    Delivery,
+    /// One keyevent subscription per listened pool.
+    Listeners,
+    /// Per pool, the sweeper (claims due firings) and the pump (applies
+    /// keyevents).
+    Sweepers,
+    /// The dispatcher: fair queues, limits, jobs.
+    Dispatcher,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Stage::Manifest => "manifest",
+            Stage::Pools => "pools",
+            Stage::Plugins => "plugins",
+            Stage::Reloader => "reloader",
+            Stage::Delivery => "delivery",
+            Stage::Listeners => "listeners",
+            Stage::Sweepers => "sweepers",
+            Stage::Dispatcher => "dispatcher",
+        };
+        f.write_str(name)
+    }
+}
+
+/// What a service mounted on the host can see and use; cheap to clone.
+#[derive(Clone)]
+pub struct HostContext {
+    manifest: Arc<Manifest>,
+    pools: Pools,
+    runtime: Arc<Runtime>,
+    plugins: Arc<ArcSwap<PluginSet>>,
+    stats: Arc<Stats>,
+    quotas: Arc<Quotas>,
+    deliveries: Arc<BTreeMap<PoolAlias, Delivery>>,
+    in_flight: InFlight,
+}
+
+impl HostContext {
+    /// The manifest the host started with (reloads swap the plugin set,
+    /// not this).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The Redis pools.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
+    /// The engine and its settings.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// The live plugin set (swapped by each reload).
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins.load_full()
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Per-tenant quotas and their counts.
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
+    }
+
+    /// The delivery state of each listened pool.
+    pub fn deliveries(&self) -> &BTreeMap<PoolAlias, Delivery> {
+        &self.deliveries
+    }
+
+    /// The firings running now (member → pool).
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+}
+
+/// A started host. Dropping it without [`serve`](Self::serve) cancels and
+/// aborts its tasks without draining (the firings it holds go back to the
+/// index when their leases end).
+pub struct Host {
+    context: HostContext,
+    pid_file: PathBuf,
+    pid: String,
+    cancel: CancellationToken,
+    reloading: JoinHandle<()>,
+    renewal: CancellationToken,
+    renewing: JoinSet<()>,
+    listeners: JoinSet<Result<(), NotifyError>>,
+    sources: JoinSet<()>,
+    dispatching: JoinHandle<()>,
+    tracker: TaskTracker,
+    services: JoinSet<(&'static str, anyhow::Result<()>)>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        // After `stop` these are no-ops; without it, nothing outlives the host.
+        self.cancel.cancel();
+        self.renewal.cancel();
+        self.reloading.abort();
+        self.dispatching.abort();
+    }
+}
+
+/// Logs a finished start-up stage.
+fn done(stage: Stage, since: Instant) {
+    debug!(%stage, took_ms = millis(since.elapsed()), "start-up stage done");
+}
+
+impl Host {
+    /// Runs the start-up stages in order.
+    ///
+    /// # Errors
+    /// An invalid manifest, a pool URL that does not parse, an engine that
+    /// cannot start or a plugin that does not load. Redis being unreachable
+    /// is not an error: listeners and sweepers keep retrying.
+    pub async fn start(manifest_path: &Path, options: RunOptions) -> anyhow::Result<Host> {
+        let t = Instant::now();
+        let manifest = Arc::new(Manifest::load(manifest_path)?);
+        done(Stage::Manifest, t);
+
+        let t = Instant::now();
+        let pools = Pools::new(&manifest.pool_urls(options.redis_url.as_ref()))?;
+        done(Stage::Pools, t);
+
+        let t = Instant::now();
+        let runtime = Runtime::new(
+            &manifest.runtime,
+            RuntimeConfig::fuel_needed(&manifest.plugins),
+            pools.clone(),
+        )?;
+        let quotas = Arc::new(Quotas::new(&manifest.tenants));
+        runtime.set_quotas(quotas.clone());
+        let set = PluginSet::load(&runtime, &manifest, 0)
+            .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
+        for plugin in set.plugins() {
+            info!(
+                plugin = %plugin.name(),
+                path = %plugin.path().display(),
+                version = plugin.digest(),
+                load_ms = millis(plugin.compile_time()),
+                actions = ?set.prefixes_of(plugin),
+                "plugin loaded"
+            );
+        }
+        let plugins = Arc::new(ArcSwap::from_pointee(set));
+        done(Stage::Plugins, t);
+
+        let cancel = CancellationToken::new();
+        let t = Instant::now();
+        let pid_file = reload::pid_file(manifest_path);
+        let pid = std::process::id().to_string();
+        if let Err(e) = std::fs::write(&pid_file, &pid) {
+            warn!(path = %pid_file.display(), error = %e, "cannot write the pid file; `symphony-host reload` will not find this host");
+        }
+        let reloader = Reloader::new(
+            (*manifest).clone(),
+            options.redis_url.clone(),
+            runtime.clone(),
+            plugins.clone(),
+        );
+        let reloading = tokio::spawn(reload::watch(reloader, cancel.child_token()));
+        done(Stage::Reloader, t);
+
+        // Lease renewal outlives `cancel`: in-flight jobs keep their leases
+        // while shutdown drains them.
+        let t = Instant::now();
+        let lease = manifest.delivery.lease.0;
+        let renewal = CancellationToken::new();
+        let mut renewing = JoinSet::new();
+        let mut aliases = manifest.listener.pools.clone();
+        aliases.sort();
+        aliases.dedup();
+        let mut deliveries = BTreeMap::new();
+        for alias in &aliases {
+            let delivery = Delivery::for_pool(&pools, *alias)?
+                .with_dead_letter_cap(manifest.delivery.max_dead_letters.get());
+            renewing.spawn(sweeper::renew(delivery.clone(), lease, renewal.clone()));
+            deliveries.insert(*alias, delivery);
+        }
+        let deliveries = Arc::new(deliveries);
+        done(Stage::Delivery, t);
+
+        let t = Instant::now();
+        let mut listeners = JoinSet::new();
+        let mut keyevents = Vec::new();
+        for alias in &aliases {
+            let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+            let listener = Listener::new(
+                *alias,
+                pools.get(*alias)?,
+                manifest.listener.notify_keyspace_events,
+            );
+            listeners.spawn(listener.run(event_tx, cancel.child_token()));
+            keyevents.push((*alias, event_rx));
+        }
+        done(Stage::Listeners, t);
+
+        // All firings, swept or heard, go to the one dispatcher.
+        let t = Instant::now();
+        let stats = Arc::new(Stats::default());
+        let (firing_tx, firing_rx) = mpsc::channel(EVENT_QUEUE);
+        let mut sources = JoinSet::new();
+        for (alias, event_rx) in keyevents {
+            let Some(delivery) = deliveries.get(&alias).cloned() else {
+                continue;
+            };
+            let wake = Arc::new(Notify::new());
+            sources.spawn(sweeper::pump(
+                delivery.clone(),
+                event_rx,
+                firing_tx.clone(),
+                wake.clone(),
+                lease,
+                stats.clone(),
+                cancel.child_token(),
+            ));
+            sources.spawn(sweeper::sweep(
+                delivery,
+                firing_tx.clone(),
+                wake,
+                lease,
+                cancel.child_token(),
+            ));
+        }
+        drop(firing_tx);
+        done(Stage::Sweepers, t);
+
+        let t = Instant::now();
+        let dispatcher = Dispatcher::new(
+            runtime.clone(),
+            deliveries.clone(),
+            plugins.clone(),
+            Concurrency {
+                total: manifest.runtime.concurrency.get(),
+                per_tenant: manifest.runtime.tenant_concurrency(),
+            },
+            stats.clone(),
+        );
+        let in_flight = dispatcher.in_flight();
+        let tracker = dispatcher.tracker();
+        let dispatching = tokio::spawn(dispatcher.run(firing_rx, cancel.child_token()));
+        done(Stage::Dispatcher, t);
+
+        Ok(Host {
+            context: HostContext {
+                manifest,
+                pools,
+                runtime,
+                plugins,
+                stats,
+                quotas,
+                deliveries,
+                in_flight,
+            },
+            pid_file,
+            pid,
+            cancel,
+            reloading,
+            renewal,
+            renewing,
+            listeners,
+            sources,
+            dispatching,
+            tracker,
+            services: JoinSet::new(),
+        })
+    }
+
+    /// What services see of the host.
+    pub fn context(&self) -> &HostContext {
+        &self.context
+    }
+
+    /// Mounts a further service (an HTTP server, say): `service` is called
+    /// with the host's context and a token cancelled at shutdown, and its
+    /// future runs on the host's runtime until then. A service that ends
+    /// with an error stops the host with that error.
+    pub fn mount<F, Fut>(&mut self, name: &'static str, service: F)
+    where
+        F: FnOnce(HostContext, CancellationToken) -> Fut,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let run = service(self.context.clone(), self.cancel.child_token());
+        self.services.spawn(async move { (name, run.await) });
+    }
+
+    /// Runs until `shutdown` resolves (or a listener cannot start, or a
+    /// service fails), then stops the stages in reverse: no new firings,
+    /// in-flight jobs drained for up to `runtime.shutdown_grace` (the
+    /// unfinished ones given back for another host), then lease renewal,
+    /// the listeners and the reloader.
+    ///
+    /// # Errors
+    /// A listener that cannot start (Redis refusing keyevent
+    /// notifications), or a service's error.
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let result = tokio::select! {
+            _ = shutdown => {
+                info!("shutdown requested: no new dispatches, draining in-flight ones");
+                Ok(())
+            }
+            Some(ended) = self.listeners.join_next() => match ended {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("the expiry listener cannot start")),
+                Err(e) => Err(anyhow::Error::new(e).context("the expiry listener failed")),
+            },
+            Some(ended) = self.services.join_next() => match ended {
+                Ok((_, Ok(()))) => Ok(()),
+                Ok((name, Err(e))) => Err(e.context(format!("the {name} service failed"))),
+                Err(e) => Err(anyhow::Error::new(e).context("a service failed")),
+            },
+        };
+        self.stop().await;
+        result
+    }
+
+    /// The shutdown stages, in reverse order of start-up.
+    async fn stop(mut self) {
+        self.cancel.cancel();
+        while self.services.join_next().await.is_some() {}
+        while self.sources.join_next().await.is_some() {}
+        if let Err(e) = (&mut self.dispatching).await {
+            warn!(error = %e, "the dispatcher's task failed");
+        }
+        self.drain().await;
+        self.renewal.cancel();
+        while self.renewing.join_next().await.is_some() {}
+        self.listeners.shutdown().await;
+        if let Err(e) = (&mut self.reloading).await {
+            warn!(error = %e, "the reloader's task failed");
+        }
+        if std::fs::read_to_string(&self.pid_file).is_ok_and(|p| p == self.pid) {
+            let _ = std::fs::remove_file(&self.pid_file);
+        }
+        self.context.stats.log_summary();
+        let (deferred_dispatches, delayed_calls, refused_triggers) = self.context.quotas.counts();
+        if deferred_dispatches + delayed_calls + refused_triggers > 0 {
+            info!(
+                deferred_dispatches,
+                delayed_calls,
+                refused_triggers,
+                "quota totals (jobs deferred, host calls delayed, triggers refused)"
+            );
+        }
+    }
+
+    /// Waits for in-flight jobs for up to the grace; gives the unfinished
+    /// ones back for another host.
+    async fn drain(&self) {
+        self.tracker.close();
+        let grace = self.context.manifest.runtime.shutdown_grace.0;
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        let unfinished: Vec<(String, PoolAlias)> = self
+            .context
+            .in_flight
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        for (member, pool) in &unfinished {
+            if let Some(d) = self.context.deliveries.get(pool) {
+                let _ = d.release(member).await;
+            }
+        }
+        warn!(
+            in_flight = unfinished.len(),
+            grace_ms = millis(grace),
+            "shutdown grace elapsed; gave the unfinished dispatches back for another host"
+        );
+    }
+}
