@@ -1,5 +1,11 @@
-//! `symphony-host`: the command line. Parses arguments, sets up logging and
-//! calls the library.
+//! `symphony-host`: the command line. Parses arguments, sets up logging,
+//! calls the library ([`symphony_host::commands`], [`symphony_host::run`])
+//! and prints what it returns.
+
+// Host code reads slices with `get` and patterns, never `[i]`: a bad
+// index is an error to report, not a panic in the control plane. (Tests may
+// index.)
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -8,10 +14,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use symphony_host::delivery::Delivery;
-use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
-use symphony_host::pools::Pools;
-use symphony_host::repo::TriggerRepo;
+use symphony_host::commands;
+use symphony_host::manifest::RedisUrl;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt as _;
 
@@ -148,13 +152,12 @@ struct Target {
     redis_url: Option<RedisUrl>,
 }
 
-impl Target {
-    fn pools(&self) -> anyhow::Result<Pools> {
-        let urls = match &self.manifest {
-            Some(path) => Manifest::load(path)?.pool_urls(self.redis_url.as_ref()),
-            None => seed_pool_urls(self.redis_url.as_ref().unwrap_or(&RedisUrl::local())),
-        };
-        Pools::new(&urls)
+impl From<Target> for commands::Target {
+    fn from(t: Target) -> Self {
+        commands::Target {
+            manifest: t.manifest,
+            redis_url: t.redis_url,
+        }
     }
 }
 
@@ -226,7 +229,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             symphony_host::run(&manifest, options, shutdown_signal()).await
         }
         Command::Check { manifest } => {
-            let plugins = symphony_host::check(&manifest).await?;
+            let plugins = commands::check(&manifest).await?;
             for p in &plugins {
                 println!(
                     "ok  {:<16} {}  version {}  loaded in {} ms  actions {}",
@@ -240,36 +243,35 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             println!("{}: {} plugin(s) ok", manifest.display(), plugins.len());
             Ok(())
         }
-        Command::Dead(command) => {
-            let target = match &command {
-                DeadCommand::List { target }
-                | DeadCommand::Retry { target, .. }
-                | DeadCommand::Purge { target } => target,
-            };
-            let delivery = Delivery::new(&target.pools()?)?;
-            match &command {
-                DeadCommand::List { .. } => {
-                    for letter in delivery.dead_letters().await? {
-                        println!("{}", serde_json::to_string(&letter)?);
-                    }
-                }
-                DeadCommand::Retry { key, .. } => {
-                    let n = delivery.retry_dead(key.as_deref()).await?;
-                    println!("{n} dead letter(s) queued again");
-                }
-                DeadCommand::Purge { .. } => {
-                    let n = delivery.purge_dead().await?;
-                    println!("purged {n} dead letter(s)");
-                }
-            }
-            Ok(())
-        }
         Command::Reload { manifest } => {
             let pid = symphony_host::reload::signal_reload(&manifest)?;
             println!(
                 "asked the host (pid {pid}) to reload {}",
                 manifest.display()
             );
+            Ok(())
+        }
+        Command::Dead(DeadCommand::List { target }) => {
+            let list = commands::dead_letters(&target.into()).await?;
+            for letter in &list.letters {
+                println!("{}", serde_json::to_string(letter)?);
+            }
+            for (position, error) in &list.unreadable {
+                eprintln!(
+                    "warning: entry {position} of the dead-letter list is not a dead letter \
+                     ({error}); `dead retry` leaves it, `dead purge` deletes it"
+                );
+            }
+            Ok(())
+        }
+        Command::Dead(DeadCommand::Retry { key, target }) => {
+            let n = commands::retry_dead(&target.into(), key.as_deref()).await?;
+            println!("{n} dead letter(s) queued again");
+            Ok(())
+        }
+        Command::Dead(DeadCommand::Purge { target }) => {
+            let n = commands::purge_dead(&target.into()).await?;
+            println!("purged {n} dead letter(s)");
             Ok(())
         }
         Command::Trigger(TriggerCommand::Set {
@@ -279,11 +281,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             ttl,
             target,
         }) => {
-            let repo = TriggerRepo::new(&target.pools()?, &tenant)?;
-            let key = repo
-                .set(&action, &id, ttl)
-                .await
-                .with_context(|| format!("cannot set trigger {action}:{id} of tenant {tenant}"))?;
+            let key = commands::set_trigger(&target.into(), &tenant, &action, &id, ttl).await?;
             println!("set {key} (fires in {})", humantime::format_duration(ttl));
             Ok(())
         }
@@ -294,19 +292,10 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read_to_string(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?
             };
-            let batches = parse_trigger_lines(&text)
-                .with_context(|| format!("{}: nothing was set", file.display()))?;
-            let pools = target.pools()?;
-            let mut total = 0;
-            for (tenant, triggers) in &batches {
-                let repo = TriggerRepo::new(&pools, tenant)?;
-                total += repo
-                    .set_many(triggers)
-                    .await
-                    .with_context(|| format!("cannot set the triggers of tenant {tenant}"))?
-                    .len();
-            }
-            println!("set {total} triggers of {} tenants", batches.len());
+            let set = commands::set_triggers(&target.into(), &text)
+                .await
+                .with_context(|| file.display().to_string())?;
+            println!("set {} triggers of {} tenants", set.triggers, set.tenants);
             Ok(())
         }
         Command::Trigger(TriggerCommand::Cancel {
@@ -315,11 +304,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             id,
             target,
         }) => {
-            let repo = TriggerRepo::new(&target.pools()?, &tenant)?;
-            let removed = repo.delete(&action, &id).await.with_context(|| {
-                format!("cannot cancel trigger {action}:{id} of tenant {tenant}")
-            })?;
-            if removed {
+            if commands::cancel_trigger(&target.into(), &tenant, &action, &id).await? {
                 println!("cancelled {action}:{id} of tenant {tenant}");
             } else {
                 println!("no pending trigger {action}:{id} for tenant {tenant}");
@@ -327,39 +312,6 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-/// Triggers per tenant, in first-seen order.
-type TriggerLines = Vec<(String, Vec<(String, String, Duration)>)>;
-
-/// Parses `TENANT ACTION ID TTL` lines; the error names the first bad line.
-fn parse_trigger_lines(text: &str) -> anyhow::Result<TriggerLines> {
-    let mut batches: TriggerLines = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        let [tenant, action, id, ttl] = fields.as_slice() else {
-            anyhow::bail!(
-                "line {}: expected `TENANT ACTION ID TTL`, found {} fields: {line:?}",
-                n + 1,
-                fields.len()
-            );
-        };
-        let ttl = humantime::parse_duration(ttl)
-            .with_context(|| format!("line {}: bad TTL {ttl:?} (use e.g. 500ms, 5s, 2m)", n + 1))?;
-        symphony_host::keys::trigger_key(tenant, action, id)
-            .with_context(|| format!("line {}: {line:?}", n + 1))?;
-        symphony_host::repo::ttl_ms(ttl).with_context(|| format!("line {}", n + 1))?;
-        let trigger = ((*action).to_owned(), (*id).to_owned(), ttl);
-        match batches.iter_mut().find(|(t, _)| t == tenant) {
-            Some((_, list)) => list.push(trigger),
-            None => batches.push(((*tenant).to_owned(), vec![trigger])),
-        }
-    }
-    Ok(batches)
 }
 
 #[tokio::main]
