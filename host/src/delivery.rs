@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
@@ -670,6 +671,18 @@ pub struct DeadLetter {
     pub failed_at_ms: i64,
 }
 
+/// The dead-letter list as read: the letters, newest first, and the entries
+/// that do not decode as one (written by another client or format).
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DeadList {
+    /// The dead letters, newest first.
+    pub letters: Vec<DeadLetter>,
+    /// Entries that are not dead letters: their position in the list (0 is
+    /// the newest) and why.
+    pub unreadable: Vec<(usize, String)>,
+}
+
 struct Scripts {
     arm: redis::Script,
     arm_many: redis::Script,
@@ -866,7 +879,8 @@ impl Delivery {
             }
             let n: i64 = crate::repo::invoke_idempotent(&conn, &call).await?;
             if n < 0 {
-                return Err(self.over_pending(&chunk[0].0));
+                let key = chunk.first().map_or("", |(key, _)| key.as_str());
+                return Err(self.over_pending(key));
             }
             armed += n.unsigned_abs();
         }
@@ -1154,21 +1168,25 @@ impl Delivery {
         self.finish(&firing.member, &json).await
     }
 
-    /// Every dead letter, newest first.
+    /// Every dead letter, newest first, and the entries that are not one.
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn dead_letters(&self) -> Result<Vec<DeadLetter>, RepoError> {
+    pub async fn dead_letters(&self) -> Result<DeadList, RepoError> {
         let raw: Vec<String> = redis::cmd("LRANGE")
             .arg(DEAD)
             .arg(0)
             .arg(-1)
             .query_async(&mut self.conn())
             .await?;
-        Ok(raw
-            .iter()
-            .filter_map(|r| serde_json::from_str(r).ok())
-            .collect())
+        let mut list = DeadList::default();
+        for (i, entry) in raw.iter().enumerate() {
+            match serde_json::from_str(entry) {
+                Ok(letter) => list.letters.push(letter),
+                Err(e) => list.unreadable.push((i, e.to_string())),
+            }
+        }
+        Ok(list)
     }
 
     /// Puts dead letters (all, or those of `key`) back in the index, due at
@@ -1185,9 +1203,16 @@ impl Delivery {
             .query_async(&mut conn)
             .await?;
         let mut n = 0;
-        for entry in raw {
-            let Ok(letter) = serde_json::from_str::<DeadLetter>(&entry) else {
-                continue;
+        for (i, entry) in raw.iter().enumerate() {
+            let letter = match serde_json::from_str::<DeadLetter>(entry) {
+                Ok(letter) => letter,
+                Err(e) => {
+                    warn!(
+                        position = i, error = %e,
+                        "an entry of the dead-letter list is not a dead letter; left as it is"
+                    );
+                    continue;
+                }
             };
             if key.is_some_and(|k| k != letter.key) {
                 continue;
@@ -1199,7 +1224,7 @@ impl Delivery {
                 .key(DEAD)
                 .key(index_of(&member))
                 .key(READY)
-                .arg(&entry)
+                .arg(entry)
                 .arg(&member)
                 .invoke_async(&mut conn)
                 .await?;

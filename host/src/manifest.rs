@@ -2,7 +2,7 @@
 //! runtime's limits.
 //!
 //! Everything is validated while parsing (`deny_unknown_fields`, newtypes
-//! with `try_from`) and then by [`Manifest::validate`] for rules that span
+//! with `try_from`) and then by `Manifest::validate` for rules that span
 //! several entries (duplicate names, an action prefix owned twice). Every
 //! error names `file:line:column`.
 //!
@@ -131,11 +131,13 @@ fn default_listen_pools() -> Vec<PoolAlias> {
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum NotifyMode {
-    /// Read the setting and add `E` and `x` if missing, keeping other flags;
+    /// Read the setting and add `E`, `x` and `g` if missing (`x` for
+    /// expiries, `g` for the `expire` and `del` of keys set outside the
+    /// host's scripts), keeping other flags;
     /// again after every reconnect. Fails if CONFIG is not allowed.
     #[default]
     Merge,
-    /// Read the setting and fail if `E` or `x` is missing; never write it.
+    /// Read the setting and fail if `E`, `x` or `g` is missing; never write it.
     Check,
     /// Do not touch or read it (for servers where CONFIG is disabled and the
     /// setting is made in redis.conf or the provider's console).
@@ -204,8 +206,16 @@ impl Default for RuntimeConfig {
     }
 }
 
+// Defaults that must not be zero: a zero here fails the build (the
+// `unwrap`s run at compile time), never a run.
+const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(64).unwrap();
+const DEFAULT_MAX_MEMORY_MIB: NonZeroUsize = NonZeroUsize::new(256).unwrap();
+const DEFAULT_ATTEMPTS: NonZeroU32 = NonZeroU32::new(3).unwrap();
+const DEFAULT_MAX_DEAD_LETTERS: NonZeroUsize =
+    NonZeroUsize::new(crate::delivery::DEFAULT_MAX_DEAD_LETTERS).unwrap();
+
 fn default_concurrency() -> NonZeroUsize {
-    NonZeroUsize::new(64).unwrap_or(NonZeroUsize::MIN)
+    DEFAULT_CONCURRENCY
 }
 fn default_timeout() -> HumanDuration {
     HumanDuration(Duration::from_secs(10))
@@ -214,7 +224,7 @@ fn default_shutdown_grace() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 fn default_max_memory_mib() -> NonZeroUsize {
-    NonZeroUsize::new(256).unwrap_or(NonZeroUsize::MIN)
+    DEFAULT_MAX_MEMORY_MIB
 }
 fn default_true() -> bool {
     true
@@ -248,11 +258,7 @@ impl Default for DeliveryConfig {
 }
 
 fn default_max_dead_letters() -> NonZeroUsize {
-    const N: NonZeroUsize = match NonZeroUsize::new(crate::delivery::DEFAULT_MAX_DEAD_LETTERS) {
-        Some(n) => n,
-        None => NonZeroUsize::MIN,
-    };
-    N
+    DEFAULT_MAX_DEAD_LETTERS
 }
 
 fn default_lease() -> HumanDuration {
@@ -313,7 +319,7 @@ impl RetryConfig {
 }
 
 fn default_attempts() -> NonZeroU32 {
-    NonZeroU32::new(3).unwrap_or(NonZeroU32::MIN)
+    DEFAULT_ATTEMPTS
 }
 fn default_backoff() -> HumanDuration {
     HumanDuration(Duration::from_secs(1))
@@ -452,7 +458,7 @@ impl fmt::Display for PluginName {
 /// An action prefix: non-empty, without `:` or whitespace.
 ///
 /// Trigger keys escape `:` in actions to `_`, so a prefix with `:` could
-/// never match (the seed's registry has exactly that bug).
+/// never match (mimeiapify's registry has exactly that bug).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(try_from = "String")]
 pub struct ActionPrefix(String);

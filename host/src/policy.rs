@@ -62,10 +62,18 @@ impl Repo {
         !matches!(self, Repo::Trigger | Repo::Pubsub)
     }
 
-    fn index(self) -> usize {
-        self as usize
+    /// This repository's bit in a [`Grants`] mask. The enum has no explicit
+    /// discriminants, so they count from 0, and the assertion below keeps
+    /// them under 32: a new repository needs no other change here.
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
+
+const _: () = assert!(
+    (Repo::ALL.len() as u32) < u32::BITS,
+    "Grants keeps one bit per repository in a u32"
+);
 
 /// Reading or changing data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -114,24 +122,34 @@ impl TryFrom<String> for Capability {
     }
 }
 
-/// The grants of one plugin.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Grants([Option<Access>; 8]);
+/// The grants of one plugin: a bit per repository for reads, and one for
+/// writes (a write grant includes reads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    read: u32,
+    write: u32,
+}
 
 impl Grants {
     /// Grants from manifest capabilities (the widest access per repository wins).
     pub fn new(capabilities: impl IntoIterator<Item = Capability>) -> Self {
         let mut g = Grants::default();
         for c in capabilities {
-            let slot = &mut g.0[c.repo.index()];
-            *slot = (*slot).max(Some(c.access));
+            match c.access {
+                Access::Read => g.read |= c.repo.bit(),
+                Access::Write => g.write |= c.repo.bit(),
+            }
         }
         g
     }
 
     /// Whether `access` to `repo` is granted.
     pub fn allows(&self, repo: Repo, access: Access) -> bool {
-        self.0[repo.index()].is_some_and(|granted| granted >= access)
+        let granted = match access {
+            Access::Read => self.read | self.write,
+            Access::Write => self.write,
+        };
+        granted & repo.bit() != 0
     }
 
     /// The grant a denied call lacks, for the error message.
@@ -233,6 +251,35 @@ mod tests {
         assert!(g.allows(Repo::Table, Access::Write));
         assert!(cap("users").unwrap_err().contains("unknown capability"));
         assert!(cap("pubsub:read").unwrap_err().contains("no read-only"));
+    }
+
+    #[test]
+    fn every_repository_has_its_own_grant() {
+        for r in Repo::ALL {
+            let g = Grants::new([cap(r.name()).unwrap()]);
+            for other in Repo::ALL {
+                assert_eq!(
+                    g.allows(other, Access::Write),
+                    other == r,
+                    "{r:?} {other:?}"
+                );
+            }
+        }
+    }
+
+    /// `Repo::ALL` is the list of the WIT's imports less the three that need
+    /// no grant: a repository added to the WIT fails here until it is added
+    /// to `Repo` and `ALL`.
+    #[test]
+    fn the_repositories_are_the_wits_imports() {
+        let wit = include_str!("../../wit/symphony.wit");
+        let imports: Vec<&str> = wit
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("import ")?.strip_suffix(';'))
+            .filter(|name| !["types", "log", "context"].contains(name))
+            .collect();
+        let names: Vec<&str> = Repo::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(names, imports);
     }
 
     #[test]

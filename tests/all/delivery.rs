@@ -287,6 +287,22 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
     assert_eq!(attempts, vec![1, 2, 3]);
 
     let cli = |args: &[&str]| run_ok(host_cmd().args(args).args(["--redis-url", &redis.url()]));
+    // An entry another client pushed is reported, not silently dropped, and
+    // neither `list` nor `retry` trips on it.
+    let _: u64 = redis
+        .conn(8)
+        .rpush("symphony:dead", "not a letter")
+        .unwrap();
+    let out = host_cmd()
+        .args(["dead", "list", "--redis-url", &redis.url()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success()
+            && stderr.contains("entry 1 of the dead-letter list is not a dead letter"),
+        "{stderr}"
+    );
     let listed = cli(&["dead", "list"]);
     let letter: serde_json::Value = serde_json::from_str(listed.lines().next().unwrap()).unwrap();
     assert_eq!(letter["tenant"], "acme");
@@ -303,7 +319,8 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
     host.wait_for_n("the second dead letter", Duration::from_secs(20), 2, |e| {
         e["message"] == "dispatch failed for the last time; moved to the dead-letter list"
     });
-    assert!(cli(&["dead", "purge"]).contains("purged 1 dead letter(s)"));
+    // The second letter and the foreign entry.
+    assert!(cli(&["dead", "purge"]).contains("purged 2 dead letter(s)"));
     assert_eq!(cli(&["dead", "list"]).trim(), "");
     let len: u64 = redis.conn(8).llen("symphony:dead").unwrap();
     assert_eq!(len, 0);

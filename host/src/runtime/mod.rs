@@ -11,12 +11,12 @@
 //!   the plugin's `timeout`, and a wall-clock timeout around the whole
 //!   invocation stops a guest blocked in a host call (outcome `timeout`).
 //! - Fuel, when the plugin sets it (outcome `fuel`).
-//! - Host calls are counted and checked ([`imports`]).
+//! - Host calls are counted and checked (`imports`).
 //! - WASI: the standard p2 interfaces are linked, but the context has no
 //!   preopened directories, no environment, no arguments, no network (every
 //!   socket address is denied, name lookup is off) and no stdin; stdout and
-//!   stderr go into tracing ([`output`]).
-//! - Redis: only through the host functions ([`imports`]), scoped to the
+//!   stderr go into tracing (`output`).
+//! - Redis: only through the host functions (`imports`), scoped to the
 //!   tenant of the firing trigger.
 
 mod imports;
@@ -773,17 +773,15 @@ fn trap_message(e: &wasmtime::Error) -> String {
 
 /// `None` for a component; otherwise what the bytes are instead.
 fn not_a_component(bytes: &[u8]) -> Option<String> {
-    const MAGIC: &[u8] = b"\0asm";
-    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+    if !bytes.starts_with(b"\0asm") {
         return Some("the file does not start with the WebAssembly magic bytes".into());
     }
     // Bytes 4..8: version and layer. Core modules are version 1, layer 0;
     // components have layer 1.
-    match (
-        bytes[4..6] == [1, 0],
-        bytes[6..8] == [0, 0],
-        bytes[6..8] == [1, 0],
-    ) {
+    let Some(&[v0, v1, l0, l1]) = bytes.get(4..8) else {
+        return Some("the file ends before the WebAssembly version".into());
+    };
+    match ([v0, v1] == [1, 0], [l0, l1] == [0, 0], [l0, l1] == [1, 0]) {
         (true, true, _) => Some(
             "it is a core WebAssembly module; build the plugin for wasm32-wasip2 \
              (or wrap it with `wasm-tools component new`)"
