@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! scripts/bench.sh            # release build, full sizes, about 4 minutes
-//! scripts/bench.sh --quick    # small sizes, a smoke pass (CI runs it)
+//! scripts/bench.sh --smoke    # debug build, small sizes (`--quick` to the suite; CI runs it)
 //! scripts/bench.sh --only burst,steady
 //! ```
 //!

@@ -1,9 +1,9 @@
 //! Trigger key format, byte-compatible with `mimeiapify`'s `KeyFactory`.
 //!
 //! A trigger key is `{tenant}:EXPTRIGGER:{action}:{id}`. When a key is built,
-//! `:` in `action` and `id` is replaced by `_` (the seed's escaping); the
+//! `:` in `action` and `id` is replaced by `_` (mimeiapify's escaping); the
 //! tenant is never escaped, so a tenant containing `:` is rejected. Parsing
-//! follows the seed's `parse_trigger`: split on `:` at most three times and
+//! follows mimeiapify's `parse_trigger`: split on `:` at most three times and
 //! require the second part to be `EXPTRIGGER`, so an id may contain `:` when a
 //! client wrote the key by hand.
 
@@ -75,7 +75,7 @@ pub struct TriggerKey<'a> {
     pub id: &'a str,
 }
 
-/// Replaces `:` with `_`, as the seed's `KeyFactory` does for named parts.
+/// Replaces `:` with `_`, as mimeiapify's `KeyFactory` does for named parts.
 pub fn escape(part: &str) -> Cow<'_, str> {
     if part.contains(':') {
         Cow::Owned(part.replace(':', "_"))
@@ -117,14 +117,14 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
-/// How the key format treats one part (mirrors the seed's `KeyFactory`).
+/// How the key format treats one part (mirrors mimeiapify's `KeyFactory`).
 #[derive(Debug, Clone, Copy)]
 enum Part {
-    /// The seed escapes `:` to `_` here.
+    /// mimeiapify escapes `:` to `_` here.
     Escaped,
-    /// The seed keeps it as is and more parts follow: `:` is rejected.
+    /// mimeiapify keeps it as is and more parts follow: `:` is rejected.
     Middle,
-    /// The seed keeps it as is and it ends the key: anything goes.
+    /// mimeiapify keeps it as is and it ends the key: anything goes.
     Tail,
 }
 
@@ -327,10 +327,10 @@ pub fn trigger_key(tenant: &str, action: &str, id: &str) -> Result<String, KeyEr
     ))
 }
 
-/// Parses a trigger key the way the seed's `parse_trigger` does.
+/// Parses a trigger key the way mimeiapify's `parse_trigger` does.
 ///
 /// Returns `None` for keys that are not triggers, including keys whose tenant
-/// is empty or contains `:` (the seed ignores those too, or cannot scope them),
+/// is empty or contains `:` (mimeiapify ignores those too, or cannot scope them),
 /// and keys holding a NUL byte: NUL separates a key from its tag in the
 /// delivery index, so such a key (which only another client can write) is
 /// reported as not a trigger rather than risk running it twice. Other
@@ -355,7 +355,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn builds_keys_like_the_seed() {
+    fn builds_keys_like_mimeiapify() {
         assert_eq!(
             trigger_key("t1", "send_reminder", "id:7").unwrap(),
             "t1:EXPTRIGGER:send_reminder:id_7"
@@ -373,15 +373,15 @@ mod tests {
     }
 
     #[test]
-    fn parses_keys_like_the_seed() {
-        // The seed's measured table (SEED_BEHAVIOUR.md §3).
+    fn parses_keys_like_mimeiapify() {
+        // mimeiapify's measured table (docs/compat.md).
         let k = parse_trigger("t1:EXPTRIGGER:act:id:with:colons").unwrap();
         assert_eq!((k.tenant, k.action, k.id), ("t1", "act", "id:with:colons"));
         assert_eq!(parse_trigger("te:nant:EXPTRIGGER:act:id"), None);
         let k = parse_trigger("t1:EXPTRIGGER::id").unwrap();
         assert_eq!((k.tenant, k.action, k.id), ("t1", "", "id"));
         assert_eq!(parse_trigger("EXPTRIGGER:act:id"), None);
-        // Ours is stricter only where the seed could not scope a tenant.
+        // Ours is stricter only where mimeiapify could not scope a tenant.
         assert_eq!(parse_trigger(":EXPTRIGGER:act:id"), None);
         assert_eq!(parse_trigger("t1:EXPTRIGGER:act"), None);
         assert_eq!(parse_trigger("t1:user:u1"), None);
@@ -390,8 +390,8 @@ mod tests {
     }
 
     #[test]
-    fn builds_repository_keys_like_the_seed() {
-        // SEED_BEHAVIOUR.md §3, measured examples.
+    fn builds_repository_keys_like_mimeiapify() {
+        // mimeiapify's keys, as docs/compat.md lists them.
         assert_eq!(user_key("t1", "u:1").unwrap(), "t1:user:u:1");
         assert_eq!(
             handler_key("t1", "chat", "flow:u:1").unwrap(),

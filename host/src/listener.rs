@@ -237,7 +237,7 @@ impl Listener {
             warn!(
                 pool = %self.alias, server = %self.url.server(), %channel,
                 gap_ms = millis(t.elapsed()),
-                "listener reconnected after a gap; keys that expired during it were not heard"
+                "listener reconnected after a gap; the index recovers keys that expired or changed during it"
             );
         }
         info!(pool = %self.alias, server = %self.url.server(), %channel, "listening for expiries");
@@ -287,7 +287,7 @@ impl Listener {
     }
 }
 
-/// Makes sure `notify-keyspace-events` holds `E` and `x` (per `mode`).
+/// Makes sure `notify-keyspace-events` holds `E`, `x` and `g` (per `mode`).
 async fn ensure_notifications(
     conn: &mut MultiplexedConnection,
     mode: NotifyMode,

@@ -1,4 +1,4 @@
-//! Redis pools: one reconnecting connection per alias, as the seed's six.
+//! Redis pools: one reconnecting connection per alias, as mimeiapify's six.
 //!
 //! Each alias gets a lazily connecting [`ConnectionManager`]: it is built
 //! without touching the network (so the host starts while Redis is down),
@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::manifest::RedisUrl;
 
-/// The seed's pool aliases (`RedisClient.POOL_DB_MAPPING`).
+/// mimeiapify's pool aliases (`RedisClient.POOL_DB_MAPPING`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PoolAlias {
@@ -34,7 +34,7 @@ pub enum PoolAlias {
 }
 
 impl PoolAlias {
-    /// Every alias, in the seed's order.
+    /// Every alias, in mimeiapify's order.
     pub const ALL: [PoolAlias; 6] = [
         PoolAlias::Default,
         PoolAlias::User,
@@ -44,7 +44,7 @@ impl PoolAlias {
         PoolAlias::Pubsub,
     ];
 
-    /// The DB the seed gives this alias when one URL is configured.
+    /// The DB mimeiapify gives this alias when one URL is configured.
     pub fn seed_db(self) -> u32 {
         match self {
             PoolAlias::Default => 15,

@@ -1,9 +1,10 @@
-// Example plugin in Go: counts page views per user and keeps a daily summary.
+// Example plugin in Go: counts page views per user.
 //
 // On `count_view` for a user id it increments the user field `views`,
-// appends the view's time to the shared state `recent_views` of the user,
-// and stores the latest count under the generic key `views:{id}` for an
-// hour. It needs the capabilities user, shared-state and generic.
+// records the time of the latest view and the count in the user's shared
+// state `recent_views` (fields `last_view` and `views`), and stores the
+// count under the generic key `views:{id}` for an hour. It needs the
+// capabilities user, shared-state and generic.
 package export_wit_world
 
 import (

@@ -10,7 +10,8 @@
 // camelCase: `user.incrementField(id, 'visits', 1n, undefined)`. Values cross
 // as JSON text: `json.to(value)` and `json.from(text)` convert. A call that
 // fails throws; its `payload` is the WIT `repo-error` ({ tag, val }).
-// Typings: sdk/js/types/ (generated from the WIT by `jco types`).
+// Typings: sdk/js/symphony.d.ts (kept by hand; scripts/check-js-types.sh
+// checks it covers the WIT and compiles).
 
 import { log as wasmLog } from 'symphony:plugin/log@0.1.0';
 import { tenant as wasmTenant } from 'symphony:plugin/context@0.1.0';

@@ -15,7 +15,7 @@ fn a_trigger_runs_its_plugin_with_the_arguments_and_tenant() {
     let mut db8 = redis.conn(8);
 
     set_expiring(&mut db8, b"acme:EXPTRIGGER:rec_a:user_1", 200);
-    // A hand-written key whose id holds ':' (the seed's parse keeps it).
+    // A hand-written key whose id holds ':' (mimeiapify's parse keeps it).
     set_expiring(&mut db8, b"globex:EXPTRIGGER:rec_b:id:with:colons", 200);
 
     let e = host.wait_for("the rec_a dispatch", WAIT, |e| {
@@ -48,7 +48,7 @@ fn a_trigger_runs_its_plugin_with_the_arguments_and_tenant() {
     let value: String = db8.get("acme:EXPTRIGGER:seen_rec_a:user_1").unwrap();
     assert!(
         value.starts_with("trigger:20"),
-        "seed-compatible value, got {value:?}"
+        "mimeiapify-compatible value, got {value:?}"
     );
 }
 

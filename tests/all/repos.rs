@@ -106,7 +106,7 @@ fn user_records() {
         json!(["user.upsert", "u:1", {"name": "Ann", "age": 30, "vip": true, "score": 1.5,
                "tags": ["a", "b"], "meta": {"k": "ü"}, "none": null}, 120]),
     );
-    // Stored exactly as the Python library stores it, at the seed's key.
+    // Stored exactly as the Python library stores it, at mimeiapify's key.
     let raw = d.hgetall(11, "acme:user:u:1");
     assert_eq!(raw["name"], "Ann");
     assert_eq!(raw["age"], "30");
@@ -133,7 +133,7 @@ fn user_records() {
         json!(["user.update-field", "u:1", "city", "Paris", null]),
     );
     assert_eq!(d.hgetall(11, "acme:user:u:1")["city"], "Paris");
-    // No TTL given: the default (86400 s) is set again, as the seed does.
+    // No TTL given: the default (86400 s) is set again, as mimeiapify does.
     assert!(d.ttl(11, "acme:user:u:1") > 86_000);
     assert_eq!(
         d.ok(t, json!(["user.increment-field", "u:1", "visits", 5, null])),
@@ -178,7 +178,7 @@ fn user_records() {
     assert_eq!(d.ok(t, json!(["user.delete", "u:1"])), json!(true));
     assert_eq!(d.ok(t, json!(["user.exists", "u:1"])), json!(false));
     assert_eq!(d.ok(t, json!(["user.get", "u:1"])), json!(null));
-    // An empty upsert deletes, as the seed's does.
+    // An empty upsert deletes, as mimeiapify's does.
     d.ok(t, json!(["user.upsert", "u2", {}, null]));
     assert_eq!(d.ok(t, json!(["user.exists", "u2"])), json!(false));
 }
@@ -430,7 +430,7 @@ fn shared_state_lists_names_as_stored() {
         d.ok(t, json!(["shared.delete-field", "my_state", "u:1", "d"])),
         json!(true)
     );
-    // The seed would say "my:state" here.
+    // mimeiapify would say "my:state" here.
     assert_eq!(
         d.ok(t, json!(["shared.list-states", "u:1"])),
         json!(["conv_x", "my_state"])

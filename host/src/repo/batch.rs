@@ -31,7 +31,7 @@ impl BatchRepo {
     }
 
     /// Appends `data` to the batch and marks the tenant pending for `service`,
-    /// in one transaction. Unlike the seed, the list gets a TTL (renewed on
+    /// in one transaction. Unlike mimeiapify, the list gets a TTL (renewed on
     /// every enqueue) so an abandoned batch does not stay for ever. Returns
     /// the new length.
     ///
@@ -140,7 +140,7 @@ impl BatchRepo {
         Ok(n > 0)
     }
 
-    /// Every tenant marked pending for `service` (the seed's
+    /// Every tenant marked pending for `service` (mimeiapify's
     /// `get_pending_tenants`). Crosses tenants, so it is for the embedding
     /// application only and is not a plugin import.
     ///

@@ -1,5 +1,5 @@
 //! Value encoding, byte-compatible with `mimeiapify`'s `serde.dumps` /
-//! `serde.loads` (SEED_BEHAVIOUR.md §4).
+//! `serde.loads` (see docs/compat.md, "Pools, keys, values").
 //!
 //! Values cross the WIT boundary as JSON. Stored, a JSON value becomes what
 //! Python's `dumps` makes of the equivalent Python value: a string as is, an

@@ -1,5 +1,5 @@
 //! Hash repositories: user records, handler state, table rows and shared
-//! state are all hashes with the same operations (the seed's `TenantCache`),
+//! state are all hashes with the same operations (mimeiapify's `TenantCache`),
 //! differing in pool and key. [`HashRepo`] implements the operations once;
 //! a [`Scheme`] gives the pool and builds the key.
 
@@ -13,10 +13,10 @@ use super::{RepoError, capped, connection, query, query_once, utc_now_iso};
 use crate::keys::{self, KeyError};
 use crate::pools::{PoolAlias, Pools};
 
-/// TTL of hashes when none (or 0) is given, as the seed's `ttl_default`.
+/// TTL of hashes when none (or 0) is given, as mimeiapify's `ttl_default`.
 pub const DEFAULT_TTL_SECS: u32 = 86_400;
 
-/// SCAN batch size, as the seed uses.
+/// SCAN batch size, as mimeiapify uses.
 const SCAN_COUNT: usize = 100;
 
 /// How many times an atomic append retries when another writer got in between.
@@ -144,7 +144,7 @@ impl<S: Scheme> HashRepo<S> {
     }
 
     /// Sets the given fields (others stay) and the TTL, in one transaction.
-    /// An empty `data` deletes the hash, as the seed does.
+    /// An empty `data` deletes the hash, as mimeiapify does.
     ///
     /// # Errors
     /// Invalid id parts, or Redis failing.
@@ -216,7 +216,7 @@ impl<S: Scheme> HashRepo<S> {
     }
 
     /// Appends `value` to the JSON list in `field` (a missing field or one
-    /// that is not a list starts a new list, as the seed does), atomically: a
+    /// that is not a list starts a new list, as mimeiapify does), atomically: a
     /// compare-and-set script retried when another writer got in between.
     ///
     /// # Errors
@@ -277,7 +277,7 @@ impl HashRepo<UserRecords> {
 impl HashRepo<HandlerStates> {
     /// Sets the fields of `data` plus `handler_type` (the name) and
     /// `timestamp` (UTC ISO), renews the TTL and reads the whole state, in
-    /// one transaction. Returns the state as the seed does: the stored fields
+    /// one transaction. Returns the state as mimeiapify does: the stored fields
     /// decoded, overlaid with `data` as given.
     ///
     /// # Errors
@@ -348,7 +348,7 @@ impl HashRepo<TableRows> {
 }
 
 impl HashRepo<SharedStates> {
-    /// Upsert with the default TTL (the seed's `upsert` takes none).
+    /// Upsert with the default TTL (mimeiapify's `upsert` takes none).
     ///
     /// # Errors
     /// Invalid id parts, or Redis failing.
@@ -399,7 +399,7 @@ async fn get_hash(
     Ok((!fields.is_empty()).then(|| loads_hash(fields)))
 }
 
-/// `MULTI HSET … EXPIRE … EXEC`; an empty map deletes the key (the seed's `_hset_with_ttl`).
+/// `MULTI HSET … EXPIRE … EXEC`; an empty map deletes the key (mimeiapify's `_hset_with_ttl`).
 async fn hset_with_ttl(
     conn: &ConnectionManager,
     key: &str,

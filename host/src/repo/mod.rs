@@ -76,7 +76,7 @@ pub(crate) async fn query_once<T: redis::FromRedisValue>(
 
 /// Runs an idempotent command, retrying once when the connection was lost
 /// (for example after a Redis restart), so a stale connection costs a
-/// reconnect rather than an error — unlike the seed, where every idle pooled
+/// reconnect rather than an error — unlike mimeiapify, where every idle pooled
 /// connection fails once after a restart.
 pub(crate) async fn query<T: redis::FromRedisValue>(
     conn: &redis::aio::ConnectionManager,

@@ -1,4 +1,4 @@
-//! Publishing (the seed's `publish_json`), confined to the tenant's channels.
+//! Publishing (mimeiapify's `publish_json`), confined to the tenant's channels.
 
 use redis::aio::ConnectionManager;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! Trigger repository (`RedisTrigger` in the seed): pool `expiry`.
+//! Trigger repository (`RedisTrigger` in mimeiapify): pool `expiry`.
 //!
 //! Setting a trigger also indexes it by due time and cancelling removes it
 //! from the index, each in one script (see [`crate::delivery`]), so triggers
@@ -70,7 +70,7 @@ impl TriggerRepo {
     }
 
     /// Sets the trigger to fire after `ttl`, replacing a pending one. The
-    /// stored value is `trigger:{utc iso time}`, as the seed writes it.
+    /// stored value is `trigger:{utc iso time}`, as mimeiapify writes it.
     /// Returns the key.
     ///
     /// # Errors
