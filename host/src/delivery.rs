@@ -51,7 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::backend::RedisConn;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
@@ -720,7 +720,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 #[derive(Clone)]
 pub struct Delivery {
     pool: PoolAlias,
-    conn: ConnectionManager,
+    conn: RedisConn,
     scripts: &'static Scripts,
     held: Arc<Held>,
     dead_cap: usize,
@@ -770,7 +770,7 @@ impl Delivery {
         Ok(Self::with_conn(PoolAlias::Expiry, conn))
     }
 
-    fn with_conn(pool: PoolAlias, conn: ConnectionManager) -> Self {
+    fn with_conn(pool: PoolAlias, conn: RedisConn) -> Self {
         Self {
             pool,
             conn,
@@ -835,7 +835,7 @@ impl Delivery {
         self.pool
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> RedisConn {
         self.conn.clone()
     }
 
@@ -854,7 +854,7 @@ impl Delivery {
             .arg(ttl_ms)
             .arg(self.max_pending);
         // SET and ZADD: running it twice is running it once.
-        let due: i64 = crate::repo::invoke_idempotent(&self.conn, &call).await?;
+        let due: i64 = self.conn.invoke(&call).await?;
         if due < 0 {
             return Err(self.over_pending(key));
         }
@@ -877,7 +877,7 @@ impl Delivery {
             for (key, ttl_ms) in chunk {
                 call.key(key).key(index_of(key)).arg(*ttl_ms);
             }
-            let n: i64 = crate::repo::invoke_idempotent(&conn, &call).await?;
+            let n: i64 = conn.invoke(&call).await?;
             if n < 0 {
                 let key = chunk.first().map_or("", |(key, _)| key.as_str());
                 return Err(self.over_pending(key));
@@ -894,7 +894,7 @@ impl Delivery {
     pub async fn cancel(&self, key: &str) -> Result<bool, RepoError> {
         let mut call = self.scripts.cancel.key(key);
         call.key(index_of(key));
-        let n: i64 = crate::repo::invoke_idempotent(&self.conn, &call).await?;
+        let n: i64 = self.conn.invoke(&call).await?;
         Ok(n > 0)
     }
 
@@ -939,29 +939,19 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn index_all(&self) -> Result<u64, RepoError> {
-        let mut conn = self.conn();
         let pattern = format!("*:{TRIGGER_MARKER}:*");
-        let mut cursor: u64 = 0;
+        let mut cursor = Some(0);
         let mut indexed = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await?;
+        while let Some(at) = cursor {
+            let (next, keys) = self.conn.scan_page(&pattern, at, KEYS_PER_CALL).await?;
             let keys: Vec<String> = keys
                 .into_iter()
                 .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
                 .collect();
             indexed += self.index(&keys).await?;
-            if next == 0 {
-                return Ok(indexed);
-            }
             cursor = next;
         }
+        Ok(indexed)
     }
 
     /// Claims up to `limit` firings due within [`LEAD_MS`], with a lease of

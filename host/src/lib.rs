@@ -16,7 +16,9 @@
 //! - [`reload`]: hot reload of the manifest and plugins (file watch, SIGHUP).
 //!
 //! Redis and its data:
-//! - [`pools`]: one reconnecting Redis connection per pool alias.
+//! - [`backend`]: [`backend::RedisConn`], the one way host code reaches Redis
+//!   (standalone today; the seam for a cluster).
+//! - [`pools`]: reconnecting Redis connections per pool alias.
 //! - [`keys`]: the key formats, byte-compatible with `mimeiapify`.
 //! - [`repo`]: tenant-scoped repositories (the host functions' backends).
 //! - [`delivery`]: the durable due index, claims, leases, retries, dead letters.
@@ -53,6 +55,7 @@
 // index.)
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod backend;
 pub mod bindings;
 pub mod commands;
 pub mod delivery;

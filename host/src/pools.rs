@@ -1,6 +1,6 @@
 //! Redis pools: one reconnecting connection per alias, as mimeiapify's six.
 //!
-//! Each alias gets a lazily connecting [`ConnectionManager`]: it is built
+//! Each alias gets lazily connecting connections ([`RedisConn`]): they are built
 //! without touching the network (so the host starts while Redis is down),
 //! connects on first use and reconnects by itself after a failure. Commands
 //! are multiplexed and pipelined on it; cloning it is cheap.
@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
+use crate::backend::RedisConn;
 use crate::manifest::RedisUrl;
 
 /// mimeiapify's pool aliases (`RedisClient.POOL_DB_MAPPING`).
@@ -82,8 +83,8 @@ pub struct Pool {
     url: RedisUrl,
     client: redis::Client,
     /// The first command connection, and the others (see [`CONNECTIONS_PER_POOL`]).
-    first: ConnectionManager,
-    others: std::sync::Arc<[ConnectionManager]>,
+    first: RedisConn,
+    others: std::sync::Arc<[RedisConn]>,
 }
 
 /// Command connections per pool. Commands are pipelined on each; each
@@ -102,7 +103,7 @@ impl Pool {
     }
     /// The pool's first shared, reconnecting command connection (a cheap
     /// clone): the host's own work (delivery) uses it.
-    pub fn conn(&self) -> ConnectionManager {
+    pub fn conn(&self) -> RedisConn {
         self.first.clone()
     }
 
@@ -110,7 +111,7 @@ impl Pool {
     /// the same one of the pool's connections, so they pipeline together,
     /// and tenants are spread over the others; a tenant's slow or large
     /// replies hold up only the tenants that share its connection.
-    pub fn conn_for(&self, tenant: &str) -> ConnectionManager {
+    pub fn conn_for(&self, tenant: &str) -> RedisConn {
         // FNV-1a: stable and cheap; the spread need not be cryptographic.
         let hash = tenant.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
@@ -155,7 +156,10 @@ impl Pools {
                 .set_min_delay(Duration::from_millis(20))
                 .set_max_delay(Duration::from_millis(500));
             let mut managers = (0..CONNECTIONS_PER_POOL.max(1))
-                .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+                .map(|_| {
+                    ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
+                        .map(RedisConn::standalone)
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .with_context(|| format!("cannot set up Redis pool {alias} ({url})"))?
                 .into_iter();

@@ -1,19 +1,19 @@
 //! Batch repository (`RedisBatch`): lists `{t}:batch:{service}:{entity}:{action}`
 //! and the set `pending_batches:{service}` of tenants with work, in pool `handlers`.
 
-use redis::aio::ConnectionManager;
+use crate::backend::RedisConn;
 use serde_json::Value;
 
 use super::codec::{dumps, loads};
 use super::hash::DEFAULT_TTL_SECS;
-use super::{RepoError, connection, query, query_once};
+use super::{RepoError, connection};
 use crate::keys::{self, batch_key, pending_key};
 use crate::pools::{PoolAlias, Pools};
 
 /// A tenant's batches.
 #[derive(Clone)]
 pub struct BatchRepo {
-    conn: ConnectionManager,
+    conn: RedisConn,
     tenant: String,
 }
 
@@ -89,11 +89,10 @@ impl BatchRepo {
     ) -> Result<(), RepoError> {
         let key = batch_key(&self.tenant, service, entity, action)?;
         // Not retried: LTRIM twice would cut twice.
-        query_once::<()>(
-            &self.conn,
-            redis::cmd("LTRIM").arg(key).arg(start).arg(stop),
-        )
-        .await
+        self.conn
+            .query_once::<()>(redis::cmd("LTRIM").arg(key).arg(start).arg(stop))
+            .await
+            .map_err(RepoError::from)
     }
 
     /// Number of items.
@@ -107,7 +106,10 @@ impl BatchRepo {
         action: &str,
     ) -> Result<u64, RepoError> {
         let key = batch_key(&self.tenant, service, entity, action)?;
-        query(&self.conn, redis::cmd("LLEN").arg(key)).await
+        self.conn
+            .query(redis::cmd("LLEN").arg(key))
+            .await
+            .map_err(RepoError::from)
     }
 
     /// Whether this tenant is marked pending for `service`.
@@ -115,13 +117,14 @@ impl BatchRepo {
     /// # Errors
     /// An empty service, or Redis failing.
     pub async fn is_pending(&self, service: &str) -> Result<bool, RepoError> {
-        let n: u64 = query(
-            &self.conn,
-            redis::cmd("SISMEMBER")
-                .arg(pending_key(service)?)
-                .arg(&self.tenant),
-        )
-        .await?;
+        let n: u64 = self
+            .conn
+            .query(
+                redis::cmd("SISMEMBER")
+                    .arg(pending_key(service)?)
+                    .arg(&self.tenant),
+            )
+            .await?;
         Ok(n > 0)
     }
 
@@ -130,13 +133,14 @@ impl BatchRepo {
     /// # Errors
     /// An empty service, or Redis failing.
     pub async fn remove_from_pending(&self, service: &str) -> Result<bool, RepoError> {
-        let n: u64 = query(
-            &self.conn,
-            redis::cmd("SREM")
-                .arg(pending_key(service)?)
-                .arg(&self.tenant),
-        )
-        .await?;
+        let n: u64 = self
+            .conn
+            .query(
+                redis::cmd("SREM")
+                    .arg(pending_key(service)?)
+                    .arg(&self.tenant),
+            )
+            .await?;
         Ok(n > 0)
     }
 
@@ -148,8 +152,9 @@ impl BatchRepo {
     /// An empty service, or Redis failing.
     pub async fn pending_tenants(pools: &Pools, service: &str) -> Result<Vec<String>, RepoError> {
         let conn = connection(pools, PoolAlias::Handlers, service)?;
-        let mut tenants: Vec<String> =
-            query(&conn, redis::cmd("SMEMBERS").arg(pending_key(service)?)).await?;
+        let mut tenants: Vec<String> = conn
+            .query(redis::cmd("SMEMBERS").arg(pending_key(service)?))
+            .await?;
         tenants.sort();
         Ok(tenants)
     }

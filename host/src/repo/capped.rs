@@ -16,10 +16,10 @@
 use std::future::Future;
 use std::sync::LazyLock;
 
+use crate::backend::RedisConn;
 use redis::Value;
-use redis::aio::ConnectionManager;
 
-use super::{RepoError, query};
+use super::RepoError;
 
 tokio::task_local! {
     static REPLY_CAP: usize;
@@ -121,11 +121,11 @@ pub fn over(size: usize, cap: usize) -> RepoError {
 
 /// Runs a capped script and returns its payload, or the over-cap error.
 async fn run<T: redis::FromRedisValue>(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     call: redis::ScriptInvocation<'_>,
     cap: usize,
 ) -> Result<T, RepoError> {
-    let (ok, payload): (i64, Value) = super::invoke_idempotent(conn, &call).await?;
+    let (ok, payload): (i64, Value) = conn.invoke(&call).await?;
     if ok == 0 {
         let size: usize = redis::from_redis_value(payload).unwrap_or(usize::MAX);
         return Err(over(size, cap));
@@ -135,9 +135,12 @@ async fn run<T: redis::FromRedisValue>(
 }
 
 /// `GET key`, capped.
-pub(crate) async fn get(conn: &ConnectionManager, key: &str) -> Result<Option<String>, RepoError> {
+pub(crate) async fn get(conn: &RedisConn, key: &str) -> Result<Option<String>, RepoError> {
     match limit() {
-        None => query(conn, redis::cmd("GET").arg(key)).await,
+        None => conn
+            .query(redis::cmd("GET").arg(key))
+            .await
+            .map_err(RepoError::from),
         Some(cap) => {
             let mut call = SCRIPTS.get.key(key);
             call.arg(cap);
@@ -148,12 +151,15 @@ pub(crate) async fn get(conn: &ConnectionManager, key: &str) -> Result<Option<St
 
 /// `HGET key field`, capped.
 pub(crate) async fn hget(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     key: &str,
     field: &str,
 ) -> Result<Option<String>, RepoError> {
     match limit() {
-        None => query(conn, redis::cmd("HGET").arg(key).arg(field)).await,
+        None => conn
+            .query(redis::cmd("HGET").arg(key).arg(field))
+            .await
+            .map_err(RepoError::from),
         Some(cap) => {
             let mut call = SCRIPTS.hget.key(key);
             call.arg(cap).arg(field);
@@ -164,11 +170,14 @@ pub(crate) async fn hget(
 
 /// `HGETALL key`, capped.
 pub(crate) async fn hgetall(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     key: &str,
 ) -> Result<Vec<(String, String)>, RepoError> {
     match limit() {
-        None => query(conn, redis::cmd("HGETALL").arg(key)).await,
+        None => conn
+            .query(redis::cmd("HGETALL").arg(key))
+            .await
+            .map_err(RepoError::from),
         Some(cap) => {
             let mut call = SCRIPTS.hgetall.key(key);
             call.arg(cap);
@@ -180,13 +189,16 @@ pub(crate) async fn hgetall(
 
 /// `LRANGE key start stop`, capped.
 pub(crate) async fn lrange(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     key: &str,
     start: i64,
     stop: i64,
 ) -> Result<Vec<String>, RepoError> {
     match limit() {
-        None => query(conn, redis::cmd("LRANGE").arg(key).arg(start).arg(stop)).await,
+        None => conn
+            .query(redis::cmd("LRANGE").arg(key).arg(start).arg(stop))
+            .await
+            .map_err(RepoError::from),
         Some(cap) => {
             let mut call = SCRIPTS.lrange.key(key);
             call.arg(cap).arg(start).arg(stop);

@@ -1,17 +1,17 @@
 //! Generic values (`RedisGeneric`): string keys `{t}:{key}` in pool `default`.
 
-use redis::aio::ConnectionManager;
+use crate::backend::RedisConn;
 use serde_json::Value;
 
 use super::codec::{dumps, loads};
-use super::{RepoError, connection, query};
+use super::{RepoError, connection};
 use crate::keys::{self, generic_key};
 use crate::pools::{PoolAlias, Pools};
 
 /// A tenant's generic values.
 #[derive(Clone)]
 pub struct GenericRepo {
-    conn: ConnectionManager,
+    conn: RedisConn,
     tenant: String,
 }
 
@@ -43,7 +43,7 @@ impl GenericRepo {
         if let Some(ttl) = ttl_secs.filter(|t| *t > 0) {
             cmd.arg("EX").arg(ttl);
         }
-        query::<()>(&self.conn, &cmd).await
+        self.conn.query::<()>(&cmd).await.map_err(RepoError::from)
     }
 
     /// The value, decoded, or `None`.
@@ -60,11 +60,10 @@ impl GenericRepo {
     /// # Errors
     /// An empty key, or Redis failing.
     pub async fn delete(&self, key: &str) -> Result<bool, RepoError> {
-        let n: u64 = query(
-            &self.conn,
-            redis::cmd("DEL").arg(generic_key(&self.tenant, key)?),
-        )
-        .await?;
+        let n: u64 = self
+            .conn
+            .query(redis::cmd("DEL").arg(generic_key(&self.tenant, key)?))
+            .await?;
         Ok(n > 0)
     }
 }

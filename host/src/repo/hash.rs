@@ -5,11 +5,11 @@
 
 use std::marker::PhantomData;
 
-use redis::aio::ConnectionManager;
+use crate::backend::RedisConn;
 use serde_json::{Map, Value};
 
 use super::codec::{dumps, loads, loads_hash, python_json};
-use super::{RepoError, capped, connection, query, query_once, utc_now_iso};
+use super::{RepoError, capped, connection, utc_now_iso};
 use crate::keys::{self, KeyError};
 use crate::pools::{PoolAlias, Pools};
 
@@ -17,7 +17,7 @@ use crate::pools::{PoolAlias, Pools};
 pub const DEFAULT_TTL_SECS: u32 = 86_400;
 
 /// SCAN batch size, as mimeiapify uses.
-const SCAN_COUNT: usize = 100;
+pub(crate) const SCAN_COUNT: usize = 100;
 
 /// How many times an atomic append retries when another writer got in between.
 const APPEND_RETRIES: usize = 64;
@@ -90,7 +90,7 @@ pub type SharedStateRepo = HashRepo<SharedStates>;
 
 /// A tenant's hashes of one kind.
 pub struct HashRepo<S: Scheme> {
-    conn: ConnectionManager,
+    conn: RedisConn,
     tenant: String,
     scheme: PhantomData<S>,
 }
@@ -236,7 +236,10 @@ impl<S: Scheme> HashRepo<S> {
     /// # Errors
     /// Invalid id parts, or Redis failing.
     pub async fn delete(&self, id: S::Id<'_>) -> Result<bool, RepoError> {
-        let n: u64 = query(&self.conn, redis::cmd("DEL").arg(self.key(id)?)).await?;
+        let n: u64 = self
+            .conn
+            .query(redis::cmd("DEL").arg(self.key(id)?))
+            .await?;
         Ok(n > 0)
     }
 
@@ -245,7 +248,10 @@ impl<S: Scheme> HashRepo<S> {
     /// # Errors
     /// Invalid id parts, or Redis failing.
     pub async fn delete_field(&self, id: S::Id<'_>, field: &str) -> Result<bool, RepoError> {
-        let n: u64 = query(&self.conn, redis::cmd("HDEL").arg(self.key(id)?).arg(field)).await?;
+        let n: u64 = self
+            .conn
+            .query(redis::cmd("HDEL").arg(self.key(id)?).arg(field))
+            .await?;
         Ok(n > 0)
     }
 
@@ -254,7 +260,10 @@ impl<S: Scheme> HashRepo<S> {
     /// # Errors
     /// Invalid id parts, or Redis failing.
     pub async fn exists(&self, id: S::Id<'_>) -> Result<bool, RepoError> {
-        let n: u64 = query(&self.conn, redis::cmd("EXISTS").arg(self.key(id)?)).await?;
+        let n: u64 = self
+            .conn
+            .query(redis::cmd("EXISTS").arg(self.key(id)?))
+            .await?;
         Ok(n > 0)
     }
 }
@@ -391,23 +400,20 @@ impl HashRepo<SharedStates> {
     }
 }
 
-async fn get_hash(
-    conn: &ConnectionManager,
-    key: &str,
-) -> Result<Option<Map<String, Value>>, RepoError> {
+async fn get_hash(conn: &RedisConn, key: &str) -> Result<Option<Map<String, Value>>, RepoError> {
     let fields = capped::hgetall(conn, key).await?;
     Ok((!fields.is_empty()).then(|| loads_hash(fields)))
 }
 
 /// `MULTI HSET … EXPIRE … EXEC`; an empty map deletes the key (mimeiapify's `_hset_with_ttl`).
 async fn hset_with_ttl(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     key: &str,
     data: &Map<String, Value>,
     ttl: Option<u32>,
 ) -> Result<(), RepoError> {
     if data.is_empty() {
-        query::<()>(conn, redis::cmd("DEL").arg(key)).await?;
+        conn.query::<()>(redis::cmd("DEL").arg(key)).await?;
         return Ok(());
     }
     let pairs: Vec<(&String, String)> = data.iter().map(|(k, v)| (k, dumps(v))).collect();
@@ -417,15 +423,8 @@ async fn hset_with_ttl(
         .ignore()
         .expire(key, i64::from(ttl_or_default(ttl)))
         .ignore();
-    let mut c = conn.clone();
-    match pipe.query_async::<()>(&mut c).await {
-        // HSET and EXPIRE are idempotent: retry once on a dropped connection.
-        Err(e) if e.is_connection_dropped() || e.is_io_error() => {
-            let mut c = conn.clone();
-            pipe.query_async::<()>(&mut c).await?;
-        }
-        other => other?,
-    }
+    // HSET and EXPIRE are idempotent: retried once on a dropped connection.
+    conn.pipe::<()>(&pipe).await?;
     Ok(())
 }
 
@@ -443,7 +442,7 @@ return 1
 "#;
 
 async fn append_to_list(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     key: &str,
     field: &str,
     value: &Value,
@@ -481,16 +480,13 @@ async fn append_to_list(
 /// Every key matching `pattern` (SCAN, never KEYS). Under a reply cap
 /// (see [`capped`]) it stops with `invalid-input` once the names gathered
 /// pass the cap.
-pub(crate) async fn scan(
-    conn: &ConnectionManager,
-    pattern: &str,
-) -> Result<Vec<String>, RepoError> {
+pub(crate) async fn scan(conn: &RedisConn, pattern: &str) -> Result<Vec<String>, RepoError> {
     let cap = capped::limit();
     let mut keys = Vec::new();
     let mut bytes = 0usize;
     let mut cursor = Some(0);
     while let Some(at) = cursor {
-        let (next, batch) = scan_page(conn, pattern, at).await?;
+        let (next, batch) = conn.scan_page(pattern, at, SCAN_COUNT).await?;
         bytes += batch.iter().map(String::len).sum::<usize>();
         if let Some(cap) = cap
             && bytes > cap
@@ -503,39 +499,16 @@ pub(crate) async fn scan(
     Ok(keys)
 }
 
-/// One SCAN call from `cursor`: the next cursor (`None` at the end) and
-/// the keys it found.
-pub(crate) async fn scan_page(
-    conn: &ConnectionManager,
-    pattern: &str,
-    cursor: u64,
-) -> Result<(Option<u64>, Vec<String>), RepoError> {
-    let (next, batch): (u64, Vec<String>) = query(
-        conn,
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT),
-    )
-    .await?;
-    Ok(((next != 0).then_some(next), batch))
-}
-
 /// Deletes every key matching `pattern`; returns how many. Keys are
 /// deleted page by page as SCAN finds them, so a tenant with millions of
 /// keys costs the host one page at a time.
-pub(crate) async fn delete_matching(
-    conn: &ConnectionManager,
-    pattern: &str,
-) -> Result<u32, RepoError> {
+pub(crate) async fn delete_matching(conn: &RedisConn, pattern: &str) -> Result<u32, RepoError> {
     let mut deleted = 0u32;
     let mut cursor = Some(0);
     while let Some(at) = cursor {
-        let (next, batch) = scan_page(conn, pattern, at).await?;
+        let (next, batch) = conn.scan_page(pattern, at, SCAN_COUNT).await?;
         if !batch.is_empty() {
-            let n: u32 = query_once(conn, redis::cmd("DEL").arg(batch)).await?;
+            let n: u32 = conn.query_once(redis::cmd("DEL").arg(batch)).await?;
             deleted = deleted.saturating_add(n);
         }
         cursor = next;
@@ -544,7 +517,7 @@ pub(crate) async fn delete_matching(
 }
 
 async fn find_by_field(
-    conn: &ConnectionManager,
+    conn: &RedisConn,
     pattern: &str,
     field: &str,
     value: &Value,

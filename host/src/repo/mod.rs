@@ -18,6 +18,7 @@ pub use hash::{HandlerStateRepo, HashRepo, SharedStateRepo, TableRepo, UserRepo}
 pub use pubsub::Publisher;
 pub use trigger::{MAX_TTL_MS, TriggerRepo, ttl_ms};
 
+use crate::backend::RedisConn;
 use crate::pools::{PoolAlias, Pools};
 
 use crate::keys::KeyError;
@@ -58,57 +59,11 @@ pub(crate) fn connection(
     pools: &Pools,
     alias: PoolAlias,
     tenant: &str,
-) -> Result<redis::aio::ConnectionManager, RepoError> {
+) -> Result<RedisConn, RepoError> {
     Ok(pools
         .get(alias)
         .map_err(|e| RepoError::Unavailable(e.to_string()))?
         .conn_for(tenant))
-}
-
-/// Runs a command that must not run twice (no retry).
-pub(crate) async fn query_once<T: redis::FromRedisValue>(
-    conn: &redis::aio::ConnectionManager,
-    cmd: &redis::Cmd,
-) -> Result<T, RepoError> {
-    let mut c = conn.clone();
-    Ok(cmd.query_async(&mut c).await?)
-}
-
-/// Runs an idempotent command, retrying once when the connection was lost
-/// (for example after a Redis restart), so a stale connection costs a
-/// reconnect rather than an error — unlike mimeiapify, where every idle pooled
-/// connection fails once after a restart.
-pub(crate) async fn query<T: redis::FromRedisValue>(
-    conn: &redis::aio::ConnectionManager,
-    cmd: &redis::Cmd,
-) -> Result<T, RepoError> {
-    once_more_if_dropped(conn, |mut c| async move { cmd.query_async(&mut c).await }).await
-}
-
-/// Runs an idempotent script, retrying once when the connection was lost
-/// (as [`query`] does for commands): the pools hold several connections,
-/// and after a Redis restart each fails once until it reconnects.
-pub(crate) async fn invoke_idempotent<T: redis::FromRedisValue>(
-    conn: &redis::aio::ConnectionManager,
-    call: &redis::ScriptInvocation<'_>,
-) -> Result<T, RepoError> {
-    once_more_if_dropped(conn, |mut c| async move { call.invoke_async(&mut c).await }).await
-}
-
-/// Runs `run` on the connection, and once more when it failed because the
-/// connection was lost (the manager reconnects in between).
-async fn once_more_if_dropped<T, F, Fut>(
-    conn: &redis::aio::ConnectionManager,
-    run: F,
-) -> Result<T, RepoError>
-where
-    F: Fn(redis::aio::ConnectionManager) -> Fut,
-    Fut: std::future::Future<Output = redis::RedisResult<T>>,
-{
-    match run(conn.clone()).await {
-        Err(e) if e.is_connection_dropped() || e.is_io_error() => Ok(run(conn.clone()).await?),
-        other => Ok(other?),
-    }
 }
 
 /// `datetime.utcnow().isoformat()` as Python prints it: microseconds, no zone.

@@ -1,17 +1,17 @@
 //! Publishing (mimeiapify's `publish_json`), confined to the tenant's channels.
 
-use redis::aio::ConnectionManager;
+use crate::backend::RedisConn;
 use serde_json::Value;
 
 use super::codec::dumps;
-use super::{RepoError, connection, query_once};
+use super::{RepoError, connection};
 use crate::keys::{self, channel_name};
 use crate::pools::{PoolAlias, Pools};
 
 /// Publishes on `{tenant}:{channel}` in pool `pubsub`.
 #[derive(Clone)]
 pub struct Publisher {
-    conn: ConnectionManager,
+    conn: RedisConn,
     tenant: String,
 }
 
@@ -34,10 +34,9 @@ impl Publisher {
     /// An empty channel, or Redis failing.
     pub async fn publish(&self, channel: &str, message: &Value) -> Result<u32, RepoError> {
         let channel = channel_name(&self.tenant, channel)?;
-        query_once(
-            &self.conn,
-            redis::cmd("PUBLISH").arg(channel).arg(dumps(message)),
-        )
-        .await
+        self.conn
+            .query_once(redis::cmd("PUBLISH").arg(channel).arg(dumps(message)))
+            .await
+            .map_err(RepoError::from)
     }
 }

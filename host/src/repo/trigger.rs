@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use crate::backend::RedisConn;
 
-use super::hash::scan_page;
+use super::hash::SCAN_COUNT;
 use super::{RepoError, connection, utc_now_iso};
 use crate::delivery::Delivery;
 use crate::keys::{trigger_id_pattern, trigger_key, validate_tenant};
@@ -36,7 +36,7 @@ pub fn ttl_ms(ttl: Duration) -> Result<u64, RepoError> {
 /// Schedules and cancels `{tenant}:EXPTRIGGER:{action}:{id}` keys of one tenant.
 #[derive(Clone)]
 pub struct TriggerRepo {
-    conn: ConnectionManager,
+    conn: RedisConn,
     delivery: Delivery,
     tenant: String,
 }
@@ -142,7 +142,7 @@ impl TriggerRepo {
         let mut cursor = Some(0);
         // Page by page: the keys are never all held at once.
         while let Some(at) = cursor {
-            let (next, keys) = scan_page(&self.conn, &pattern, at).await?;
+            let (next, keys) = self.conn.scan_page(&pattern, at, SCAN_COUNT).await?;
             for key in keys {
                 if self.delivery.cancel(&key).await? {
                     n = n.saturating_add(1);
