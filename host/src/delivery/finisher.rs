@@ -1,0 +1,44 @@
+//! The finisher: finished firings recorded in Redis in batches.
+
+use std::sync::Arc;
+
+use super::{Delivery, Held, KEYS_PER_CALL};
+
+/// Records finished firings in batches: the jobs that end while one batch
+/// is written share the next one (a `ZREM` of many members), so a burst
+/// costs Redis one command per batch rather than one per job.
+#[derive(Clone)]
+pub struct Finisher {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+    held: Arc<Held>,
+}
+
+impl Finisher {
+    /// A finisher over `delivery`, its task spawned on `tracker` (it ends,
+    /// having written everything, when the last `Finisher` clone is dropped).
+    pub fn spawn(delivery: Delivery, tracker: &tokio_util::task::TaskTracker) -> Finisher {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let held = delivery.held.clone();
+        tracker.spawn(async move {
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, KEYS_PER_CALL).await > 0 {
+                // `done_many` is idempotent, and retries a dropped connection.
+                if let Err(e) = delivery.done_many(&batch).await {
+                    tracing::error!(
+                        firings = batch.len(), error = %e,
+                        "cannot record finished firings in Redis; their leases will run them again"
+                    );
+                }
+                batch.clear();
+            }
+        });
+        Finisher { tx, held }
+    }
+
+    /// The firing `member` is done; it is written with the next batch.
+    pub fn done(&self, member: String) {
+        self.held.forget(&member);
+        // The task lives as long as any sender: sending cannot fail.
+        let _ = self.tx.send(member);
+    }
+}

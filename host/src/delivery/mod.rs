@@ -1,0 +1,585 @@
+//! Delivery guarantees: a durable due-time index, atomic claims, leases,
+//! retries and dead letters, all in the expiry pool's DB.
+//!
+//! Redis keyspace notifications are fire-and-forget, fan out to every
+//! subscriber, and come when Redis gets round to deleting a key. So the host
+//! does not run triggers off them. Instead:
+//!
+//! - **Index.** Each tenant has a sorted set of its trigger keys scored by
+//!   due time (Redis server time, ms), `symphony:due:{tenant}`, and
+//!   `symphony:ready` scores each tenant that has entries by (at most) its
+//!   earliest due time. Our own `set` writes the key, its entry and the
+//!   tenant's ready score in one script; keys other clients write are
+//!   indexed when a host hears their `expire` keyevent, and by a SCAN at
+//!   start and after every listener reconnect.
+//! - **Claim.** Each host sweeps the ready set: a script takes the tenants
+//!   with entries due within [`LEAD_MS`] and, from each, an equal share of
+//!   the batch: entries whose key is still alive (not cancelled) or already
+//!   gone (it expired while no host ran). It removes them, deletes the live
+//!   keys (so Redis never emits `expired` for them), records a lease, and
+//!   returns them. Only one host can take an entry, so each firing runs
+//!   once across any number of hosts. A host skips the tenants of which it
+//!   holds [`CLAIM_AHEAD`] firings already, so one tenant's flood never
+//!   fills its queues while another's trigger is due. The host waits for the
+//!   exact due time, then runs it: on time, not when Redis's expiry cycle
+//!   gets there.
+//! - **Leases.** `symphony:leases` scores each claimed firing by when its
+//!   lease ends. A host that dies mid-handler leaves its lease to expire; any
+//!   host then puts the firing back in the index and it runs again.
+//! - **Retries.** A failed handler (error, trap, timeout, ...) is put back in
+//!   the index under a new member `{key}\0r{attempt}`, due after an
+//!   exponential backoff with jitter, up to the plugin's `max_attempts`; then
+//!   it goes to the dead-letter list `symphony:dead` (JSON: tenant, action, id,
+//!   key, attempts, last error, times). `symphony:meta` keeps each pending
+//!   retry's attempt count, first due time and last error.
+//! - **Cancel.** Our cancel deletes the key and its entry in one script. A
+//!   plain `DEL` by another client is heard as a `del` keyevent and removes
+//!   the entry (if it is not yet due).
+//! - **Fallback.** An `expired` keyevent for a key never indexed is claimed
+//!   through a `symphony:fired:{key}` mark set with NX, so one host runs it;
+//!   an indexed one is left to the sweep (made due now if its entry said
+//!   later), so that expiries too are claimed fairly across tenants.
+//!
+//! Files: this one holds the keys, [`Delivery`] and the firing types;
+//! `scripts.rs` and `lua/` the scripts (one file each, KEYS and ARGV in its
+//! header); [`held`](Held) what this host holds; the [`Finisher`]; `dead.rs`
+//! the dead letters.
+//!
+//! The scripts declare the keys they are given, but the claim and the
+//! reaper find tenants' indexes from the ready set and the leases, so they
+//! need a standalone Redis (or all these keys on one node);
+//! `docs/guarantees.md` states what is guaranteed and `docs/design.md` how
+//! the index is to be sharded for Redis Cluster.
+
+mod dead;
+mod finisher;
+mod held;
+mod scripts;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use self::dead::{DeadLetter, DeadList};
+pub use self::finisher::Finisher;
+pub use self::held::Held;
+use self::scripts::{SCRIPTS, Scripts};
+use crate::backend::RedisConn;
+use crate::keys::{TRIGGER_MARKER, parse_trigger};
+use crate::pools::{PoolAlias, Pools};
+use crate::repo::RepoError;
+
+/// Prefix of each tenant's due-time index (`symphony:due:{tenant}`).
+pub const DUE_PREFIX: &str = "symphony:due:";
+/// Tenants with entries in their index, scored by (at most) their earliest
+/// due time.
+pub const READY: &str = "symphony:ready";
+/// The one due index of earlier versions; its entries are moved to the
+/// tenants' indexes by the reaper.
+pub const LEGACY_DUE: &str = "symphony:due";
+/// Claimed firings, scored by lease end.
+pub const LEASES: &str = "symphony:leases";
+/// Attempt counts and errors of retried firings (member → JSON).
+pub const META: &str = "symphony:meta";
+/// Dead letters (JSON, newest first).
+pub const DEAD: &str = "symphony:dead";
+/// Prefix of the marks that make the `expired` fallback run a firing once.
+pub const FIRED_PREFIX: &str = "symphony:fired:";
+/// Prefix of every internal key (never a trigger).
+pub const INTERNAL_PREFIX: &str = "symphony:";
+/// Entries are claimed this long before they are due, then run at the due
+/// time. A cancel in the last `LEAD_MS` before the due time is too late.
+pub const LEAD_MS: i64 = 25;
+/// How long a fired mark stays.
+const FIRED_TTL_MS: i64 = 120_000;
+/// Separator between a trigger key and a firing's tag in index members.
+const SEP: char = '\0';
+
+/// The due index of `tenant`.
+pub fn due_key(tenant: &str) -> String {
+    format!("{DUE_PREFIX}{tenant}")
+}
+
+/// The tenant of an index member (a trigger key, maybe tagged): what comes
+/// before its first `:`.
+fn tenant_of(member: &str) -> &str {
+    member.split(':').next().unwrap_or(member)
+}
+
+/// The due index an index member belongs in.
+fn index_of(member: &str) -> String {
+    due_key(tenant_of(member))
+}
+
+/// A host claims no more of a tenant's firings while it holds this many
+/// (claimed, not finished): enough to keep every slot busy between two
+/// sweeps, few enough that another tenant's firings are never queued behind
+/// them for long.
+pub const CLAIM_AHEAD: usize = 1000;
+
+/// Keys per call of the batch operations (arming, keyevents, finished
+/// firings): large enough that the round trip is noise, small enough that
+/// Redis is not blocked for long (about a millisecond).
+pub const KEYS_PER_CALL: usize = 1000;
+
+/// What `symphony:meta` keeps for a retried firing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Meta {
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When the first attempt was due (server ms).
+    pub first_due_ms: i64,
+    /// The last attempt's error.
+    pub last_error: String,
+}
+
+/// A claimed firing, ready to run.
+#[derive(Debug, Clone)]
+pub struct Firing {
+    /// The pool whose DB holds the key and the index.
+    pub pool: PoolAlias,
+    /// The index member (the key, or the key and a tag for retries).
+    pub member: String,
+    /// The trigger key.
+    pub key: String,
+    /// When it is due (Redis server time, ms).
+    pub due_ms: i64,
+    /// Attempts made before this one, and when the first was due.
+    pub meta: Meta,
+    /// Which claim of this host took it (see [`Held`]).
+    pub claim: u64,
+}
+
+/// The delivery state in one Redis DB (the expiry pool's).
+#[derive(Clone)]
+pub struct Delivery {
+    pool: PoolAlias,
+    conn: RedisConn,
+    scripts: &'static Scripts,
+    held: Arc<Held>,
+    dead_cap: usize,
+    /// Most entries a tenant's index may hold when arming (0: no cap).
+    max_pending: u32,
+}
+
+/// Dead letters kept by default (`[delivery] max_dead_letters`).
+pub const DEFAULT_MAX_DEAD_LETTERS: usize = 10_000;
+
+fn split_member(member: &str) -> &str {
+    member.split(SEP).next().unwrap_or(member)
+}
+
+fn meta_of(raw: &str) -> Meta {
+    serde_json::from_str(raw).unwrap_or_default()
+}
+
+impl Delivery {
+    /// Delivery over the expiry pool.
+    ///
+    /// # Errors
+    /// When the expiry pool is not configured.
+    pub fn new(pools: &Pools) -> Result<Self, RepoError> {
+        Self::for_pool(pools, PoolAlias::Expiry)
+    }
+
+    /// Delivery over the DB of `pool` (one per listened pool).
+    ///
+    /// # Errors
+    /// When the pool is not configured.
+    pub fn for_pool(pools: &Pools, pool: PoolAlias) -> Result<Self, RepoError> {
+        let conn = pools
+            .get(pool)
+            .map_err(|e| RepoError::Unavailable(e.to_string()))?
+            .conn();
+        Ok(Self::with_conn(pool, conn))
+    }
+
+    /// Delivery over the expiry pool on `tenant`'s connection (for a
+    /// tenant's trigger repository).
+    ///
+    /// # Errors
+    /// When the expiry pool is not configured.
+    pub fn for_tenant(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
+        let conn = crate::repo::connection(pools, PoolAlias::Expiry, tenant)?;
+        Ok(Self::with_conn(PoolAlias::Expiry, conn))
+    }
+
+    fn with_conn(pool: PoolAlias, conn: RedisConn) -> Self {
+        Self {
+            pool,
+            conn,
+            scripts: &SCRIPTS,
+            held: Arc::default(),
+            dead_cap: DEFAULT_MAX_DEAD_LETTERS,
+            max_pending: 0,
+        }
+    }
+
+    /// Refuses to arm a new trigger while its tenant has `cap` pending in
+    /// its index (`[tenants] max_pending_triggers`); `None`: no cap.
+    pub fn with_pending_cap(mut self, cap: Option<std::num::NonZeroU32>) -> Self {
+        self.max_pending = cap.map_or(0, std::num::NonZeroU32::get);
+        self
+    }
+
+    fn over_pending(&self, key: &str) -> RepoError {
+        RepoError::Denied(format!(
+            "quota: tenant {:?} has {} triggers pending, its max_pending_triggers; \
+             the trigger was not set",
+            tenant_of(key),
+            self.max_pending
+        ))
+    }
+
+    /// Keeps at most `cap` dead letters (the oldest are trimmed).
+    pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
+        self.dead_cap = cap.max(1);
+        self
+    }
+
+    /// The firings this host holds in this pool.
+    pub fn held(&self) -> &Held {
+        &self.held
+    }
+
+    /// Extends the lease of every firing this host holds by `lease_ms`, in
+    /// calls of [`KEYS_PER_CALL`] members; returns how many were renewed
+    /// and how many had lost their lease (those will not be started here).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn renew(&self, lease_ms: u64) -> Result<(usize, usize), RepoError> {
+        let members = self.held.members();
+        let mut conn = self.conn();
+        let mut lost_total = 0;
+        for chunk in members.chunks(KEYS_PER_CALL) {
+            let mut call = self.scripts.renew.key(LEASES);
+            call.arg(lease_ms);
+            for m in chunk {
+                call.arg(m);
+            }
+            let lost: Vec<String> = call.invoke_async(&mut conn).await?;
+            lost_total += self.held.lose(&lost);
+        }
+        Ok((members.len() - lost_total.min(members.len()), lost_total))
+    }
+
+    /// The pool this delivery works in.
+    pub fn pool(&self) -> PoolAlias {
+        self.pool
+    }
+
+    fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
+    /// Sets `key` to `value` with `ttl_ms` and indexes it, atomically.
+    /// Returns the due time (server ms).
+    ///
+    /// # Errors
+    /// Redis failing.
+    /// [`RepoError::Denied`] when the tenant is at its pending-trigger quota
+    /// ([`with_pending_cap`](Self::with_pending_cap)).
+    pub async fn arm(&self, key: &str, value: &str, ttl_ms: u64) -> Result<i64, RepoError> {
+        let mut call = self.scripts.arm.key(key);
+        call.key(index_of(key))
+            .key(READY)
+            .arg(value)
+            .arg(ttl_ms)
+            .arg(self.max_pending);
+        // SET and ZADD: running it twice is running it once.
+        let due: i64 = self.conn.invoke(&call).await?;
+        if due < 0 {
+            return Err(self.over_pending(key));
+        }
+        Ok(due)
+    }
+
+    /// Sets and indexes many keys, [`KEYS_PER_CALL`] per script call, each
+    /// `(key, ttl_ms)` with the same `value`. Each call is atomic; a failure
+    /// part way leaves the earlier batches armed. Returns how many were armed.
+    ///
+    /// # Errors
+    /// Redis failing; [`RepoError::Denied`] when a batch would take its
+    /// tenant past the pending-trigger quota (that batch sets nothing).
+    pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
+        let conn = self.conn();
+        let mut armed = 0;
+        for chunk in keys.chunks(KEYS_PER_CALL) {
+            let mut call = self.scripts.arm_many.key(READY);
+            call.arg(value).arg(self.max_pending);
+            for (key, ttl_ms) in chunk {
+                call.key(key).key(index_of(key)).arg(*ttl_ms);
+            }
+            let n: i64 = conn.invoke(&call).await?;
+            if n < 0 {
+                let key = chunk.first().map_or("", |(key, _)| key.as_str());
+                return Err(self.over_pending(key));
+            }
+            armed += n.unsigned_abs();
+        }
+        Ok(armed)
+    }
+
+    /// Deletes `key` and its index entry; returns whether the key existed.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn cancel(&self, key: &str) -> Result<bool, RepoError> {
+        let mut call = self.scripts.cancel.key(key);
+        call.key(index_of(key));
+        let n: i64 = self.conn.invoke(&call).await?;
+        Ok(n > 0)
+    }
+
+    /// Runs a script over the ready set and `keys`, each followed by its
+    /// index (`KEYS[2..]`, `ARGV[1]` = [`LEAD_MS`]), in calls of
+    /// [`KEYS_PER_CALL`] keys; returns the summed counts.
+    async fn on_keys(&self, script: &redis::Script, keys: &[String]) -> Result<u64, RepoError> {
+        let mut conn = self.conn();
+        let mut total = 0;
+        for chunk in keys.chunks(KEYS_PER_CALL) {
+            let mut call = script.key(READY);
+            call.arg(LEAD_MS);
+            for key in chunk {
+                call.key(key).key(index_of(key));
+            }
+            let n: u64 = call.invoke_async(&mut conn).await?;
+            total += n;
+        }
+        Ok(total)
+    }
+
+    /// Indexes trigger keys another client armed (`expire` keyevents);
+    /// returns how many were alive with a TTL.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn index(&self, keys: &[String]) -> Result<u64, RepoError> {
+        self.on_keys(&self.scripts.index, keys).await
+    }
+
+    /// `del` keyevents: drops the entries of keys deleted before they were
+    /// due; returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn unindex(&self, keys: &[String]) -> Result<u64, RepoError> {
+        self.on_keys(&self.scripts.unindex, keys).await
+    }
+
+    /// Indexes every trigger key with a TTL in the DB (SCAN); returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn index_all(&self) -> Result<u64, RepoError> {
+        let pattern = format!("*:{TRIGGER_MARKER}:*");
+        let mut cursor = Some(0);
+        let mut indexed = 0;
+        while let Some(at) = cursor {
+            let (next, keys) = self.conn.scan_page(&pattern, at, KEYS_PER_CALL).await?;
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
+                .collect();
+            indexed += self.index(&keys).await?;
+            cursor = next;
+        }
+        Ok(indexed)
+    }
+
+    /// Claims up to `limit` firings due within [`LEAD_MS`], with a lease of
+    /// `lease_ms`, shared across the tenants that have some due, except
+    /// those in `skip`. Returns the server time, the next due time of a
+    /// tenant not skipped (if any) and the claimed firings.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn claim_due(
+        &self,
+        limit: usize,
+        lease_ms: u64,
+        skip: &[String],
+    ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
+        let mut call = self.scripts.claim.key(READY);
+        call.key(LEASES)
+            .key(META)
+            .arg(LEAD_MS)
+            .arg(lease_ms)
+            .arg(limit)
+            .arg(FIRED_PREFIX)
+            .arg(FIRED_TTL_MS)
+            .arg(skip);
+        let out: Vec<redis::Value> = call.invoke_async(&mut self.conn()).await?;
+        let int = |v: Option<&redis::Value>| -> i64 {
+            v.and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
+                .unwrap_or(-1)
+        };
+        let text = |v: Option<&redis::Value>| -> String {
+            v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+                .unwrap_or_default()
+        };
+        let now = int(out.first());
+        let next = Some(int(out.get(1))).filter(|n| *n >= 0);
+        let mut firings = Vec::new();
+        for chunk in out.get(2..).unwrap_or_default().chunks(3) {
+            let member = text(chunk.first());
+            let due_ms = text(chunk.get(1)).parse::<f64>().map_or(now, |d| d as i64);
+            let meta = meta_of(&text(chunk.get(2)));
+            firings.push(Firing {
+                pool: self.pool,
+                key: split_member(&member).to_owned(),
+                claim: self.held.hold(&member),
+                member,
+                due_ms,
+                meta,
+            });
+        }
+        Ok((now, next, firings))
+    }
+
+    /// `expired` keyevents for `keys`: claims each firing no host has.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn claim_expired(
+        &self,
+        keys: &[String],
+        lease_ms: u64,
+    ) -> Result<Vec<Firing>, RepoError> {
+        let mut conn = self.conn();
+        let mut firings = Vec::new();
+        for chunk in keys.chunks(KEYS_PER_CALL) {
+            let mut call = self.scripts.claim_expired.key(READY);
+            call.key(LEASES)
+                .key(META)
+                .arg(lease_ms)
+                .arg(FIRED_PREFIX)
+                .arg(FIRED_TTL_MS);
+            for key in chunk {
+                call.key(key).key(index_of(key));
+            }
+            let out: Vec<String> = call.invoke_async(&mut conn).await?;
+            for claimed in out.chunks_exact(3) {
+                let [member, due, meta] = claimed else {
+                    continue;
+                };
+                firings.push(Firing {
+                    pool: self.pool,
+                    key: split_member(member).to_owned(),
+                    claim: self.held.hold(member),
+                    member: member.clone(),
+                    due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
+                    meta: meta_of(meta),
+                });
+            }
+        }
+        Ok(firings)
+    }
+
+    /// Puts firings whose lease ended back in the index, and moves up to
+    /// a thousand entries of an earlier version's single index
+    /// ([`LEGACY_DUE`]) to their tenants' indexes; returns how many leases
+    /// had ended.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn reap(&self) -> Result<u64, RepoError> {
+        Ok(self
+            .scripts
+            .reap
+            .key(LEASES)
+            .key(LEGACY_DUE)
+            .key(READY)
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+
+    /// Gives a claimed firing back, due at once (for another host).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn release(&self, member: &str) -> Result<(), RepoError> {
+        self.held.forget(member);
+        let _: i64 = self
+            .scripts
+            .release
+            .key(LEASES)
+            .key(index_of(member))
+            .key(READY)
+            .arg(member)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    /// Many firings are done: one `ZREM` for the untagged members, the
+    /// finish script for each tagged one (retries, which have meta). Both
+    /// are idempotent, and retried once on a dropped connection.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn done_many(&self, members: &[String]) -> Result<(), RepoError> {
+        let (tagged, plain): (Vec<&String>, Vec<&String>) =
+            members.iter().partition(|m| m.contains(SEP));
+        for chunk in plain.chunks(KEYS_PER_CALL) {
+            let _: i64 = self
+                .conn
+                .query(redis::cmd("ZREM").arg(LEASES).arg(chunk))
+                .await?;
+        }
+        for member in tagged {
+            self.finish(member, "").await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a firing (dead-lettering it unless `dead` is empty); returns
+    /// how many old dead letters were trimmed. Without a letter it is
+    /// idempotent, and retried once on a dropped connection; a letter is
+    /// pushed at most once.
+    async fn finish(&self, member: &str, dead: &str) -> Result<u64, RepoError> {
+        self.held.forget(member);
+        let mut call = self.scripts.finish.key(LEASES);
+        call.key(META)
+            .key(DEAD)
+            .arg(member)
+            .arg(dead)
+            .arg(self.dead_cap);
+        Ok(if dead.is_empty() {
+            self.conn.invoke(&call).await?
+        } else {
+            self.conn.invoke_once(&call).await?
+        })
+    }
+
+    /// Schedules another attempt after `delay`; returns its due time.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn retry(
+        &self,
+        firing: &Firing,
+        delay: Duration,
+        meta: &Meta,
+    ) -> Result<i64, RepoError> {
+        self.held.forget(&firing.member);
+        let member = format!("{}{SEP}r{}", firing.key, meta.attempts);
+        let meta = serde_json::to_string(meta)
+            .map_err(|e| RepoError::InvalidInput(format!("cannot encode retry meta: {e}")))?;
+        Ok(self
+            .scripts
+            .retry
+            .key(LEASES)
+            .key(index_of(&member))
+            .key(META)
+            .key(READY)
+            .arg(&firing.member)
+            .arg(&member)
+            .arg(crate::millis(delay))
+            .arg(meta)
+            .invoke_async(&mut self.conn())
+            .await?)
+    }
+}

@@ -1,0 +1,120 @@
+//! The Lua scripts of delivery, one file each under `lua/`, every one
+//! prefixed with `lua/prelude.lua` (the server time as `now`, and helpers).
+//!
+//! Each file's header says which KEYS and ARGV it takes. Most scripts touch
+//! only the keys they are given, so a cluster can route them by slot; two
+//! find tenants' indexes in Redis ([`KeyUse::Finds`]): on a cluster they
+//! need every key of the delivery state on one node, or to be split per
+//! tenant (`docs/design.md`, "Fair claiming across tenants").
+
+use std::sync::LazyLock;
+
+/// How a script names the Redis keys it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum KeyUse {
+    /// Only its KEYS.
+    Declared,
+    /// Its KEYS and tenants' indexes it finds from them (the ready set, the
+    /// leases).
+    Finds,
+}
+
+/// One script: its name (the file's), how it names keys, and the script.
+pub(super) struct Lua {
+    // Name and key use are checked by the tests against the files today; a
+    // cluster backend routes by them.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) name: &'static str,
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(super) keys: KeyUse,
+    pub(super) script: redis::Script,
+}
+
+impl std::ops::Deref for Lua {
+    type Target = redis::Script;
+    fn deref(&self) -> &redis::Script {
+        &self.script
+    }
+}
+
+const PRELUDE: &str = include_str!("lua/prelude.lua");
+
+fn lua(name: &'static str, keys: KeyUse, body: &str) -> Lua {
+    Lua {
+        name,
+        keys,
+        script: redis::Script::new(&format!("{PRELUDE}{body}")),
+    }
+}
+
+macro_rules! scripts {
+    ($($field:ident: $keys:ident),* $(,)?) => {
+        pub(super) struct Scripts {
+            $(pub(super) $field: Lua,)*
+        }
+
+        /// The scripts, hashed once per process.
+        pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+            $($field: lua(
+                stringify!($field),
+                KeyUse::$keys,
+                include_str!(concat!("lua/", stringify!($field), ".lua")),
+            ),)*
+        });
+
+        impl Scripts {
+            /// Every script.
+            #[cfg(test)]
+            pub(super) fn all(&self) -> Vec<&Lua> {
+                vec![$(&self.$field,)*]
+            }
+        }
+    };
+}
+
+scripts! {
+    arm: Declared,
+    arm_many: Declared,
+    cancel: Declared,
+    index: Declared,
+    unindex: Declared,
+    claim: Finds,
+    claim_expired: Declared,
+    reap: Finds,
+    release: Declared,
+    retry: Declared,
+    finish: Declared,
+    renew: Declared,
+    revive: Declared,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prelude_names_indexes_as_the_host_does() {
+        assert!(PRELUDE.contains(&format!("'{}' .. tenant_of(m)", super::super::DUE_PREFIX)));
+    }
+
+    /// A script that finds keys says so: a cluster backend must know.
+    #[test]
+    fn only_scripts_marked_finds_compute_keys() {
+        for lua in SCRIPTS.all() {
+            let body = include_str_of(lua.name);
+            let computes = body.contains("index_of(") || body.contains("'symphony:");
+            assert_eq!(
+                computes,
+                lua.keys == KeyUse::Finds,
+                "{}.lua computes key names: {computes}, marked {:?}",
+                lua.name,
+                lua.keys
+            );
+        }
+    }
+
+    fn include_str_of(name: &str) -> String {
+        let path = format!("{}/src/delivery/lua/{name}.lua", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+}
