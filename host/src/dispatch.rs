@@ -168,16 +168,18 @@ impl Dispatcher {
         // Give back what was claimed but not started, for another host.
         events.close();
         let mut released = 0;
-        let mut unstarted = Vec::new();
+        let mut unstarted: Vec<Firing> = Vec::new();
         while let Ok(firing) = events.try_recv() {
             unstarted.push(firing);
         }
         unstarted.extend(self.queues.drain().flat_map(|(_, q)| q).map(|q| q.firing));
-        for firing in unstarted {
-            if let Some(d) = self.deliveries.get(&firing.pool) {
-                let _ = d.release(&firing.member).await;
-                released += 1;
-            }
+        for (pool, delivery) in self.deliveries.iter() {
+            let (of_pool, others): (Vec<Firing>, Vec<Firing>) =
+                unstarted.into_iter().partition(|f| f.pool == *pool);
+            unstarted = others;
+            released += delivery
+                .release_all(of_pool.into_iter().map(|f| f.member))
+                .await;
         }
         if released > 0 {
             info!(

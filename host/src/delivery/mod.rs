@@ -60,6 +60,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::warn;
 
 pub use self::dead::{DeadLetter, DeadList};
 pub use self::finisher::Finisher;
@@ -502,16 +503,40 @@ impl Delivery {
     /// Redis failing.
     pub async fn release(&self, member: &str) -> Result<(), RepoError> {
         self.held.forget(member);
-        let _: i64 = self
-            .scripts
-            .release
-            .key(LEASES)
-            .key(index_of(member))
-            .key(READY)
-            .arg(member)
-            .invoke_async(&mut self.conn())
-            .await?;
+        let mut call = self.scripts.release.key(LEASES);
+        call.key(index_of(member)).key(READY).arg(member);
+        // Only a held lease is moved back: running it twice is running it once.
+        let _: i64 = self.conn.invoke(&call).await?;
         Ok(())
+    }
+
+    /// Gives claimed firings back, due at once (at shutdown, or when they
+    /// cannot be handed over); returns how many went back. A failure is
+    /// logged, not returned: such a firing's lease ends, and the reaper puts
+    /// it back then.
+    pub async fn release_all<I>(&self, members: I) -> usize
+    where
+        I: IntoIterator<Item = String>,
+        I::IntoIter: Send,
+    {
+        let (mut released, mut failed) = (0, 0);
+        let mut last_error = None;
+        for member in members {
+            match self.release(&member).await {
+                Ok(()) => released += 1,
+                Err(e) => {
+                    failed += 1;
+                    last_error = Some(e);
+                }
+            }
+        }
+        if let Some(error) = last_error {
+            warn!(
+                pool = %self.pool, failed, %error,
+                "cannot give back claimed firings; they run again when their leases end"
+            );
+        }
+        released
     }
 
     /// Many firings are done: one `ZREM` for the untagged members, the
