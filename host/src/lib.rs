@@ -25,8 +25,9 @@
 //!
 //! The pipeline, in the order a trigger goes through it:
 //! - [`listener`]: the keyevent subscription, with reconnect and config checks.
-//! - [`sweeper`]: the pump (keyevents into the index) and the sweeper (claims
-//!   due firings and hands them over at their due time).
+//! - [`pump`]: keyevents into the index, and fallback claims of `expired` keys.
+//! - [`sweeper`]: claims due firings and hands them over at their due time;
+//!   renews the leases of those this host holds.
 //! - [`dispatch`]: fair per-tenant queues, limits and quotas, one job per firing.
 //! - [`plugins`]: the loaded plugin set and its routing table (longest prefix).
 //! - [`runtime`]: the wasmtime engine, plugin loading, invocation in a fresh
@@ -42,7 +43,7 @@
 //! An application sets `acme:EXPTRIGGER:reminder_email:42` with a TTL
 //! ([`repo::TriggerRepo::set`], or any client). The arming script indexes it
 //! in `symphony:due:acme` at its due time. The [`sweeper`] claims it when it
-//! is due (or the pump, on hearing `expired`, if it was never indexed),
+//! is due (or the [`pump`], on hearing `expired`, if it was never indexed),
 //! taking a lease, and hands the firing to the [`dispatch`]er. The
 //! dispatcher waits for the tenant's turn and limits, finds the plugin by
 //! the action's prefix in the [`plugins`] set, and the [`runtime`] calls its
@@ -67,6 +68,7 @@ pub mod manifest;
 pub mod plugins;
 pub mod policy;
 pub mod pools;
+pub mod pump;
 pub mod quota;
 pub mod reload;
 pub mod repo;

@@ -36,7 +36,7 @@ use crate::quota::Quotas;
 use crate::reload::{self, Reloader};
 use crate::runtime::Runtime;
 use crate::stats::Stats;
-use crate::{RunOptions, millis, sweeper};
+use crate::{RunOptions, millis, pump, sweeper};
 
 /// Capacity of the channels between listeners, pumps, sweepers and the
 /// dispatcher.
@@ -268,7 +268,7 @@ impl Host {
                 continue;
             };
             let wake = Arc::new(Notify::new());
-            sources.spawn(sweeper::pump(
+            sources.spawn(pump::pump(
                 delivery.clone(),
                 event_rx,
                 firing_tx.clone(),
@@ -424,10 +424,11 @@ impl Host {
             .lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
             .unwrap_or_default();
-        for (member, pool) in &unfinished {
-            if let Some(d) = self.context.deliveries.get(pool) {
-                let _ = d.release(member).await;
-            }
+        for (pool, delivery) in self.context.deliveries.iter() {
+            let of_pool = unfinished.iter().filter(|(_, p)| p == pool);
+            delivery
+                .release_all(of_pool.map(|(m, _)| m.clone()).collect::<Vec<_>>())
+                .await;
         }
         warn!(
             in_flight = unfinished.len(),

@@ -1,19 +1,16 @@
-//! The two sources of firings: the sweeper, which claims due entries of the
-//! durable index and hands each over at its due time, and the pump, which
-//! turns the listener's keyevents into index updates and fallback claims.
+//! The sweeper, the main source of firings: it claims due entries of the
+//! durable index and hands each over at its due time; and lease renewal for
+//! the firings this host holds. (The other source is the [`pump`](crate::pump).)
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::delivery::{CLAIM_AHEAD, Delivery, Firing, INTERNAL_PREFIX, LEAD_MS};
-use crate::keys::parse_trigger;
-use crate::listener::{EventKind, KeyEvent};
-use crate::stats::{Stats, Throttle};
+use crate::delivery::{CLAIM_AHEAD, Delivery, Firing, LEAD_MS};
+use crate::stats::Throttle;
 
 /// Firings claimed per script call.
 const BATCH: usize = 500;
@@ -64,9 +61,9 @@ pub async fn sweep(
         let claimed = delivery.claim_due(BATCH, lease_ms, &skip).await;
         let (server_now, next, mut batch) = match claimed {
             Ok(c) if cancel.is_cancelled() => {
-                for f in c.2 {
-                    let _ = delivery.release(&f.member).await;
-                }
+                delivery
+                    .release_all(c.2.into_iter().map(|f| f.member))
+                    .await;
                 return;
             }
             Ok(c) => c,
@@ -101,9 +98,8 @@ pub async fn sweep(
             };
             if !sent {
                 // Shutting down: give back what this host claimed but did not start.
-                for f in std::iter::once(firing).chain(pending) {
-                    let _ = delivery.release(&f.member).await;
-                }
+                let unsent = std::iter::once(firing).chain(pending);
+                delivery.release_all(unsent.map(|f| f.member)).await;
                 return;
             }
         }
@@ -155,166 +151,6 @@ pub async fn renew(delivery: Delivery, lease: Duration, cancel: CancellationToke
                     warn!(pool = %delivery.pool(), error = %e, suppressed, "cannot renew leases; retrying");
                 }
             }
-        }
-    }
-}
-
-/// Keyevents applied per batch.
-const PUMP_BATCH: usize = 1000;
-
-/// Applies the listener's keyevents until `cancel`: `expire` indexes a
-/// trigger another client armed, `del` drops a cancelled one, `expired`
-/// claims a firing no host claimed in time, and a (re)subscription indexes
-/// everything (events may have been missed).
-///
-/// Events come in bursts (every trigger armed or claimed makes one), so the
-/// pump takes what is waiting, up to `PUMP_BATCH` (1000), and applies each run of
-/// events of one kind in one script call, in order.
-pub async fn pump(
-    delivery: Delivery,
-    mut events: mpsc::Receiver<KeyEvent>,
-    firings: mpsc::Sender<Firing>,
-    wake: Arc<Notify>,
-    lease: Duration,
-    stats: Arc<Stats>,
-    cancel: CancellationToken,
-) {
-    let pump = Pump {
-        delivery,
-        firings,
-        wake,
-        lease_ms: crate::millis(lease),
-        stats,
-        not_trigger_log: Throttle::new(Duration::from_secs(10)),
-        errors: Throttle::new(Duration::from_secs(10)),
-    };
-    let mut batch = Vec::with_capacity(PUMP_BATCH);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            n = events.recv_many(&mut batch, PUMP_BATCH) => if n == 0 { return },
-        }
-        // Group the batch into steps, in order: a run of events of one kind
-        // is one step (one script call).
-        let mut steps: Vec<Step> = Vec::new();
-        for event in batch.drain(..) {
-            match event {
-                KeyEvent::Subscribed { pool } => steps.push(Step::IndexAll(pool)),
-                KeyEvent::Key {
-                    pool, kind, key, ..
-                } => {
-                    let Some(key) = pump.trigger(pool, kind, key) else {
-                        continue;
-                    };
-                    match steps.last_mut() {
-                        Some(Step::Run(k, keys)) if *k == kind => keys.push(key),
-                        _ => steps.push(Step::Run(kind, vec![key])),
-                    }
-                }
-            }
-        }
-        for step in steps {
-            match step {
-                Step::IndexAll(pool) => match pump.delivery.index_all().await {
-                    Ok(n) => {
-                        info!(%pool, indexed = n, "indexed the trigger keys present");
-                        pump.wake.notify_one();
-                    }
-                    Err(e) => pump.failed(&e),
-                },
-                Step::Run(kind, keys) => {
-                    if !pump.apply(kind, keys).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// One step of a pump batch.
-enum Step {
-    /// The listener (re)subscribed: index every trigger key present.
-    IndexAll(crate::pools::PoolAlias),
-    /// Consecutive keyevents of one kind.
-    Run(EventKind, Vec<String>),
-}
-
-struct Pump {
-    delivery: Delivery,
-    firings: mpsc::Sender<Firing>,
-    wake: Arc<Notify>,
-    lease_ms: u64,
-    stats: Arc<Stats>,
-    not_trigger_log: Throttle,
-    errors: Throttle,
-}
-
-impl Pump {
-    /// The trigger key of an event, or `None` (internal keys, and keys that
-    /// are not triggers: those that expired are counted and logged).
-    fn trigger(
-        &self,
-        pool: crate::pools::PoolAlias,
-        kind: EventKind,
-        key: Result<String, Vec<u8>>,
-    ) -> Option<String> {
-        match key {
-            Ok(k) if k.starts_with(INTERNAL_PREFIX) => None,
-            Ok(k) if parse_trigger(&k).is_some() => Some(k),
-            other => {
-                if kind == EventKind::Expired {
-                    self.stats.not_trigger.fetch_add(1, Ordering::Relaxed);
-                    if let Some(suppressed) = self.not_trigger_log.allow() {
-                        let key = match other {
-                            Ok(k) => k,
-                            Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
-                        };
-                        info!(%pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
-                    }
-                }
-                None
-            }
-        }
-    }
-
-    /// Applies a run of one kind of event; false when shutting down.
-    async fn apply(&self, kind: EventKind, keys: Vec<String>) -> bool {
-        let result = match kind {
-            EventKind::Expire => self
-                .delivery
-                .index(&keys)
-                .await
-                .map(|_| self.wake.notify_one()),
-            EventKind::Del => self.delivery.unindex(&keys).await.map(drop),
-            EventKind::Expired => match self.delivery.claim_expired(&keys, self.lease_ms).await {
-                Ok(claimed) => {
-                    // Indexed keys are left to the sweep, maybe made due now.
-                    self.wake.notify_one();
-                    let mut claimed = claimed.into_iter();
-                    while let Some(firing) = claimed.next() {
-                        if let Err(unsent) = self.firings.send(firing).await {
-                            // Shutting down: give them back for another host.
-                            for f in std::iter::once(unsent.0).chain(claimed) {
-                                let _ = self.delivery.release(&f.member).await;
-                            }
-                            return false;
-                        }
-                    }
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-        };
-        if let Err(e) = result {
-            self.failed(&e);
-        }
-        true
-    }
-
-    fn failed(&self, e: &crate::repo::RepoError) {
-        if let Some(suppressed) = self.errors.allow() {
-            warn!(error = %e, suppressed, "cannot apply keyevents to the trigger index");
         }
     }
 }
