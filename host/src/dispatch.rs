@@ -35,10 +35,11 @@ use tracing::{error, info, warn};
 use crate::delivery::{DeadLetter, Delivery, Finisher, Firing, Meta};
 use crate::keys::parse_trigger;
 use crate::plugins::PluginSet;
-use crate::policy::serves;
+use crate::policy::{AfterFailure, serves};
 use crate::pools::PoolAlias;
 use crate::runtime::{Job, LoadedPlugin, Outcome, Runtime};
-use crate::stats::{Stats, Throttle};
+use crate::stats::Stats;
+use crate::throttle::Throttle;
 
 /// How often an ignored-key line may repeat.
 const IGNORED_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -478,14 +479,16 @@ async fn settle(
         }
         Some(error) => {
             let attempts = firing.meta.attempts + 1;
-            let max = plugin.policy().retry.attempts_for(&job.action);
             let first_due_ms = if firing.meta.attempts == 0 {
                 firing.due_ms
             } else {
                 firing.meta.first_due_ms
             };
-            if attempts < max {
-                let delay = plugin.policy().retry.delay(attempts + 1);
+            if let AfterFailure::Retry {
+                delay,
+                max_attempts,
+            } = plugin.policy().retry.after_failure(&job.action, attempts)
+            {
                 let meta = Meta {
                     attempts,
                     first_due_ms,
@@ -493,7 +496,7 @@ async fn settle(
                 };
                 warn!(
                     tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin,
-                    attempt = attempts, max_attempts = max, retry_in_ms = crate::millis(delay),
+                    attempt = attempts, max_attempts, retry_in_ms = crate::millis(delay),
                     "dispatch failed; retrying"
                 );
                 delivery.retry(firing, delay, &meta).await.map(drop)

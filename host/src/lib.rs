@@ -20,7 +20,8 @@
 //!   (standalone today; the seam for a cluster).
 //! - [`pools`]: reconnecting Redis connections per pool alias.
 //! - [`keys`]: the key formats, byte-compatible with `mimeiapify`.
-//! - [`repo`]: tenant-scoped repositories (the host functions' backends).
+//! - [`repo`]: tenant-scoped repositories (the host functions' backends);
+//!   [`error::RepoError`] is what they (and delivery) fail with.
 //! - [`delivery`]: the durable due index, claims, leases, retries, dead letters.
 //!
 //! The pipeline, in the order a trigger goes through it:
@@ -36,7 +37,8 @@
 //! Limits and observation:
 //! - [`policy`]: capabilities, tenants and limits of each plugin.
 //! - [`quota`]: per-tenant dispatch, Redis-call and pending-trigger quotas.
-//! - [`stats`]: counters since start, and a throttle for repeated log lines.
+//! - [`stats`]: counters since start.
+//! - [`throttle`]: one log line per interval for what could repeat without bound.
 //! - [`text`]: caps and escapes plugin-controlled text for logs and Redis.
 //!
 //! # The path of one trigger
@@ -61,6 +63,7 @@ pub mod bindings;
 pub mod commands;
 pub mod delivery;
 pub mod dispatch;
+pub mod error;
 pub mod keys;
 pub mod lifecycle;
 pub mod listener;
@@ -76,6 +79,7 @@ pub mod runtime;
 pub mod stats;
 pub mod sweeper;
 pub mod text;
+pub mod throttle;
 
 use std::future::Future;
 use std::path::Path;

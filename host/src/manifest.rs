@@ -21,14 +21,15 @@ use std::fmt;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::{Capability, Grants, Limits, Policy, TenantSelector};
-use crate::pools::PoolAlias;
+// Re-exported where the manifest's readers have always found them.
+pub use crate::policy::{HumanDuration, RetryConfig};
+pub use crate::pools::{DEFAULT_REDIS_URL, PoolAlias, RedisUrl, seed_pool_urls};
 
 /// A manifest that could not be read or is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -210,7 +211,6 @@ impl Default for RuntimeConfig {
 // `unwrap`s run at compile time), never a run.
 const DEFAULT_CONCURRENCY: NonZeroUsize = NonZeroUsize::new(64).unwrap();
 const DEFAULT_MAX_MEMORY_MIB: NonZeroUsize = NonZeroUsize::new(256).unwrap();
-const DEFAULT_ATTEMPTS: NonZeroU32 = NonZeroU32::new(3).unwrap();
 const DEFAULT_MAX_DEAD_LETTERS: NonZeroUsize =
     NonZeroUsize::new(crate::delivery::DEFAULT_MAX_DEAD_LETTERS).unwrap();
 
@@ -262,69 +262,6 @@ fn default_max_dead_letters() -> NonZeroUsize {
 }
 
 fn default_lease() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
-}
-
-/// `[plugin.retry]`: what happens when a handler fails.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[non_exhaustive]
-pub struct RetryConfig {
-    /// Attempts in all, the first included (1 means no retry).
-    #[serde(default = "default_attempts")]
-    pub max_attempts: NonZeroU32,
-    /// Delay before the second attempt; it doubles each time (with jitter).
-    #[serde(default = "default_backoff")]
-    pub backoff: HumanDuration,
-    /// The longest delay.
-    #[serde(default = "default_max_backoff")]
-    pub max_backoff: HumanDuration,
-    /// `max_attempts` per action prefix (the longest matching prefix wins).
-    #[serde(default)]
-    pub actions: BTreeMap<String, NonZeroU32>,
-}
-
-impl Default for RetryConfig {
-    fn default() -> Self {
-        Self {
-            max_attempts: default_attempts(),
-            backoff: default_backoff(),
-            max_backoff: default_max_backoff(),
-            actions: BTreeMap::new(),
-        }
-    }
-}
-
-impl RetryConfig {
-    /// Attempts in all for `action`.
-    pub fn attempts_for(&self, action: &str) -> u32 {
-        self.actions
-            .iter()
-            .filter(|(prefix, _)| action.starts_with(prefix.as_str()))
-            .max_by_key(|(prefix, _)| prefix.len())
-            .map_or(self.max_attempts, |(_, n)| *n)
-            .get()
-    }
-
-    /// The delay before attempt `next` (2 for the first retry), with ±20% jitter.
-    pub fn delay(&self, next: u32) -> Duration {
-        let exp = next.saturating_sub(2).min(30);
-        let base = self
-            .backoff
-            .0
-            .saturating_mul(1 << exp)
-            .min(self.max_backoff.0);
-        base.mul_f64(0.8 + 0.4 * fastrand::f64())
-    }
-}
-
-fn default_attempts() -> NonZeroU32 {
-    DEFAULT_ATTEMPTS
-}
-fn default_backoff() -> HumanDuration {
-    HumanDuration(Duration::from_secs(1))
-}
-fn default_max_backoff() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
@@ -496,133 +433,6 @@ impl fmt::Display for ActionPrefix {
     }
 }
 
-/// A Redis URL (`redis://`, `rediss://`, `unix://` or `redis+unix://`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct RedisUrl(url::Url);
-
-impl RedisUrl {
-    /// The URL as written (after normalisation).
-    pub fn as_str(&self) -> &str {
-        self.0.as_str()
-    }
-
-    /// This URL pointing at `db`, replacing any DB it names.
-    pub fn with_db(&self, db: u32) -> RedisUrl {
-        let mut url = self.0.clone();
-        if url.scheme().contains("unix") {
-            let pairs: Vec<(String, String)> = url
-                .query_pairs()
-                .filter(|(k, _)| k != "db")
-                .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                .collect();
-            url.query_pairs_mut()
-                .clear()
-                .extend_pairs(pairs)
-                .append_pair("db", &db.to_string());
-        } else {
-            url.set_path(&format!("/{db}"));
-        }
-        RedisUrl(url)
-    }
-
-    /// The DB this URL names (0 when none).
-    pub fn db(&self) -> u32 {
-        if self.0.scheme().contains("unix") {
-            return self
-                .0
-                .query_pairs()
-                .find(|(k, _)| k == "db")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-        }
-        self.0.path().trim_start_matches('/').parse().unwrap_or(0)
-    }
-
-    /// host:port (or the socket path), for logs; never includes a password.
-    pub fn server(&self) -> String {
-        if self.0.scheme().contains("unix") {
-            return self.0.path().to_owned();
-        }
-        format!(
-            "{}:{}",
-            self.0.host_str().unwrap_or("?"),
-            self.0.port().unwrap_or(6379)
-        )
-    }
-}
-
-impl RedisUrl {
-    /// [`DEFAULT_REDIS_URL`]: the local server on the default port.
-    #[allow(clippy::expect_used)]
-    pub fn local() -> RedisUrl {
-        DEFAULT_REDIS_URL
-            .parse()
-            .expect("DEFAULT_REDIS_URL is a valid Redis URL (unit-tested)")
-    }
-}
-
-impl FromStr for RedisUrl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let url = url::Url::parse(s).map_err(|e| format!("invalid Redis URL {s:?}: {e}"))?;
-        match url.scheme() {
-            "redis" | "rediss" | "unix" | "redis+unix" => {}
-            other => {
-                return Err(format!(
-                    "invalid Redis URL {s:?}: scheme {other:?} is not redis, rediss, unix or redis+unix"
-                ));
-            }
-        }
-        if !url.scheme().contains("unix") {
-            let path = url.path().trim_start_matches('/');
-            if !path.is_empty() && path.parse::<u32>().is_err() {
-                return Err(format!(
-                    "invalid Redis URL {s:?}: the path must be a DB number, not {path:?}"
-                ));
-            }
-        }
-        Ok(RedisUrl(url))
-    }
-}
-
-impl TryFrom<String> for RedisUrl {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Hide the password in logs.
-        let mut url = self.0.clone();
-        if url.password().is_some() {
-            let _ = url.set_password(Some("***"));
-        }
-        f.write_str(url.as_str())
-    }
-}
-
-/// A duration written like `"500ms"`, `"5s"` or `"2m"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "String")]
-pub struct HumanDuration(pub Duration);
-
-impl TryFrom<String> for HumanDuration {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| {
-                format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"5s\" or \"2m\"")
-            })
-    }
-}
-
-/// The URL used when the manifest names none and no override is given.
-pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
-
 impl Manifest {
     /// Reads, parses and validates a manifest file.
     ///
@@ -760,15 +570,6 @@ impl Manifest {
         }
         urls
     }
-}
-
-/// Every pool alias on `base`, each with its seed DB (the Python library's
-/// `setup_single_url`).
-pub fn seed_pool_urls(base: &RedisUrl) -> BTreeMap<PoolAlias, RedisUrl> {
-    PoolAlias::ALL
-        .iter()
-        .map(|&alias| (alias, base.with_db(alias.seed_db())))
-        .collect()
 }
 
 /// 1-based line and column of byte offset `at`.

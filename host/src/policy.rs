@@ -2,8 +2,9 @@
 //! serves, and its limits. Deny by default: a plugin gets no repository it is
 //! not granted and serves no tenant it does not list.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::num::{NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -161,6 +162,115 @@ impl Grants {
     }
 }
 
+/// A duration written like `"500ms"`, `"5s"` or `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct HumanDuration(pub Duration);
+
+impl TryFrom<String> for HumanDuration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| {
+                format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"5s\" or \"2m\"")
+            })
+    }
+}
+
+/// `[plugin.retry]`: what happens when a handler fails.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetryConfig {
+    /// Attempts in all, the first included (1 means no retry).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: NonZeroU32,
+    /// Delay before the second attempt; it doubles each time (with jitter).
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    /// The longest delay.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+    /// `max_attempts` per action prefix (the longest matching prefix wins).
+    #[serde(default)]
+    pub actions: BTreeMap<String, NonZeroU32>,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+            actions: BTreeMap::new(),
+        }
+    }
+}
+
+impl RetryConfig {
+    /// Attempts in all for `action`.
+    pub fn attempts_for(&self, action: &str) -> u32 {
+        self.actions
+            .iter()
+            .filter(|(prefix, _)| action.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map_or(self.max_attempts, |(_, n)| *n)
+            .get()
+    }
+
+    /// What follows a failed attempt of `action`, the `attempts`th made:
+    /// another attempt after a delay, or giving up.
+    pub fn after_failure(&self, action: &str, attempts: u32) -> AfterFailure {
+        let max_attempts = self.attempts_for(action);
+        if attempts < max_attempts {
+            AfterFailure::Retry {
+                delay: self.delay(attempts + 1),
+                max_attempts,
+            }
+        } else {
+            AfterFailure::GiveUp
+        }
+    }
+
+    /// The delay before attempt `next` (2 for the first retry), with ±20% jitter.
+    pub fn delay(&self, next: u32) -> Duration {
+        let exp = next.saturating_sub(2).min(30);
+        let base = self
+            .backoff
+            .0
+            .saturating_mul(1 << exp)
+            .min(self.max_backoff.0);
+        base.mul_f64(0.8 + 0.4 * fastrand::f64())
+    }
+}
+
+fn default_attempts() -> NonZeroU32 {
+    // A zero here fails the build (the `unwrap` runs at compile time).
+    const DEFAULT_ATTEMPTS: NonZeroU32 = NonZeroU32::new(3).unwrap();
+    DEFAULT_ATTEMPTS
+}
+fn default_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// What follows a failed attempt ([`RetryConfig::after_failure`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again after `delay`.
+    Retry {
+        /// The delay (exponential backoff with jitter).
+        delay: Duration,
+        /// Attempts in all for this action.
+        max_attempts: u32,
+    },
+    /// That was the last attempt: dead-letter it.
+    GiveUp,
+}
+
 /// A tenant a plugin serves: one name, or `"*"` for all.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
@@ -226,7 +336,7 @@ pub struct Policy {
     /// Per-invocation limits.
     pub limits: Limits,
     /// Retries of failed handlers.
-    pub retry: crate::manifest::RetryConfig,
+    pub retry: RetryConfig,
     /// Jobs one warm instance may serve (same tenant only); `None`: a fresh
     /// instance per job.
     pub reuse: Option<std::num::NonZeroU32>,

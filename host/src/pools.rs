@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -14,7 +15,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
 use crate::backend::RedisConn;
-use crate::manifest::RedisUrl;
 
 /// mimeiapify's pool aliases (`RedisClient.POOL_DB_MAPPING`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -74,6 +74,126 @@ impl fmt::Display for PoolAlias {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// The URL used when the manifest names none and no override is given.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// A Redis URL (`redis://`, `rediss://`, `unix://` or `redis+unix://`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct RedisUrl(url::Url);
+
+impl RedisUrl {
+    /// The URL as written (after normalisation).
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// This URL pointing at `db`, replacing any DB it names.
+    pub fn with_db(&self, db: u32) -> RedisUrl {
+        let mut url = self.0.clone();
+        if url.scheme().contains("unix") {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| k != "db")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.query_pairs_mut()
+                .clear()
+                .extend_pairs(pairs)
+                .append_pair("db", &db.to_string());
+        } else {
+            url.set_path(&format!("/{db}"));
+        }
+        RedisUrl(url)
+    }
+
+    /// The DB this URL names (0 when none).
+    pub fn db(&self) -> u32 {
+        if self.0.scheme().contains("unix") {
+            return self
+                .0
+                .query_pairs()
+                .find(|(k, _)| k == "db")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+        }
+        self.0.path().trim_start_matches('/').parse().unwrap_or(0)
+    }
+
+    /// host:port (or the socket path), for logs; never includes a password.
+    pub fn server(&self) -> String {
+        if self.0.scheme().contains("unix") {
+            return self.0.path().to_owned();
+        }
+        format!(
+            "{}:{}",
+            self.0.host_str().unwrap_or("?"),
+            self.0.port().unwrap_or(6379)
+        )
+    }
+}
+
+impl RedisUrl {
+    /// [`DEFAULT_REDIS_URL`]: the local server on the default port.
+    #[allow(clippy::expect_used)]
+    pub fn local() -> RedisUrl {
+        DEFAULT_REDIS_URL
+            .parse()
+            .expect("DEFAULT_REDIS_URL is a valid Redis URL (unit-tested)")
+    }
+}
+
+impl FromStr for RedisUrl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let url = url::Url::parse(s).map_err(|e| format!("invalid Redis URL {s:?}: {e}"))?;
+        match url.scheme() {
+            "redis" | "rediss" | "unix" | "redis+unix" => {}
+            other => {
+                return Err(format!(
+                    "invalid Redis URL {s:?}: scheme {other:?} is not redis, rediss, unix or redis+unix"
+                ));
+            }
+        }
+        if !url.scheme().contains("unix") {
+            let path = url.path().trim_start_matches('/');
+            if !path.is_empty() && path.parse::<u32>().is_err() {
+                return Err(format!(
+                    "invalid Redis URL {s:?}: the path must be a DB number, not {path:?}"
+                ));
+            }
+        }
+        Ok(RedisUrl(url))
+    }
+}
+
+impl TryFrom<String> for RedisUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Hide the password in logs.
+        let mut url = self.0.clone();
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        f.write_str(url.as_str())
+    }
+}
+
+/// Every pool alias on `base`, each with its seed DB (the Python library's
+/// `setup_single_url`).
+pub fn seed_pool_urls(base: &RedisUrl) -> BTreeMap<PoolAlias, RedisUrl> {
+    PoolAlias::ALL
+        .iter()
+        .map(|&alias| (alias, base.with_db(alias.seed_db())))
+        .collect()
 }
 
 /// One alias: its URL, a client (for dedicated connections such as pub/sub)

@@ -13,7 +13,8 @@ use tracing::{info, warn};
 use crate::delivery::{Delivery, Firing, INTERNAL_PREFIX};
 use crate::keys::parse_trigger;
 use crate::listener::{EventKind, KeyEvent};
-use crate::stats::{Stats, Throttle};
+use crate::stats::Stats;
+use crate::throttle::Throttle;
 
 /// Keyevents applied per batch.
 const PUMP_BATCH: usize = 1000;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::stats::Throttle;
+use crate::throttle::Throttle;
 
 /// `[tenants."name"]`: one tenant's quotas (unset: no limit, or the `"*"`
 /// entry's value).
@@ -200,8 +200,8 @@ impl Quotas {
 
     /// Counts and logs (throttled) a trigger refused at the tenant's
     /// pending-trigger quota; other errors are not this module's.
-    pub fn note_refused(&self, tenant: &str, error: &crate::repo::RepoError) {
-        let crate::repo::RepoError::Denied(why) = error else {
+    pub fn note_refused(&self, tenant: &str, error: &crate::error::RepoError) {
+        let crate::error::RepoError::Denied(why) = error else {
             return;
         };
         if !why.starts_with("quota:") {

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::delivery::{CLAIM_AHEAD, Delivery, Firing, LEAD_MS};
-use crate::stats::Throttle;
+use crate::throttle::Throttle;
 
 /// Firings claimed per script call.
 const BATCH: usize = 500;

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{DEAD, Delivery, Firing, READY, SEP, index_of};
-use crate::repo::RepoError;
+use crate::error::RepoError;
 
 /// One dead letter.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -67,9 +67,9 @@ pub use self::finisher::Finisher;
 pub use self::held::Held;
 use self::scripts::{SCRIPTS, Scripts};
 use crate::backend::RedisConn;
+use crate::error::RepoError;
 use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
-use crate::repo::RepoError;
 
 /// Prefix of each tenant's due-time index (`symphony:due:{tenant}`).
 pub const DUE_PREFIX: &str = "symphony:due:";
@@ -202,7 +202,10 @@ impl Delivery {
     /// # Errors
     /// When the expiry pool is not configured.
     pub fn for_tenant(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
-        let conn = crate::repo::connection(pools, PoolAlias::Expiry, tenant)?;
+        let conn = pools
+            .get(PoolAlias::Expiry)
+            .map_err(|e| RepoError::Unavailable(e.to_string()))?
+            .conn_for(tenant);
         Ok(Self::with_conn(PoolAlias::Expiry, conn))
     }
 

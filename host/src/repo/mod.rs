@@ -19,40 +19,8 @@ pub use pubsub::Publisher;
 pub use trigger::{MAX_TTL_MS, TriggerRepo, ttl_ms};
 
 use crate::backend::RedisConn;
+pub use crate::error::RepoError;
 use crate::pools::{PoolAlias, Pools};
-
-use crate::keys::KeyError;
-
-/// Why a repository operation failed. Crosses into plugins as the WIT
-/// `repo-error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum RepoError {
-    /// The record, field or key does not exist.
-    #[error("not found")]
-    NotFound,
-    /// An argument was rejected.
-    #[error("invalid input: {0}")]
-    InvalidInput(String),
-    /// Redis could not be reached or answered with an error.
-    #[error("backend unavailable: {0}")]
-    Unavailable(String),
-    /// Not allowed.
-    #[error("denied: {0}")]
-    Denied(String),
-}
-
-impl From<redis::RedisError> for RepoError {
-    fn from(e: redis::RedisError) -> Self {
-        RepoError::Unavailable(e.to_string())
-    }
-}
-
-impl From<KeyError> for RepoError {
-    fn from(e: KeyError) -> Self {
-        RepoError::InvalidInput(e.to_string())
-    }
-}
 
 /// The command connection of `alias` for `tenant` (see [`crate::pools::Pool::conn_for`]).
 pub(crate) fn connection(
