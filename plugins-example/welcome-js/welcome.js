@@ -7,6 +7,11 @@
 // It needs the capabilities user:read, table, handler-state and trigger.
 import { log, tenant, user, table, handlerState, trigger, json, errorText } from '../../sdk/js/symphony.js';
 
+/**
+ * @param {string} action
+ * @param {string} id
+ * @param {string} _key
+ */
 export function onExpire(action, id, _key) {
   if (action !== 'welcome_user') {
     throw `welcome does not handle ${action}`;

@@ -30,83 +30,83 @@ export declare const json: { to(value: unknown): Json; from(text: Json | undefin
 export declare function errorText(e: unknown): string;
 
 export declare namespace user {
-  function get(userId: string): Json | undefined;
-  function upsert(userId: string, data: Json, ttlSecs: TtlSecs): void;
-  function getField(userId: string, field: string): Json | undefined;
-  function updateField(userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
-  function incrementField(userId: string, field: string, by: bigint, ttlSecs: TtlSecs): bigint;
-  function appendToList(userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
-  function deleteField(userId: string, field: string): boolean;
+  export function get(userId: string): Json | undefined;
+  export function upsert(userId: string, data: Json, ttlSecs: TtlSecs): void;
+  export function getField(userId: string, field: string): Json | undefined;
+  export function updateField(userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function incrementField(userId: string, field: string, by: bigint, ttlSecs: TtlSecs): bigint;
+  export function appendToList(userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function deleteField(userId: string, field: string): boolean;
   function delete_(userId: string): boolean;
   export { delete_ as delete };
-  function exists(userId: string): boolean;
-  function findByField(field: string, value: Json): Json | undefined;
+  export function exists(userId: string): boolean;
+  export function findByField(field: string, value: Json): Json | undefined;
 }
 
 export declare namespace handlerState {
-  function get(name: string, userId: string): Json | undefined;
-  function upsert(name: string, userId: string, data: Json, ttlSecs: TtlSecs): void;
-  function getField(name: string, userId: string, field: string): Json | undefined;
-  function updateField(name: string, userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
-  function incrementField(name: string, userId: string, field: string, by: bigint, ttlSecs: TtlSecs): bigint;
-  function appendToList(name: string, userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function get(name: string, userId: string): Json | undefined;
+  export function upsert(name: string, userId: string, data: Json, ttlSecs: TtlSecs): void;
+  export function getField(name: string, userId: string, field: string): Json | undefined;
+  export function updateField(name: string, userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function incrementField(name: string, userId: string, field: string, by: bigint, ttlSecs: TtlSecs): bigint;
+  export function appendToList(name: string, userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
   function delete_(name: string, userId: string): boolean;
   export { delete_ as delete };
-  function exists(name: string, userId: string): boolean;
-  function merge(name: string, userId: string, data: Json, ttlSecs: TtlSecs): Json;
+  export function exists(name: string, userId: string): boolean;
+  export function merge(name: string, userId: string, data: Json, ttlSecs: TtlSecs): Json;
 }
 
 export declare namespace table {
-  function get(table: string, pk: string): Json | undefined;
-  function upsert(table: string, pk: string, data: Json, ttlSecs: TtlSecs): void;
-  function getField(table: string, pk: string, field: string): Json | undefined;
-  function updateField(table: string, pk: string, field: string, value: Json, ttlSecs: TtlSecs): void;
-  function incrementField(table: string, pk: string, field: string, by: bigint, ttlSecs: TtlSecs): bigint;
-  function appendToList(table: string, pk: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function get(table: string, pk: string): Json | undefined;
+  export function upsert(table: string, pk: string, data: Json, ttlSecs: TtlSecs): void;
+  export function getField(table: string, pk: string, field: string): Json | undefined;
+  export function updateField(table: string, pk: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function incrementField(table: string, pk: string, field: string, by: bigint, ttlSecs: TtlSecs): bigint;
+  export function appendToList(table: string, pk: string, field: string, value: Json, ttlSecs: TtlSecs): void;
   function delete_(table: string, pk: string): boolean;
   export { delete_ as delete };
-  function exists(table: string, pk: string): boolean;
-  function findByField(table: string, field: string, value: Json): Json | undefined;
-  function deleteAllByPkid(pk: string): number;
+  export function exists(table: string, pk: string): boolean;
+  export function findByField(table: string, field: string, value: Json): Json | undefined;
+  export function deleteAllByPkid(pk: string): number;
 }
 
 export declare namespace sharedState {
-  function get(state: string, userId: string): Json | undefined;
-  function upsert(state: string, userId: string, data: Json): void;
-  function getField(state: string, userId: string, field: string): Json | undefined;
-  function updateField(state: string, userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
-  function deleteField(state: string, userId: string, field: string): boolean;
+  export function get(state: string, userId: string): Json | undefined;
+  export function upsert(state: string, userId: string, data: Json): void;
+  export function getField(state: string, userId: string, field: string): Json | undefined;
+  export function updateField(state: string, userId: string, field: string, value: Json, ttlSecs: TtlSecs): void;
+  export function deleteField(state: string, userId: string, field: string): boolean;
   function delete_(state: string, userId: string): boolean;
   export { delete_ as delete };
-  function exists(state: string, userId: string): boolean;
-  function listStates(userId: string): string[];
-  function clearAllStates(userId: string): number;
+  export function exists(state: string, userId: string): boolean;
+  export function listStates(userId: string): string[];
+  export function clearAllStates(userId: string): number;
 }
 
 export declare namespace batch {
-  function enqueue(service: string, entity: string, action: string, data: Json): bigint;
-  function getChunk(service: string, entity: string, action: string, start: bigint, stop: bigint): Json[];
-  function trim(service: string, entity: string, action: string, start: bigint, stop: bigint): void;
-  function length(service: string, entity: string, action: string): bigint;
-  function isPending(service: string): boolean;
-  function removeFromPending(service: string): boolean;
+  export function enqueue(service: string, entity: string, action: string, data: Json): bigint;
+  export function getChunk(service: string, entity: string, action: string, start: bigint, stop: bigint): Json[];
+  export function trim(service: string, entity: string, action: string, start: bigint, stop: bigint): void;
+  export function length(service: string, entity: string, action: string): bigint;
+  export function isPending(service: string): boolean;
+  export function removeFromPending(service: string): boolean;
 }
 
 export declare namespace generic {
-  function set(key: string, value: Json, ttlSecs: TtlSecs): void;
-  function get(key: string): Json | undefined;
+  export function set(key: string, value: Json, ttlSecs: TtlSecs): void;
+  export function get(key: string): Json | undefined;
   function delete_(key: string): boolean;
   export { delete_ as delete };
 }
 
 export declare namespace trigger {
   /** Milliseconds, as a bigint: `trigger.set('followup', id, 60000n)`. */
-  function set(action: string, id: string, ttlMs: bigint): void;
+  export function set(action: string, id: string, ttlMs: bigint): void;
   function delete_(action: string, id: string): boolean;
   export { delete_ as delete };
-  function deleteAllByIdentifier(id: string): number;
+  export function deleteAllByIdentifier(id: string): number;
 }
 
 export declare namespace pubsub {
-  function publish(channel: string, message: Json): number;
+  export function publish(channel: string, message: Json): number;
 }

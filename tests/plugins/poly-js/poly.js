@@ -1,6 +1,11 @@
 // The cross-language test plugin, in JavaScript (see tests/plugins/poly).
 import { log, tenant, user, generic, json } from '../../../sdk/js/symphony.js';
 
+/**
+ * @param {string} action
+ * @param {string} id
+ * @param {string} _key
+ */
 export function onExpire(action, id, _key) {
   if (action === 'poly_fail') {
     throw 'poly failed';
