@@ -12,16 +12,16 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
-    echo "build-plugins: installing the wasm32-wasip2 target" >&2
-    rustup target add wasm32-wasip2 >&2
-fi
+bash "$root/scripts/setup.sh" --wasm-target
 
 rust_only=false
 [ "${1:-}" = "--rust" ] && rust_only=true
 
-examples=(reminder audit batcher)
-fixtures=(recorder driver hostile poly)
+# The Rust plugins: the workspace members under plugins-example/ and
+# tests/plugins/ (Cargo.toml is their one list); `versioned` is built twice,
+# below.
+mapfile -t examples < <(bash "$root/scripts/guests.sh" plugins-example)
+mapfile -t fixtures < <(bash "$root/scripts/guests.sh" tests/plugins | grep -vx versioned)
 args=()
 for p in "${examples[@]}" "${fixtures[@]}"; do args+=(-p "$p"); done
 
@@ -61,9 +61,12 @@ stale() {
 }
 
 # JavaScript: bundle the module with the SDK helpers, then componentize.
+# The host's imports stay imports: every `import` of the WIT's world.
+wit="$root/wit/symphony.wit"
+read -r wit_pkg wit_version < <(sed -n 's/^package \([^@]*\)@\(.*\);$/\1 \2/p' "$wit")
 externals=""
-for i in log context user handler-state table shared-state batch generic trigger pubsub; do
-    externals+="symphony:plugin/$i@0.1.0,"
+for i in $(sed -n 's/^ *import \([a-z-]*\);$/\1/p' "$wit"); do
+    externals+="$wit_pkg/$i@$wit_version,"
 done
 build_js() { # source.js out.wasm
     local src="$1" out="$2"

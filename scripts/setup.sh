@@ -2,6 +2,7 @@
 # Installs what a fresh machine lacks for building and testing symphony-host:
 # the wasm32-wasip2 Rust target and redis-server. Idempotent; prints nothing
 # and takes well under a second when everything is already there.
+# `--wasm-target`: the Rust target only (what building plugins needs).
 set -euo pipefail
 
 if ! command -v cargo >/dev/null 2>&1; then
@@ -13,6 +14,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
     echo "setup: adding the wasm32-wasip2 target" >&2
     rustup target add wasm32-wasip2 >&2
 fi
+[ "${1:-}" = "--wasm-target" ] && exit 0
 
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
     echo "setup: installing redis-server" >&2

@@ -11,7 +11,7 @@ use super::{Firing, tenant_of};
 ///
 /// A claimed firing may wait in this host's queues for longer than the
 /// lease (a backlog), and a job may run longer than the lease. So the host
-/// renews the lease of every firing it holds ([`Delivery::renew`]), from
+/// renews the lease of every firing it holds ([`Delivery::renew`](super::Delivery::renew)), from
 /// the claim to the finish, and a firing whose lease was lost anyway (Redis
 /// unreachable for a whole lease, say) is not started: the reaper has put
 /// it back in the index for another host.

@@ -31,7 +31,7 @@
 //! # Layout
 //! - [`Plugin`], [`Expiry`] and [`export_plugin!`]: the entry point.
 //! - [`log`], [`tenant`], [`trigger`]: logging, the current tenant, and
-//!   triggers (with [`Duration`](std::time::Duration) TTLs).
+//!   triggers (with [`Duration`] TTLs).
 //! - [`user`], [`handler_state`], [`table`], [`shared_state`], [`batch`],
 //!   [`generic`], [`pubsub`]: the repositories, as generated from the WIT.
 //!   Values cross as JSON text; [`json::to`] and [`json::from`] convert with
