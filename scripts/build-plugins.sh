@@ -111,5 +111,7 @@ build_go() { # plugin-dir out.wasm
 }
 build_go "$root/tests/plugins/poly-go" "$root/target/plugins/poly-go.wasm"
 build_go "$root/plugins-example/counter-go" "$root/plugins-example/plugins/counter-go.wasm"
+# The Go SDK's documented example: built so the docs' code always compiles.
+build_go "$root/sdk/go/example" "$root/target/plugins/go-example.wasm"
 
 echo "build-plugins: every plugin is in target/plugins and plugins-example/plugins" >&2

@@ -28,14 +28,14 @@ func OnExpire(action, id, key string) witTypes.Result[witTypes.Unit, string] {
 			return err
 		}
 		now := time.Now().UTC().Format(time.RFC3339)
-		update := symphony.JSON(map[string]any{"last_view": now, "views": views})
+		update := symphony.MustJSON(map[string]any{"last_view": now, "views": views})
 		if _, err := symphony.Check(symphony_plugin_shared_state.Upsert("recent_views", e.ID, update)); err != nil {
 			return err
 		}
-		if _, err := symphony.Check(symphony_plugin_generic.Set("views:"+e.ID, symphony.JSON(views), symphony.TTL(3600))); err != nil {
+		if _, err := symphony.Check(symphony_plugin_generic.Set("views:"+e.ID, symphony.MustJSON(views), symphony.TTL(3600))); err != nil {
 			return err
 		}
-		symphony.Info(fmt.Sprintf("%s has %d views (tenant %s)", e.ID, views, symphony.Tenant()))
+		symphony.Infof("%s has %d views (tenant %s)", e.ID, views, symphony.Tenant())
 		return nil
 	})
 }

@@ -5,7 +5,7 @@
 // `{ welcomed: true }` into the handler state `onboarding` of the user, and
 // schedules `followup_onboarding` (handled by the reminders plugin) in 10 s.
 // It needs the capabilities user:read, table, handler-state and trigger.
-import { log, tenant, user, table, handlerState, trigger, json, errorText } from '../../sdk/js/symphony.js';
+import { log, tenant, user, table, handlerState, trigger, json, errorText, PluginError } from '../../sdk/js/symphony.js';
 
 /**
  * @param {string} action
@@ -14,13 +14,13 @@ import { log, tenant, user, table, handlerState, trigger, json, errorText } from
  */
 export function onExpire(action, id, _key) {
   if (action !== 'welcome_user') {
-    throw `welcome does not handle ${action}`;
+    throw new PluginError(`welcome does not handle ${action}`);
   }
   let profile;
   try {
     profile = json.from(user.get(id));
   } catch (e) {
-    throw `cannot read user ${id}: ${errorText(e)}`;
+    throw new PluginError(`cannot read user ${id}: ${errorText(e)}`);
   }
   const name = profile && profile.name ? profile.name : id;
   log.info(`welcome, ${name} (tenant ${tenant()})`);

@@ -28,6 +28,11 @@ export declare const log: {
 export declare function tenant(): string;
 export declare const json: { to(value: unknown): Json; from(text: Json | undefined): any };
 export declare function errorText(e: unknown): string;
+/** Throw it from onExpire to fail the job with `message` (outcome `error`). */
+export declare class PluginError extends Error {
+  constructor(message: string);
+  readonly payload: string;
+}
 
 export declare namespace user {
   export function get(userId: string): Json | undefined;

@@ -1,7 +1,8 @@
 // Helpers for symphony-host plugins written in JavaScript.
 //
 // A plugin is an ES module exporting `onExpire(action, id, key)`; return to
-// report ok, throw a string (or an Error) to report an error. Import what you
+// report ok, throw a `PluginError` to report an error (any other `Error`
+// traps the job). Import what you
 // need from here (scripts/build-plugins.sh bundles it into the component):
 //
 //   import { log, tenant, user, generic, json } from '../sdk/js/symphony.js';
@@ -41,6 +42,21 @@ export const json = {
   to: (value) => JSON.stringify(value),
   from: (text) => (text === undefined ? undefined : JSON.parse(text)),
 };
+
+/**
+ * A handler's failure: `throw new PluginError('why')` fails the job with that
+ * text (the dispatch outcome `error`, retried per the plugin's retry
+ * policy). Its `payload` is what crosses to the host: an `Error` without
+ * one thrown from `onExpire` traps the job instead (outcome `trap`).
+ */
+export class PluginError extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = 'PluginError';
+    this.payload = String(message);
+  }
+}
 
 /** The text of a failed host call's error (`repo-error`). */
 export function errorText(e) {

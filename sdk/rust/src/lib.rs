@@ -152,7 +152,14 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Repo(e) => Some(e),
+            Error::Failed(_) => None,
+        }
+    }
+}
 
 impl From<RepoError> for Error {
     fn from(e: RepoError) -> Self {

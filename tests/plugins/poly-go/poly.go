@@ -35,13 +35,13 @@ func handle(e symphony.Expiry) error {
 	if err != nil {
 		return err
 	}
-	if _, err := symphony.Check(symphony_plugin_user.AppendToList(e.ID, "history", symphony.JSON(e.Action), symphony.NoTTL())); err != nil {
+	if _, err := symphony.Check(symphony_plugin_user.AppendToList(e.ID, "history", symphony.MustJSON(e.Action), symphony.NoTTL())); err != nil {
 		return err
 	}
-	last := fmt.Sprintf(`{"action": %s, "tenant": %s, "visits": %d}`, symphony.JSON(e.Action), symphony.JSON(symphony.Tenant()), visits)
+	last := fmt.Sprintf(`{"action": %s, "tenant": %s, "visits": %d}`, symphony.MustJSON(e.Action), symphony.MustJSON(symphony.Tenant()), visits)
 	if _, err := symphony.Check(symphony_plugin_generic.Set("last:"+e.ID, last, symphony.NoTTL())); err != nil {
 		return err
 	}
-	symphony.Info(fmt.Sprintf("poly handled %s %s", e.Action, e.ID))
+	symphony.Infof("poly handled %s %s", e.Action, e.ID)
 	return nil
 }

@@ -1,5 +1,5 @@
 // The cross-language test plugin, in JavaScript (see tests/plugins/poly).
-import { log, tenant, user, generic, json } from '../../../sdk/js/symphony.js';
+import { log, tenant, user, generic, json, PluginError } from '../../../sdk/js/symphony.js';
 
 /**
  * @param {string} action
@@ -8,13 +8,13 @@ import { log, tenant, user, generic, json } from '../../../sdk/js/symphony.js';
  */
 export function onExpire(action, id, _key) {
   if (action === 'poly_fail') {
-    throw 'poly failed';
+    throw new PluginError('poly failed');
   }
   if (action === 'poly_spin') {
     for (;;) {}
   }
   if (action === 'poly_one') {
-    if (tenant() === '') throw 'no tenant';
+    if (tenant() === '') throw new PluginError('no tenant');
     return;
   }
   if (action === 'poly_write') {
