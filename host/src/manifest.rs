@@ -589,6 +589,54 @@ mod tests {
         Manifest::parse(text, Path::new("m.toml")).map_err(|e| e.to_string())
     }
 
+    /// Every `tests/manifests/NAME.toml` is refused with exactly the
+    /// message in `NAME.err` (the user-facing text is part of the
+    /// interface). `UPDATE_GOLDEN=1` rewrites the `.err` files instead.
+    #[test]
+    fn bad_manifests_are_refused_with_their_golden_messages() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/manifests");
+        let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+        let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        cases.sort();
+        assert!(
+            cases.len() >= 10,
+            "{} cases in {}",
+            cases.len(),
+            dir.display()
+        );
+        let mut failures = Vec::new();
+        for case in &cases {
+            let name = case.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(case).unwrap();
+            let got = match Manifest::parse(&text, Path::new(&name)) {
+                Ok(_) => format!("(accepted: {name} should be refused)"),
+                Err(e) => e.to_string(),
+            };
+            let golden = case.with_extension("err");
+            if update {
+                std::fs::write(&golden, format!("{got}\n")).unwrap();
+                continue;
+            }
+            let want = std::fs::read_to_string(&golden).unwrap_or_default();
+            if got != want.trim_end() {
+                failures.push(format!(
+                    "{name}:\n  got:  {got}\n  want: {}",
+                    want.trim_end()
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} manifest messages changed (UPDATE_GOLDEN=1 to accept):\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+
     const OK: &str = r#"
 [redis]
 url = "redis://127.0.0.1:6390/3"

@@ -43,7 +43,7 @@ fn a_killed_subscription_during_1000_triggers_loses_none() {
     let killed = redis.kill_pubsub_clients();
     assert_eq!(killed, 1);
     let counts = wait_dispatched(&[&host], "ver_kill", n, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&redis, "acme", Duration::from_secs(20));
     assert_exactly_once(&[&host], "ver_kill", n, "pubsub killed");
     println!(
         "pubsub connection killed mid-stream: {} of {n} dispatched, 0 lost, 0 twice, in {} ms",
@@ -64,7 +64,7 @@ fn a_host_stopped_for_3_s_loses_none() {
     std::thread::sleep(Duration::from_secs(3));
     let second = Host::start(&redis, &counter());
     wait_dispatched(&[&first, &second], "ver_down", n, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&redis, "acme", Duration::from_secs(20));
     assert_exactly_once(&[&first, &second], "ver_down", n, "host down");
     let late: Vec<u64> = second
         .events(|e| e["message"] == "dispatch" && e["action"] == "ver_down")
@@ -88,7 +88,7 @@ fn a_redis_restart_with_appendonly_loses_none() {
     redis.restart();
     let restarted = Instant::now();
     let counts = wait_dispatched(&[&host], "ver_aof", n, Duration::from_secs(40));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&redis, "acme", Duration::from_secs(20));
     let counts_after = dispatch_counts(&[&host], "ver_aof");
     assert_eq!(counts.len(), n, "lost {}", n - counts.len());
     let twice = counts_after.values().filter(|c| **c > 1).count();
@@ -149,7 +149,7 @@ fn three_hosts_share_10000_triggers_without_duplicates_or_loss() {
     let refs: Vec<&Host> = hosts.iter().collect();
     wait_dispatched(&refs, "ver_many", n, Duration::from_secs(60));
     let done_ms = started.elapsed().as_millis();
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&redis, "acme", Duration::from_secs(20));
     assert_exactly_once(&refs, "ver_many", n, "3 hosts");
     let per_host: Vec<usize> = hosts
         .iter()
@@ -179,7 +179,7 @@ fn plain_setex_triggers_from_another_client_run_exactly_once() {
     let _: () = pipe.query(&mut redis.conn(8)).unwrap();
     let refs: Vec<&Host> = hosts.iter().collect();
     wait_dispatched(&refs, "ver_plain", n, Duration::from_secs(30));
-    std::thread::sleep(Duration::from_millis(500));
+    wait_settled(&redis, "acme", Duration::from_secs(20));
     assert_exactly_once(&refs, "ver_plain", n, "plain SETEX");
     let late: Vec<u64> = refs
         .iter()
@@ -220,7 +220,7 @@ fn cancelled_triggers_never_run() {
     }
     wait_dispatched(&[&host], "ver_api", 100, Duration::from_secs(20));
     wait_dispatched(&[&host], "ver_raw", 100, Duration::from_secs(20));
-    std::thread::sleep(Duration::from_millis(1500));
+    wait_settled(&redis, "acme", Duration::from_secs(20));
     for action in ["ver_api", "ver_raw"] {
         let counts = dispatch_counts(&[&host], action);
         let cancelled_ran: Vec<&String> = counts

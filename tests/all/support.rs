@@ -374,6 +374,24 @@ impl Host {
         self.wait_for_n(what, timeout, 1, pred).remove(0)
     }
 
+    /// The first event matching `pred`, waiting up to `timeout`; `None`
+    /// when none came (for tests that report every failure at the end).
+    pub fn try_wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        let (lock, cv) = &*self.lines;
+        let mut l = lock.lock().unwrap();
+        loop {
+            if let Some(found) = l.events.iter().find(|e| pred(e)) {
+                return Some(found.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline || l.closed {
+                return None;
+            }
+            l = cv.wait_timeout(l, deadline - now).unwrap().0;
+        }
+    }
+
     /// Waits (bounded) until `n` events match `pred`.
     pub fn wait_for_n(
         &mut self,
@@ -444,6 +462,27 @@ impl Drop for Host {
 /// A dispatch event for `action`/`id` (any outcome).
 pub fn is_dispatch(e: &Value, action: &str, id: &str) -> bool {
     e["message"] == "dispatch" && e["action"] == action && e["id"] == id
+}
+
+/// Waits until nothing of `tenant` is left to run: its due index is empty
+/// and no host holds a lease (every claimed firing has finished). A firing
+/// that could still run (again) is in one of the two, so after this, counts
+/// of runs are final. (Not for plugins that arm triggers of their own.)
+pub fn wait_settled(redis: &RedisServer, tenant: &str, timeout: Duration) {
+    let mut db8 = redis.conn(8);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let due: u64 = redis::Commands::zcard(&mut db8, format!("symphony:due:{tenant}")).unwrap();
+        let leased: u64 = redis::Commands::zcard(&mut db8, "symphony:leases").unwrap();
+        if due == 0 && leased == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for {tenant}'s firings to settle: {due} still indexed, {leased} leased"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sets `key` in `db` to expire after `ttl_ms`, the way any client would.
