@@ -377,19 +377,9 @@ impl Host {
     /// The first event matching `pred`, waiting up to `timeout`; `None`
     /// when none came (for tests that report every failure at the end).
     pub fn try_wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        let (lock, cv) = &*self.lines;
-        let mut l = lock.lock().unwrap();
-        loop {
-            if let Some(found) = l.events.iter().find(|e| pred(e)) {
-                return Some(found.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline || l.closed {
-                return None;
-            }
-            l = cv.wait_timeout(l, deadline - now).unwrap().0;
-        }
+        self.await_n(timeout, 1, pred)
+            .ok()
+            .map(|mut found| found.remove(0))
     }
 
     /// Waits (bounded) until `n` events match `pred`.
@@ -400,29 +390,47 @@ impl Host {
         n: usize,
         pred: impl Fn(&Value) -> bool,
     ) -> Vec<Value> {
+        let seen = match self.await_n(timeout, n, pred) {
+            Ok(found) => return found,
+            Err(seen) => seen,
+        };
+        let (raw, state) = {
+            let l = self.lines.0.lock().unwrap();
+            (
+                l.raw.join("\n"),
+                if l.closed { "exited" } else { "running" },
+            )
+        };
+        let redis_log = self
+            .redis_log
+            .as_ref()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        panic!(
+            "waited {timeout:?} for {what} ({seen} of {n} seen); host {state}; host log:\n{raw}\n\
+             redis-server log:\n{redis_log}",
+        );
+    }
+
+    /// Waits up to `timeout` (or until the host exits) for `n` events
+    /// matching `pred`: them, or how many came.
+    fn await_n(
+        &self,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<Value>, usize> {
         let deadline = Instant::now() + timeout;
         let (lock, cv) = &*self.lines;
         let mut l = lock.lock().unwrap();
         loop {
             let found: Vec<Value> = l.events.iter().filter(|e| pred(e)).cloned().collect();
             if found.len() >= n {
-                return found;
+                return Ok(found);
             }
             let now = Instant::now();
             if now >= deadline || l.closed {
-                let raw = l.raw.join("\n");
-                let state = if l.closed { "exited" } else { "running" };
-                drop(l);
-                let redis_log = self
-                    .redis_log
-                    .as_ref()
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .unwrap_or_default();
-                panic!(
-                    "waited {timeout:?} for {what} ({} of {n} seen); host {state}; host log:\n{raw}\n\
-                     redis-server log:\n{redis_log}",
-                    found.len(),
-                );
+                return Err(found.len());
             }
             l = cv.wait_timeout(l, deadline - now).unwrap().0;
         }
