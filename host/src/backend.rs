@@ -60,6 +60,14 @@ impl RedisConn {
         }
     }
 
+    /// Runs a pipeline (or transaction) that must not run twice (no retry).
+    ///
+    /// # Errors
+    /// Redis failing or unreachable.
+    pub async fn pipe_once<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
+        pipe.query_async(&mut self.clone()).await
+    }
+
     /// Runs an idempotent pipeline (or transaction), once more when the
     /// connection was lost, as [`query`](Self::query).
     ///

@@ -30,7 +30,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 
 use crate::delivery::{DeadLetter, Delivery, Finisher, Firing, Meta};
 use crate::keys::parse_trigger;
@@ -184,8 +184,8 @@ impl Dispatcher {
         }
         if released > 0 {
             info!(
-                released,
-                "shutting down: gave back claimed triggers that had not started"
+                event = "released_on_shutdown",
+                released, "shutting down: gave back claimed triggers that had not started"
             );
         }
     }
@@ -235,8 +235,8 @@ impl Dispatcher {
             self.stats.unrouted.fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = self.unrouted_log.allow() {
                 warn!(
-                    tenant,
-                    action, id, suppressed, "no plugin owns this action; trigger ignored"
+                    event = "unrouted",
+                    tenant, action, id, suppressed, "no plugin owns this action; trigger ignored"
                 );
             }
             return None;
@@ -244,7 +244,7 @@ impl Dispatcher {
         if !serves(&plugin.policy().tenants, tenant) {
             self.stats.tenant_denied.fetch_add(1, Ordering::Relaxed);
             if let Some(suppressed) = self.tenant_log.allow() {
-                warn!(tenant, action, id, plugin = %plugin.name(), suppressed, "the plugin owning this action may not serve this tenant; trigger not dispatched");
+                warn!(event = "tenant_not_served", tenant, action, id, plugin = %plugin.name(), suppressed, "the plugin owning this action may not serve this tenant; trigger not dispatched");
             }
             return None;
         }
@@ -352,6 +352,7 @@ impl Dispatcher {
         if !held {
             self.stats.lease_lost.fetch_add(1, Ordering::Relaxed);
             warn!(
+                event = "lease_lost",
                 tenant = %queued.tenant, action = %queued.action, id = %queued.id,
                 "the lease of a queued trigger was lost (Redis unreachable for a whole lease?); \
                  not started here, it runs on whichever host claims it again"
@@ -393,7 +394,9 @@ impl Dispatcher {
         let finishers = self.finishers.clone();
         let in_flight = self.in_flight.clone();
         let guests = self.runtime.guest_handle().cloned();
-        self.tracker.spawn(async move {
+        let span = job_span(&job, &plugin, firing.meta.attempts + 1);
+        let guest_span = span.clone();
+        let task = async move {
             // The guest runs on the guest threads, so guest code never holds a
             // thread the control plane (this runtime) needs; its outcome is
             // recorded from here.
@@ -407,9 +410,12 @@ impl Dispatcher {
                         stats.clone(),
                     );
                     handle
-                        .spawn(async move {
-                            run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await
-                        })
+                        .spawn(
+                            async move {
+                                run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await
+                            }
+                            .instrument(guest_span),
+                        )
                         .await
                         .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")))
                 }
@@ -427,7 +433,8 @@ impl Dispatcher {
                 tenant: job.tenant.clone(),
                 plugin: plugin.name().as_str().to_owned(),
             });
-        });
+        };
+        self.tracker.spawn(task.instrument(span));
     }
 
     fn finished(&mut self, done: Done) {
@@ -495,8 +502,9 @@ async fn settle(
                     last_error: error,
                 };
                 warn!(
-                    tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin,
-                    attempt = attempts, max_attempts, retry_in_ms = crate::millis(delay),
+                    event = "retry_scheduled",
+                    max_attempts,
+                    retry_in_ms = crate::millis(delay),
                     "dispatch failed; retrying"
                 );
                 delivery.retry(firing, delay, &meta).await.map(drop)
@@ -512,14 +520,15 @@ async fn settle(
                     failed_at_ms: unix_ms(),
                 };
                 error!(
-                    tenant = %job.tenant, action = %job.action, id = %job.id, plugin = %job.plugin,
-                    attempts, "dispatch failed for the last time; moved to the dead-letter list"
+                    event = "dead_lettered",
+                    "dispatch failed for the last time; moved to the dead-letter list"
                 );
                 delivery.dead(firing, &letter).await.map(|trimmed| {
                     if trimmed > 0 {
                         stats.dead_trimmed.fetch_add(trimmed, Ordering::Relaxed);
                         warn!(
-                            tenant = %job.tenant, action = %job.action, id = %job.id, trimmed,
+                            event = "dead_letters_trimmed",
+                            trimmed,
                             "the dead-letter list is at [delivery] max_dead_letters; trimmed the oldest"
                         );
                     }
@@ -529,7 +538,8 @@ async fn settle(
     };
     if let Err(e) = result {
         error!(
-            tenant = %job.tenant, action = %job.action, id = %job.id, error = %e,
+            event = "outcome_unrecorded",
+            error = %e,
             "cannot record the outcome in Redis; the lease will run this firing again"
         );
     }
@@ -542,6 +552,24 @@ fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The span of one job: every event of the job (its dispatch line, the
+/// plugin's log and output lines, a retry or dead letter) carries these
+/// fields, written once here. It is at ERROR level so that its fields reach
+/// every event the filter lets through, whatever level the filter sets.
+fn job_span(job: &Job, plugin: &LoadedPlugin, attempt: u32) -> tracing::Span {
+    tracing::error_span!(
+        target: "symphony::job",
+        "job",
+        tenant = %job.tenant,
+        action = %job.action,
+        id = %job.id,
+        plugin = %job.plugin,
+        version = plugin.digest(),
+        generation = job.generation,
+        attempt,
+    )
+}
+
 async fn run_job(
     runtime: &Runtime,
     plugin: &LoadedPlugin,
@@ -552,30 +580,32 @@ async fn run_job(
 ) -> Outcome {
     let start = Instant::now();
     let late_us = (unix_ms() - firing.due_ms).saturating_mul(1000);
-    let attempt = firing.meta.attempts + 1;
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
-    let outcome = runtime.invoke(plugin, job.clone()).await;
+    let outcome = runtime.invoke(plugin, job).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.record(&outcome);
-    let j = &*job;
-    let version = plugin.digest();
-    let outcome_name = outcome.as_str();
-    match (&outcome, outcome.detail()) {
-        (Outcome::Ok, _) | (_, None) => info!(
-            target: "symphony::dispatch",
-            tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, due_ms = firing.due_ms, "dispatch"
-        ),
-        (Outcome::Error(_) | Outcome::Denied(_), Some(detail)) => warn!(
-            target: "symphony::dispatch",
-            tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, due_ms = firing.due_ms, error = %detail, "dispatch"
-        ),
-        (_, Some(detail)) => error!(
-            target: "symphony::dispatch",
-            tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin, version,
-            generation = j.generation, attempt, outcome = outcome_name, duration_us, queued_us, late_us, due_ms = firing.due_ms, error = %detail, "dispatch"
-        ),
+    let detail = outcome.detail();
+    // The job's fields come from its span; the error only when there is one.
+    macro_rules! dispatch_event {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "symphony::dispatch",
+                event = "dispatch",
+                outcome = outcome.as_str(),
+                duration_us,
+                queued_us,
+                late_us,
+                due_ms = firing.due_ms,
+                error = detail.as_deref(),
+                "dispatch"
+            )
+        };
+    }
+    match &outcome {
+        Outcome::Ok => dispatch_event!(info),
+        _ if detail.is_none() => dispatch_event!(info),
+        Outcome::Error(_) | Outcome::Denied(_) => dispatch_event!(warn),
+        _ => dispatch_event!(error),
     }
     outcome
 }

@@ -3,6 +3,7 @@
 //! `delivery`, so neither depends on the other for it.)
 
 use crate::keys::KeyError;
+use crate::pools::PoolNotConfigured;
 
 /// Why a repository operation failed. Crosses into plugins as the WIT
 /// `repo-error`.
@@ -25,6 +26,12 @@ pub enum RepoError {
 
 impl From<redis::RedisError> for RepoError {
     fn from(e: redis::RedisError) -> Self {
+        RepoError::Unavailable(e.to_string())
+    }
+}
+
+impl From<PoolNotConfigured> for RepoError {
+    fn from(e: PoolNotConfigured) -> Self {
         RepoError::Unavailable(e.to_string())
     }
 }

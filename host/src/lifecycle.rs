@@ -166,7 +166,7 @@ impl Drop for Host {
 
 /// Logs a finished start-up stage.
 fn done(stage: Stage, since: Instant) {
-    debug!(%stage, took_ms = millis(since.elapsed()), "start-up stage done");
+    debug!(event = "stage_started", %stage, took_ms = millis(since.elapsed()), "start-up stage done");
 }
 
 impl Host {
@@ -197,6 +197,7 @@ impl Host {
             .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
         for plugin in set.plugins() {
             info!(
+                event = "plugin_loaded",
                 plugin = %plugin.name(),
                 path = %plugin.path().display(),
                 version = plugin.digest(),
@@ -213,7 +214,7 @@ impl Host {
         let pid_file = reload::pid_file(manifest_path);
         let pid = std::process::id().to_string();
         if let Err(e) = std::fs::write(&pid_file, &pid) {
-            warn!(path = %pid_file.display(), error = %e, "cannot write the pid file; `symphony-host reload` will not find this host");
+            warn!(event = "pid_file_failed", path = %pid_file.display(), error = %e, "cannot write the pid file; `symphony-host reload` will not find this host");
         }
         let reloader = Reloader::new(
             (*manifest).clone(),
@@ -359,7 +360,7 @@ impl Host {
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let result = tokio::select! {
             _ = shutdown => {
-                info!("shutdown requested: no new dispatches, draining in-flight ones");
+                info!(event = "shutdown_requested", "shutdown requested: no new dispatches, draining in-flight ones");
                 Ok(())
             }
             Some(ended) = self.listeners.join_next() => match ended {
@@ -383,14 +384,14 @@ impl Host {
         while self.services.join_next().await.is_some() {}
         while self.sources.join_next().await.is_some() {}
         if let Err(e) = (&mut self.dispatching).await {
-            warn!(error = %e, "the dispatcher's task failed");
+            warn!(event = "task_failed", error = %e, "the dispatcher's task failed");
         }
         self.drain().await;
         self.renewal.cancel();
         while self.renewing.join_next().await.is_some() {}
         self.listeners.shutdown().await;
         if let Err(e) = (&mut self.reloading).await {
-            warn!(error = %e, "the reloader's task failed");
+            warn!(event = "task_failed", error = %e, "the reloader's task failed");
         }
         if std::fs::read_to_string(&self.pid_file).is_ok_and(|p| p == self.pid) {
             let _ = std::fs::remove_file(&self.pid_file);
@@ -399,6 +400,7 @@ impl Host {
         let (deferred_dispatches, delayed_calls, refused_triggers) = self.context.quotas.counts();
         if deferred_dispatches + delayed_calls + refused_triggers > 0 {
             info!(
+                event = "quota_totals",
                 deferred_dispatches,
                 delayed_calls,
                 refused_triggers,
@@ -431,6 +433,7 @@ impl Host {
                 .await;
         }
         warn!(
+            event = "shutdown_grace_elapsed",
             in_flight = unfinished.len(),
             grace_ms = millis(grace),
             "shutdown grace elapsed; gave the unfinished dispatches back for another host"

@@ -191,11 +191,11 @@ impl Listener {
                 Ok(()) => return Ok(()),
                 Err(SessionError::Fatal(e)) if !subscribed_once => return Err(e),
                 Err(SessionError::Fatal(e)) => {
-                    error!(pool = %self.alias, server = %self.url.server(), error = %e, "listener cannot enable expiry events; retrying");
+                    error!(event = "notify_config_failed", pool = %self.alias, server = %self.url.server(), error = %e, "listener cannot enable expiry events; retrying");
                 }
                 Err(SessionError::Retry(reason)) => {
                     let down_ms = lost_at.map_or(0, |t| millis(now.duration_since(t)));
-                    warn!(pool = %self.alias, server = %self.url.server(), error = %reason, down_ms, retry_in_ms = millis(backoff), "listener disconnected; reconnecting");
+                    warn!(event = "listener_disconnected", pool = %self.alias, server = %self.url.server(), error = %reason, down_ms, retry_in_ms = millis(backoff), "listener disconnected; reconnecting");
                 }
             }
             lost_at.get_or_insert(now);
@@ -235,12 +235,13 @@ impl Listener {
 
         if let Some(t) = lost_at.take() {
             warn!(
+                event = "listener_reconnected",
                 pool = %self.alias, server = %self.url.server(), %channel,
                 gap_ms = millis(t.elapsed()),
                 "listener reconnected after a gap; the index recovers keys that expired or changed during it"
             );
         }
-        info!(pool = %self.alias, server = %self.url.server(), %channel, "listening for expiries");
+        info!(event = "listening", pool = %self.alias, server = %self.url.server(), %channel, "listening for expiries");
         *subscribed_once = true;
         if tx
             .send(KeyEvent::Subscribed { pool: self.alias })
@@ -338,7 +339,7 @@ async fn ensure_notifications(
     )
     .await?
     .map_err(|e| refused("set", e))?;
-    info!(server, before = %current, after = %wanted, "enabled keyevent notifications for expiries");
+    info!(event = "notify_config_enabled", server, before = %current, after = %wanted, "enabled keyevent notifications for expiries");
     Ok(())
 }
 

@@ -165,15 +165,14 @@ fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("info,wasmtime=warn,cranelift=warn,wasmtime_cache=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
     match format {
         // Every field goes through `Escaping`: plugin-controlled text
         // (messages, errors, ids) cannot break a line or forge another.
         // (The JSON format escapes control characters by itself.)
-        LogFormat::Text => builder
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
             .fmt_fields(
                 tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
                     use std::fmt::Write as _;
@@ -187,12 +186,23 @@ fn init_tracing(format: LogFormat) {
                 .delimited(" "),
             )
             .init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
+        // One object per line: the event's fields and those of its span (a
+        // job's tenant, action, id, plugin, ...) side by side at the top
+        // level, as if the event carried them itself.
+        LogFormat::Json => {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let mut json = json_subscriber::JsonLayer::stderr();
+            json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+                .with_level("level")
+                .with_flattened_event()
+                .with_top_level_flattened_current_span()
+                .with_target("target");
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(json)
+                .init();
+        }
     }
 }
 

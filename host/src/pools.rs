@@ -302,11 +302,6 @@ impl Pools {
         })
     }
 
-    /// The pool of `alias`.
-    ///
-    /// # Errors
-    /// When the alias was not configured (never the case for pools built
-    /// from a manifest, which configures all six).
     /// The runtime the pools were built on. Redis calls made from elsewhere
     /// (host functions, on the guest threads) run here: a connection's I/O
     /// task lives on the runtime that first used it, and must not share
@@ -318,10 +313,30 @@ impl Pools {
     /// The pool of `alias`.
     ///
     /// # Errors
+    /// When the alias is not configured (never the case for pools built
+    /// from a manifest, which configures all six).
+    pub fn get(&self, alias: PoolAlias) -> Result<&Pool, PoolNotConfigured> {
+        self.pools.get(&alias).ok_or(PoolNotConfigured(alias))
+    }
+
+    /// The command connection of `alias` that serves `tenant` (see
+    /// [`Pool::conn_for`]).
+    ///
+    /// # Errors
     /// When the alias is not configured.
-    pub fn get(&self, alias: PoolAlias) -> anyhow::Result<&Pool> {
-        self.pools
-            .get(&alias)
-            .with_context(|| format!("Redis pool {alias} is not configured"))
+    pub fn conn_for(&self, alias: PoolAlias, tenant: &str) -> Result<RedisConn, PoolNotConfigured> {
+        Ok(self.get(alias)?.conn_for(tenant))
+    }
+}
+
+/// A pool alias the [`Pools`] were not built with.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("Redis pool {0} is not configured")]
+pub struct PoolNotConfigured(pub PoolAlias);
+
+impl PoolNotConfigured {
+    /// The alias asked for.
+    pub fn alias(self) -> PoolAlias {
+        self.0
     }
 }

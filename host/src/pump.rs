@@ -74,7 +74,7 @@ pub async fn pump(
             match step {
                 Step::IndexAll(pool) => match pump.delivery.index_all().await {
                     Ok(n) => {
-                        info!(%pool, indexed = n, "indexed the trigger keys present");
+                        info!(event = "triggers_indexed", %pool, indexed = n, "indexed the trigger keys present");
                         pump.wake.notify_one();
                     }
                     Err(e) => pump.failed(&e),
@@ -127,7 +127,7 @@ impl Pump {
                             Ok(k) => k,
                             Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
                         };
-                        info!(%pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
+                        info!(event = "not_trigger", %pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
                     }
                 }
                 None
@@ -170,7 +170,7 @@ impl Pump {
 
     fn failed(&self, e: &crate::repo::RepoError) {
         if let Some(suppressed) = self.errors.allow() {
-            warn!(error = %e, suppressed, "cannot apply keyevents to the trigger index");
+            warn!(event = "index_update_failed", error = %e, suppressed, "cannot apply keyevents to the trigger index");
         }
     }
 }

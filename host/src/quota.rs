@@ -162,6 +162,7 @@ impl Quotas {
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = log.allow() {
             tracing::warn!(
+                event = "quota_deferred",
                 tenant,
                 quota = kind.as_str(),
                 wait_ms = crate::millis(wait),
@@ -210,6 +211,7 @@ impl Quotas {
         self.refused_triggers.fetch_add(1, Ordering::Relaxed);
         if let Some(suppressed) = self.logs[2].allow() {
             tracing::warn!(
+                event = "quota_refused",
                 tenant,
                 quota = "max_pending_triggers",
                 limit = self

@@ -159,6 +159,7 @@ impl Reloader {
                     .map(|p| format!("{}@{}", p.name(), p.digest()))
                     .collect();
                 info!(
+                    event = "reloaded",
                     generation,
                     reason,
                     took_ms = millis(start.elapsed()),
@@ -167,6 +168,7 @@ impl Reloader {
                 );
             }
             Err(e) => error!(
+                event = "reload_rejected",
                 reason,
                 error = %e,
                 "reload rejected; the previous plugins keep serving"
@@ -205,7 +207,7 @@ pub fn watch(
     let mut watcher = match watcher {
         Ok(w) => Some(w),
         Err(e) => {
-            warn!(error = %e, "cannot watch files; reload with SIGHUP or `symphony-host reload`");
+            warn!(event = "watch_failed", error = %e, "cannot watch files; reload with SIGHUP or `symphony-host reload`");
             None
         }
     };
@@ -220,7 +222,9 @@ pub fn watch(
                 Ok(()) => {
                     watched.insert(dir);
                 }
-                Err(e) => warn!(dir = %dir.display(), error = %e, "cannot watch this directory"),
+                Err(e) => {
+                    warn!(event = "watch_failed", dir = %dir.display(), error = %e, "cannot watch this directory")
+                }
             }
         }
     };

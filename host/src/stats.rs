@@ -57,6 +57,7 @@ impl Stats {
     pub fn log_summary(&self) {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         tracing::info!(
+            event = "dispatch_totals",
             heard = get(&self.heard),
             not_trigger = get(&self.not_trigger),
             unrouted = get(&self.unrouted),

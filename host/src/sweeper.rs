@@ -42,6 +42,7 @@ pub async fn sweep(
             match delivery.reap().await {
                 Ok(n) if n > 0 => {
                     warn!(
+                        event = "leases_expired",
                         firings = n,
                         "leases ended without an answer (a host died?); those firings run again"
                     )
@@ -49,7 +50,7 @@ pub async fn sweep(
                 Ok(_) => {}
                 Err(e) => {
                     if errors.allow().is_some() {
-                        warn!(error = %e, "cannot check leases");
+                        warn!(event = "reap_failed", error = %e, "cannot check leases");
                     }
                 }
             }
@@ -69,7 +70,7 @@ pub async fn sweep(
             Ok(c) => c,
             Err(e) => {
                 if let Some(suppressed) = errors.allow() {
-                    warn!(error = %e, suppressed, "cannot claim due triggers; retrying");
+                    warn!(event = "claim_failed", error = %e, suppressed, "cannot claim due triggers; retrying");
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -142,13 +143,14 @@ pub async fn renew(delivery: Delivery, lease: Duration, cancel: CancellationToke
         match delivery.renew(lease_ms).await {
             Ok((_, 0)) => {}
             Ok((renewed, lost)) => warn!(
+                event = "leases_lost",
                 pool = %delivery.pool(), renewed, lost,
                 "leases were lost before renewal (Redis unreachable for a whole lease?); \
                  those firings are not started here"
             ),
             Err(e) => {
                 if let Some(suppressed) = errors.allow() {
-                    warn!(pool = %delivery.pool(), error = %e, suppressed, "cannot renew leases; retrying");
+                    warn!(event = "renew_failed", pool = %delivery.pool(), error = %e, suppressed, "cannot renew leases; retrying");
                 }
             }
         }

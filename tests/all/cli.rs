@@ -261,7 +261,7 @@ fn the_polyglot_example_runs_its_javascript_and_go_plugins() {
     .unwrap();
     let mut host = Host::spawn(&copy, &redis, tmp);
     host.wait_for("the listener", Duration::from_secs(60), |e| {
-        e["message"] == "listening for expiries"
+        e["event"] == "listening"
     });
     let _: () = redis.conn(11).hset("acme:user:u1", "name", "Ann").unwrap();
     let mut db8 = redis.conn(8);

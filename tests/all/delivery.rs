@@ -67,7 +67,7 @@ fn a_host_stopped_for_3_s_loses_none() {
     wait_settled(&redis, "acme", Duration::from_secs(20));
     assert_exactly_once(&[&first, &second], "ver_down", n, "host down");
     let late: Vec<u64> = second
-        .events(|e| e["message"] == "dispatch" && e["action"] == "ver_down")
+        .events(|e| e["event"] == "dispatch" && e["action"] == "ver_down")
         .iter()
         .filter_map(|e| e["late_us"].as_u64())
         .collect();
@@ -158,7 +158,7 @@ fn three_hosts_share_10000_triggers_without_duplicates_or_loss() {
     let per_host: Vec<usize> = hosts
         .iter()
         .map(|h| {
-            h.events(|e| e["message"] == "dispatch" && e["action"] == "ver_many")
+            h.events(|e| e["event"] == "dispatch" && e["action"] == "ver_many")
                 .len()
         })
         .collect();
@@ -187,7 +187,7 @@ fn plain_setex_triggers_from_another_client_run_exactly_once() {
     assert_exactly_once(&refs, "ver_plain", n, "plain SETEX");
     let late: Vec<u64> = refs
         .iter()
-        .flat_map(|h| h.events(|e| e["message"] == "dispatch" && e["action"] == "ver_plain"))
+        .flat_map(|h| h.events(|e| e["event"] == "dispatch" && e["action"] == "ver_plain"))
         .filter_map(|e| e["late_us"].as_u64())
         .collect();
     let mut late = late;
@@ -250,7 +250,7 @@ fn lateness_at_200_per_second() {
     arm(&redis, &spread("ver_late", n, 1000, 5000));
     wait_dispatched(&[&host], "ver_late", n, Duration::from_secs(30));
     let mut late: Vec<i64> = host
-        .events(|e| e["message"] == "dispatch" && e["action"] == "ver_late")
+        .events(|e| e["event"] == "dispatch" && e["action"] == "ver_late")
         .iter()
         .filter_map(|e| e["late_us"].as_i64())
         .collect();
@@ -280,9 +280,9 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
         &[("acme".into(), "fail_always".into(), "x:1".into(), 100)],
     );
     let gave_up = host.wait_for("the dead letter", Duration::from_secs(20), |e| {
-        e["message"] == "dispatch failed for the last time; moved to the dead-letter list"
+        e["event"] == "dead_lettered"
     });
-    assert_eq!(gave_up["attempts"], 3);
+    assert_eq!(gave_up["attempt"], 3);
     let attempts: Vec<u64> = host
         .events(|e| is_dispatch(e, "fail_always", "x_1"))
         .iter()
@@ -321,7 +321,7 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
         is_dispatch(e, "fail_always", "x_1")
     });
     host.wait_for_n("the second dead letter", Duration::from_secs(20), 2, |e| {
-        e["message"] == "dispatch failed for the last time; moved to the dead-letter list"
+        e["event"] == "dead_lettered"
     });
     // The second letter and the foreign entry.
     assert!(cli(&["dead", "purge"]).contains("purged 2 dead letter(s)"));
@@ -395,7 +395,7 @@ fn entries_of_the_old_single_index_are_migrated_and_run_once() {
         .unwrap();
     let mut host = Host::start(&redis, &counter());
     let runs = host.wait_for_n("the three old entries", Duration::from_secs(10), 3, |e| {
-        e["message"] == "dispatch" && e["action"] == "ver_old"
+        e["event"] == "dispatch" && e["action"] == "ver_old"
     });
     let mut ran: Vec<String> = runs
         .iter()
@@ -418,7 +418,7 @@ fn entries_of_the_old_single_index_are_migrated_and_run_once() {
     // Nothing runs twice afterwards.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
-        host.events(|e| e["message"] == "dispatch" && e["action"] == "ver_old")
+        host.events(|e| e["event"] == "dispatch" && e["action"] == "ver_old")
             .len(),
         3
     );

@@ -25,6 +25,13 @@ fn a_trigger_runs_its_plugin_with_the_arguments_and_tenant() {
     assert_eq!(e["plugin"], "recorder");
     assert_eq!(e["outcome"], "ok", "{e}");
     assert!(e["duration_us"].as_u64().is_some(), "{e}");
+    // The job span's fields, at the top level beside the event's own.
+    assert_eq!(e["target"], "symphony::dispatch", "{e}");
+    assert_eq!(e["attempt"], 1, "{e}");
+    assert_eq!(e["generation"], 0, "{e}");
+    assert_eq!(e["name"], "job", "the span's name: {e}");
+    assert_eq!(e["version"].as_str().map(str::len), Some(12), "{e}");
+    assert!(e.get("error").is_none(), "an ok dispatch has no error: {e}");
     let e = host.wait_for("the rec_b dispatch", WAIT, |e| {
         is_dispatch(e, "rec_b", "id:with:colons")
     });
@@ -37,7 +44,21 @@ fn a_trigger_runs_its_plugin_with_the_arguments_and_tenant() {
             == "recorded tenant=acme action=rec_a id=user_1 key=acme:EXPTRIGGER:rec_a:user_1"
             && e["tenant"] == "acme"
             && e["plugin"] == "recorder"
+            && e["event"] == "plugin_log"
+            && e["action"] == "rec_a"
+            && e["id"] == "user_1"
+            && e["attempt"] == 1
     });
+    // Each field once per line: the span's and the event's never clash.
+    for line in host
+        .log()
+        .lines()
+        .filter(|l| l.contains(r#""event":"dispatch""#))
+    {
+        for field in ["\"tenant\":", "\"id\":", "\"attempt\":", "\"message\":"] {
+            assert_eq!(line.matches(field).count(), 1, "{field} in {line}");
+        }
+    }
     // ...and its trigger import wrote into that tenant only, escaping ':' in the id.
     let exists: bool = db8.exists("acme:EXPTRIGGER:seen_rec_a:user_1").unwrap();
     assert!(exists, "the plugin's follow-up trigger is missing");
@@ -120,7 +141,7 @@ fn unknown_actions_and_other_keys_are_ignored_harmlessly() {
         is_dispatch(e, "rec_after", "ok")
     });
     assert_eq!(e["outcome"], "ok");
-    let dispatches = host.events(|e| e["message"] == "dispatch");
+    let dispatches = host.events(|e| e["event"] == "dispatch");
     assert_eq!(
         dispatches.len(),
         1,
@@ -133,12 +154,11 @@ fn unknown_actions_and_other_keys_are_ignored_harmlessly() {
             .is_some_and(|m| m.starts_with("ignored an expired key"))
     });
     host.wait_for("the unrouted log line", WAIT, |e| {
-        e["message"] == "no plugin owns this action; trigger ignored"
-            && e["action"] == "nobody_owns_this"
+        e["event"] == "unrouted" && e["action"] == "nobody_owns_this"
     });
     let status = host.terminate(Duration::from_secs(15));
     assert!(status.success(), "exit status {status:?}");
-    let totals = host.wait_for("the totals", WAIT, |e| e["message"] == "dispatch totals");
+    let totals = host.wait_for("the totals", WAIT, |e| e["event"] == "dispatch_totals");
     // Claimed from the index: the unowned trigger and the good one.
     assert_eq!(totals["heard"], 2, "{totals}");
     assert_eq!(totals["not_trigger"], 5, "{totals}");
@@ -203,4 +223,46 @@ fn failing_trapping_and_looping_plugins_are_logged_and_dispatch_goes_on() {
         });
         assert_eq!(e["outcome"], "ok", "{e}");
     }
+}
+
+/// The job's fields ride on a span at ERROR level, so a filter that keeps
+/// only warnings still gets them on a failed job's events.
+#[test]
+fn a_warn_only_filter_keeps_the_job_fields_on_its_events() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &plugin_entry_with(
+            "failing",
+            "recorder",
+            &["fail"],
+            "tenants = [\"*\"]\n[plugin.retry]\nmax_attempts = 2\nbackoff = \"100ms\"",
+        ),
+        "",
+    );
+    // No `listening` line at warn to wait for: the trigger is armed through
+    // the index, which the host sweeps whenever it is up.
+    let mut host = Host::spawn_logging(&manifest, &redis, dir, "warn");
+    arm(
+        &redis,
+        &[("acme".into(), "fail_now".into(), "w1".into(), 100)],
+    );
+    let failed = host.wait_for("the failed dispatch", Duration::from_secs(20), |e| {
+        is_dispatch(e, "fail_now", "w1") && e["attempt"] == 1
+    });
+    assert_eq!(failed["level"], "WARN", "{failed}");
+    assert_eq!(failed["tenant"], "acme", "{failed}");
+    assert_eq!(failed["plugin"], "failing", "{failed}");
+    assert_eq!(failed["outcome"], "error", "{failed}");
+    let retry = host.wait_for("the retry line", WAIT, |e| e["event"] == "retry_scheduled");
+    assert_eq!(retry["id"], "w1", "{retry}");
+    assert_eq!(retry["action"], "fail_now", "{retry}");
+    let dead = host.wait_for("the dead letter", WAIT, |e| e["event"] == "dead_lettered");
+    assert_eq!(dead["attempt"], 2, "{dead}");
+    assert_eq!(dead["tenant"], "acme", "{dead}");
+    assert!(
+        host.events(|e| e["level"] == "INFO").is_empty(),
+        "the filter lets no info line through"
+    );
 }

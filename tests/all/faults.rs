@@ -27,7 +27,7 @@ fn triggers_fire_after_a_redis_restart_and_notifications_are_restored() {
         "the listener to resubscribe",
         Duration::from_secs(10),
         2,
-        |e| e["message"] == "listening for expiries",
+        |e| e["event"] == "listening",
     );
     let resubscribed_ms = restarted_at.elapsed().as_millis();
     let flags_after: Vec<String> = redis::cmd("CONFIG")
@@ -83,11 +83,11 @@ fn the_host_starts_while_redis_is_down_and_listens_once_it_is_up() {
     );
     let mut host = Host::spawn(&manifest, &redis, dir);
     host.wait_for("a reconnect warning", Duration::from_secs(10), |e| {
-        e["message"] == "listener disconnected; reconnecting"
+        e["event"] == "listener_disconnected"
     });
     redis.restart();
     host.wait_for("the listener to subscribe", Duration::from_secs(10), |e| {
-        e["message"] == "listening for expiries"
+        e["event"] == "listening"
     });
     set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:rec_late:1", 50);
     let e = host.wait_for("the dispatch", Duration::from_secs(5), |e| {

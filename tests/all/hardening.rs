@@ -132,8 +132,9 @@ fn control_characters_in_ids_are_refused_everywhere_and_never_run_twice() {
     );
     assert!(
         d.host
-            .events(|e| e["message"] == "dispatch"
-                && e["id"].as_str().is_some_and(|i| i.contains('\0')))
+            .events(
+                |e| e["event"] == "dispatch" && e["id"].as_str().is_some_and(|i| i.contains('\0'))
+            )
             .is_empty()
     );
 }
@@ -183,10 +184,10 @@ fn spinning_guests_do_not_delay_another_tenant() {
         .collect();
     arm(&redis, &victim);
     let ticks = host.wait_for_n("the victim's triggers", WAIT, victim.len(), |e| {
-        e["message"] == "dispatch" && e["action"] == "rec_tick"
+        e["event"] == "dispatch" && e["action"] == "rec_tick"
     });
     let spins = host.wait_for_n("the spinning jobs to time out", WAIT, 4, |e| {
-        e["message"] == "dispatch" && e["action"] == "spin_hog"
+        e["event"] == "dispatch" && e["action"] == "spin_hog"
     });
     for e in &spins {
         assert_eq!(e["outcome"], "timeout", "{e}");
@@ -288,7 +289,7 @@ fn error_text_and_the_dead_letter_list_are_capped() {
         set_expiring(&mut db8, format!("t:EXPTRIGGER:fail_x:{i}").as_bytes(), 20);
     }
     host.wait_for_n("five failures", WAIT, 5, |e| {
-        e["message"] == "dispatch" && e["action"] == "fail_x"
+        e["event"] == "dispatch" && e["action"] == "fail_x"
     });
     host.wait_for("the trimming logged", WAIT, |e| {
         e["message"].as_str().is_some_and(|m| {
@@ -515,10 +516,10 @@ fn big_reads_are_refused_in_redis_and_do_not_hold_up_another_tenant() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let evil = host.wait_for_n("the evil jobs", WAIT, 4, |e| {
-        e["message"] == "dispatch" && e["tenant"] == "evil"
+        e["event"] == "dispatch" && e["tenant"] == "evil"
     });
     let victim = host.wait_for_n("the victim's jobs", WAIT, victims + 1, |e| {
-        e["message"] == "dispatch" && e["tenant"] == "victim"
+        e["event"] == "dispatch" && e["tenant"] == "victim"
     });
     // The evil jobs ran their reads, each refused before it was read.
     for i in 0..4 {
@@ -596,7 +597,7 @@ fn quotas_defer_a_tenants_dispatches_and_redis_calls() {
     triggers.extend((0..10).map(|i| ("victim".to_owned(), "rec_q".to_owned(), i.to_string(), 200)));
     arm(&redis, &triggers);
     let all = host.wait_for_n("every dispatch", WAIT, 30, |e| {
-        e["message"] == "dispatch" && e["action"] == "rec_q"
+        e["event"] == "dispatch" && e["action"] == "rec_q"
     });
     let starts = |tenant: &str| -> Vec<i64> {
         let mut s: Vec<i64> = all
@@ -623,7 +624,7 @@ fn quotas_defer_a_tenants_dispatches_and_redis_calls() {
         "victim's dispatches spread over {victim_span} ms"
     );
     host.wait_for("the deferral logged", WAIT, |e| {
-        e["message"] == "tenant at its quota; its work is deferred"
+        e["event"] == "quota_deferred"
             && e["tenant"] == "evil"
             && e["quota"] == "dispatches_per_second"
     });
@@ -639,8 +640,7 @@ fn quotas_defer_a_tenants_dispatches_and_redis_calls() {
     println!("quota of 20 Redis calls/s: 42 calls took {took_ms} ms");
     assert!(took_ms >= 900, "the calls took {took_ms} ms");
     host.wait_for("the call deferral logged", WAIT, |e| {
-        e["message"] == "tenant at its quota; its work is deferred"
-            && e["quota"] == "redis_calls_per_second"
+        e["event"] == "quota_deferred" && e["quota"] == "redis_calls_per_second"
     });
 }
 
@@ -681,7 +681,7 @@ fn a_flood_of_one_tenants_due_triggers_does_not_hold_up_another() {
     assert_eq!(e["outcome"], "ok", "{e}");
     let late_us = e["late_us"].as_u64().unwrap();
     let flood_done = host
-        .events(|e| e["message"] == "dispatch" && e["action"] == "rec_flood")
+        .events(|e| e["event"] == "dispatch" && e["action"] == "rec_flood")
         .len();
     println!(
         "victim's trigger started {} ms late, with {flood_done} of evil's {n} earlier ones run",
@@ -743,8 +743,6 @@ fn a_tenants_pending_triggers_are_capped() {
     let results = driver.run("victim", sets("v", 0, 120));
     assert!(results.iter().all(|r| r.get("ok").is_some()), "{results:?}");
     driver.host.wait_for("the refusal logged", WAIT, |e| {
-        e["message"] == "tenant at its quota; a new trigger was refused"
-            && e["tenant"] == "evil"
-            && e["limit"] == 100
+        e["event"] == "quota_refused" && e["tenant"] == "evil" && e["limit"] == 100
     });
 }

@@ -55,11 +55,9 @@ fn run(wasm: &str) -> Run {
     .unwrap();
     let mut host = Host::spawn(&manifest, &redis, dir);
     let loaded = host.wait_for("the plugin to load", WAIT, |e| {
-        e["message"] == "plugin loaded"
+        e["event"] == "plugin_loaded"
     });
-    host.wait_for("the listener", WAIT, |e| {
-        e["message"] == "listening for expiries"
-    });
+    host.wait_for("the listener", WAIT, |e| e["event"] == "listening");
     let mut db8 = redis.conn(8);
     let mut fire = |host: &mut Host, action: &str, id: &str| -> serde_json::Value {
         set_expiring(

@@ -36,7 +36,7 @@ fn pubsub_clients(redis: &RedisServer) -> Vec<String> {
 
 fn reloaded(host: &mut Host, generation: u64) -> Value {
     host.wait_for(&format!("generation {generation}"), WAIT, |e| {
-        e["message"] == "plugins reloaded" && e["generation"] == generation
+        e["event"] == "reloaded" && e["generation"] == generation
     })
 }
 
@@ -94,7 +94,7 @@ fn plugins_swap_under_load_each_trigger_once_on_the_live_version() {
     std::thread::sleep(Duration::from_millis(300));
     std::fs::write(&live, b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
     let rejected = host.wait_for("the broken file's rejection", WAIT, |e| {
-        e["message"] == "reload rejected; the previous plugins keep serving"
+        e["event"] == "reload_rejected"
     });
     assert!(
         rejected["error"]
@@ -105,7 +105,7 @@ fn plugins_swap_under_load_each_trigger_once_on_the_live_version() {
     );
 
     let dispatches = host.wait_for_n("every trigger", Duration::from_secs(60), n as usize, |e| {
-        e["message"] == "dispatch" && e["action"] == "ver_job"
+        e["event"] == "dispatch" && e["action"] == "ver_job"
     });
     // Exactly once each, ok, on the version of the generation it ran in.
     let mut seen: HashMap<String, u64> = HashMap::new();
@@ -153,7 +153,7 @@ fn plugins_swap_under_load_each_trigger_once_on_the_live_version() {
         listener_before,
         "the subscription was replaced"
     );
-    let subscribed = host.events(|e| e["message"] == "listening for expiries");
+    let subscribed = host.events(|e| e["event"] == "listening");
     assert_eq!(subscribed.len(), 1, "resubscribed during reloads");
     println!(
         "v2 live after the write: {live_after_write:?} ms; dispatches per generation: {counts:?}"
@@ -215,7 +215,7 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
     reloaded(&mut host, 2);
     fire(&mut db8, "rec_c", "2");
     host.wait_for("rec_c unrouted", WAIT, |e| {
-        e["message"] == "no plugin owns this action; trigger ignored" && e["action"] == "rec_c"
+        e["event"] == "unrouted" && e["action"] == "rec_c"
     });
     write(&a, "");
     reloaded(&mut host, 3);
@@ -229,7 +229,7 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
     // Invalid TOML: rejected with its position; the old set keeps serving.
     std::fs::write(&manifest, "[[plugin]\nname = \"a\"\n").unwrap();
     let e = host.wait_for("the TOML rejection", WAIT, |e| {
-        e["message"] == "reload rejected; the previous plugins keep serving"
+        e["event"] == "reload_rejected"
     });
     let err = e["error"].as_str().unwrap();
     assert!(err.contains("manifest.toml:1:"), "{err}");
@@ -258,7 +258,7 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
     std::thread::sleep(Duration::from_millis(300));
     run_ok(host_cmd().arg("reload").arg(&manifest));
     host.wait_for("the SIGHUP reload", WAIT, |e| {
-        e["message"] == "plugins reloaded" && e["reason"] == "SIGHUP"
+        e["event"] == "reloaded" && e["reason"] == "SIGHUP"
     });
     fire(&mut db8, "rec_a", "5");
     assert_eq!(
@@ -274,7 +274,7 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
     }
     std::thread::sleep(Duration::from_millis(200));
     assert!(host.terminate(WAIT).success());
-    let totals = host.wait_for("the totals", WAIT, |e| e["message"] == "dispatch totals");
+    let totals = host.wait_for("the totals", WAIT, |e| e["event"] == "dispatch_totals");
     assert_eq!(totals["unrouted"], 2, "rec_c:2 and rec_b:3: {totals}");
     assert!(host.events(|e| is_dispatch(e, "rec_b", "3")).is_empty());
 }

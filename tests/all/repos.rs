@@ -235,7 +235,7 @@ fn an_unreachable_pool_is_a_typed_unavailable_error() {
     );
     let mut host = Host::spawn_without_override(&manifest, &redis, dir);
     host.wait_for("the listener", Duration::from_secs(20), |e| {
-        e["message"] == "listening for expiries"
+        e["event"] == "listening"
     });
     let mut d = Driver {
         redis,
@@ -577,7 +577,7 @@ fn concurrent_appends_and_merges_lose_nothing() {
     }
     d.host
         .wait_for_n("every writer", Duration::from_secs(20), writers, |e| {
-            e["message"] == "dispatch" && e["action"] == "drive" && e["outcome"] == "ok"
+            e["event"] == "dispatch" && e["action"] == "drive" && e["outcome"] == "ok"
         });
     let raw = d.hgetall(11, "acme:user:shared");
     let items: Vec<String> = serde_json::from_str(&raw["items"]).unwrap();

@@ -91,9 +91,9 @@ fn hostile_plugins_end_with_clear_outcomes_while_others_run_on_time() {
     let mut failures = Vec::new();
     let mut seen = HashMap::new();
     for &(action, want, says) in cases {
-        let Some(e) = host.try_wait_for(WAIT, |e| {
-            e["message"] == "dispatch" && e["action"] == action
-        }) else {
+        let Some(e) =
+            host.try_wait_for(WAIT, |e| e["event"] == "dispatch" && e["action"] == action)
+        else {
             failures.push(format!("{action}: no dispatch line within {WAIT:?}"));
             continue;
         };
@@ -133,7 +133,7 @@ fn hostile_plugins_end_with_clear_outcomes_while_others_run_on_time() {
 
     // The other tenant was served on time throughout.
     let ticks = host.wait_for_n("the good tenant's triggers", WAIT, good, |e| {
-        e["message"] == "dispatch" && e["action"] == "rec_tick"
+        e["event"] == "dispatch" && e["action"] == "rec_tick"
     });
     let mut worst_queue = 0;
     for e in &ticks {
@@ -300,7 +300,7 @@ fn one_tenants_flood_does_not_starve_another() {
     let (mut running, mut most, mut flood_done) = (0, 0, 0);
     let mut flood_done_at_calm = None;
     for e in host.events(|_| true) {
-        let dispatch = e["message"] == "dispatch" && e["action"] == "slow_job";
+        let dispatch = e["event"] == "dispatch" && e["action"] == "slow_job";
         if e["tenant"] == "flood" && e["message"] == "slow start" {
             running += 1;
             most = most.max(running);
@@ -343,7 +343,7 @@ fn max_instances_runs_one_plugin_at_a_time() {
         );
     }
     let done = host.wait_for_n("three slow jobs", WAIT, 3, |e| {
-        e["message"] == "dispatch" && e["action"] == "slow_one"
+        e["event"] == "dispatch" && e["action"] == "slow_one"
     });
     let mut waits: Vec<u64> = done
         .iter()

@@ -266,14 +266,24 @@ impl Host {
         let manifest = write_manifest(dir.path(), plugins, extra);
         let mut host = Host::spawn(&manifest, redis, dir);
         host.wait_for("the listener to subscribe", Duration::from_secs(20), |e| {
-            e["message"] == "listening for expiries"
+            e["event"] == "listening"
         });
         host
     }
 
     /// Starts the host on `manifest` against `redis` without waiting.
     pub fn spawn(manifest: &Path, redis: &RedisServer, dir: tempfile::TempDir) -> Host {
-        Self::spawn_inner(manifest, redis, dir, true)
+        Self::spawn_inner(manifest, redis, dir, true, "info")
+    }
+
+    /// As [`Host::spawn`], with `RUST_LOG` set to `filter`.
+    pub fn spawn_logging(
+        manifest: &Path,
+        redis: &RedisServer,
+        dir: tempfile::TempDir,
+        filter: &str,
+    ) -> Host {
+        Self::spawn_inner(manifest, redis, dir, true, filter)
     }
 
     /// As [`Host::spawn`], but the manifest's `[redis]` is used as written.
@@ -282,7 +292,7 @@ impl Host {
         redis: &RedisServer,
         dir: tempfile::TempDir,
     ) -> Host {
-        Self::spawn_inner(manifest, redis, dir, false)
+        Self::spawn_inner(manifest, redis, dir, false, "info")
     }
 
     fn spawn_inner(
@@ -290,6 +300,7 @@ impl Host {
         redis: &RedisServer,
         dir: tempfile::TempDir,
         override_url: bool,
+        filter: &str,
     ) -> Host {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_symphony-host"));
         if override_url {
@@ -300,7 +311,7 @@ impl Host {
         let mut child = cmd
             .args(["--log-format", "json", "run"])
             .arg(manifest)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -469,7 +480,7 @@ impl Drop for Host {
 
 /// A dispatch event for `action`/`id` (any outcome).
 pub fn is_dispatch(e: &Value, action: &str, id: &str) -> bool {
-    e["message"] == "dispatch" && e["action"] == action && e["id"] == id
+    e["event"] == "dispatch" && e["action"] == action && e["id"] == id
 }
 
 /// Waits until nothing of `tenant` is left to run: its due index is empty
@@ -591,7 +602,7 @@ pub fn dispatch_counts(hosts: &[&Host], action: &str) -> std::collections::HashM
     let mut counts = std::collections::HashMap::new();
     for host in hosts {
         for e in host
-            .events(|e| e["message"] == "dispatch" && e["action"] == action && e["outcome"] == "ok")
+            .events(|e| e["event"] == "dispatch" && e["action"] == action && e["outcome"] == "ok")
         {
             *counts
                 .entry(e["id"].as_str().unwrap_or("").to_owned())

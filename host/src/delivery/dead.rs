@@ -59,11 +59,9 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn dead_letters(&self) -> Result<DeadList, RepoError> {
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(DEAD)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn())
+        let raw: Vec<String> = self
+            .conn
+            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
             .await?;
         let mut list = DeadList::default();
         for (i, entry) in raw.iter().enumerate() {
@@ -81,12 +79,9 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn retry_dead(&self, key: Option<&str>) -> Result<u64, RepoError> {
-        let mut conn = self.conn();
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(DEAD)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
+        let raw: Vec<String> = self
+            .conn
+            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
             .await?;
         let mut n = 0;
         for (i, entry) in raw.iter().enumerate() {
@@ -94,6 +89,7 @@ impl Delivery {
                 Ok(letter) => letter,
                 Err(e) => {
                     warn!(
+                        event = "dead_letter_unreadable",
                         position = i, error = %e,
                         "an entry of the dead-letter list is not a dead letter; left as it is"
                     );
@@ -105,14 +101,16 @@ impl Delivery {
             }
             let member = format!("{}{SEP}retried{}", letter.key, fastrand::u32(..));
             let revived: u64 = self
-                .scripts
-                .revive
-                .key(DEAD)
-                .key(index_of(&member))
-                .key(READY)
-                .arg(entry)
-                .arg(&member)
-                .invoke_async(&mut conn)
+                .conn
+                .invoke_once(
+                    self.scripts
+                        .revive
+                        .key(DEAD)
+                        .key(index_of(&member))
+                        .key(READY)
+                        .arg(entry)
+                        .arg(&member),
+                )
                 .await?;
             n += revived;
         }
@@ -124,9 +122,8 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn purge_dead(&self) -> Result<u64, RepoError> {
-        let mut conn = self.conn();
-        let n: u64 = redis::cmd("LLEN").arg(DEAD).query_async(&mut conn).await?;
-        let _: () = redis::cmd("DEL").arg(DEAD).query_async(&mut conn).await?;
+        let n: u64 = self.conn.query(redis::cmd("LLEN").arg(DEAD)).await?;
+        let _: () = self.conn.query(redis::cmd("DEL").arg(DEAD)).await?;
         Ok(n)
     }
 }

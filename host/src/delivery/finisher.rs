@@ -25,6 +25,7 @@ impl Finisher {
                 // `done_many` is idempotent, and retries a dropped connection.
                 if let Err(e) = delivery.done_many(&batch).await {
                     tracing::error!(
+                        event = "finish_failed",
                         firings = batch.len(), error = %e,
                         "cannot record finished firings in Redis; their leases will run them again"
                     );

@@ -189,11 +189,7 @@ impl Delivery {
     /// # Errors
     /// When the pool is not configured.
     pub fn for_pool(pools: &Pools, pool: PoolAlias) -> Result<Self, RepoError> {
-        let conn = pools
-            .get(pool)
-            .map_err(|e| RepoError::Unavailable(e.to_string()))?
-            .conn();
-        Ok(Self::with_conn(pool, conn))
+        Ok(Self::with_conn(pool, pools.get(pool)?.conn()))
     }
 
     /// Delivery over the expiry pool on `tenant`'s connection (for a
@@ -202,10 +198,7 @@ impl Delivery {
     /// # Errors
     /// When the expiry pool is not configured.
     pub fn for_tenant(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
-        let conn = pools
-            .get(PoolAlias::Expiry)
-            .map_err(|e| RepoError::Unavailable(e.to_string()))?
-            .conn_for(tenant);
+        let conn = pools.conn_for(PoolAlias::Expiry, tenant)?;
         Ok(Self::with_conn(PoolAlias::Expiry, conn))
     }
 
@@ -255,7 +248,6 @@ impl Delivery {
     /// Redis failing.
     pub async fn renew(&self, lease_ms: u64) -> Result<(usize, usize), RepoError> {
         let members = self.held.members();
-        let mut conn = self.conn();
         let mut lost_total = 0;
         for chunk in members.chunks(KEYS_PER_CALL) {
             let mut call = self.scripts.renew.key(LEASES);
@@ -263,7 +255,7 @@ impl Delivery {
             for m in chunk {
                 call.arg(m);
             }
-            let lost: Vec<String> = call.invoke_async(&mut conn).await?;
+            let lost: Vec<String> = self.conn.invoke_once(&call).await?;
             lost_total += self.held.lose(&lost);
         }
         Ok((members.len() - lost_total.min(members.len()), lost_total))
@@ -272,10 +264,6 @@ impl Delivery {
     /// The pool this delivery works in.
     pub fn pool(&self) -> PoolAlias {
         self.pool
-    }
-
-    fn conn(&self) -> RedisConn {
-        self.conn.clone()
     }
 
     /// Sets `key` to `value` with `ttl_ms` and indexes it, atomically.
@@ -308,7 +296,6 @@ impl Delivery {
     /// Redis failing; [`RepoError::Denied`] when a batch would take its
     /// tenant past the pending-trigger quota (that batch sets nothing).
     pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
-        let conn = self.conn();
         let mut armed = 0;
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = self.scripts.arm_many.key(READY);
@@ -316,7 +303,7 @@ impl Delivery {
             for (key, ttl_ms) in chunk {
                 call.key(key).key(index_of(key)).arg(*ttl_ms);
             }
-            let n: i64 = conn.invoke(&call).await?;
+            let n: i64 = self.conn.invoke(&call).await?;
             if n < 0 {
                 let key = chunk.first().map_or("", |(key, _)| key.as_str());
                 return Err(self.over_pending(key));
@@ -341,7 +328,6 @@ impl Delivery {
     /// index (`KEYS[2..]`, `ARGV[1]` = [`LEAD_MS`]), in calls of
     /// [`KEYS_PER_CALL`] keys; returns the summed counts.
     async fn on_keys(&self, script: &redis::Script, keys: &[String]) -> Result<u64, RepoError> {
-        let mut conn = self.conn();
         let mut total = 0;
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = script.key(READY);
@@ -349,7 +335,7 @@ impl Delivery {
             for key in chunk {
                 call.key(key).key(index_of(key));
             }
-            let n: u64 = call.invoke_async(&mut conn).await?;
+            let n: u64 = self.conn.invoke_once(&call).await?;
             total += n;
         }
         Ok(total)
@@ -415,7 +401,7 @@ impl Delivery {
             .arg(FIRED_PREFIX)
             .arg(FIRED_TTL_MS)
             .arg(skip);
-        let out: Vec<redis::Value> = call.invoke_async(&mut self.conn()).await?;
+        let out: Vec<redis::Value> = self.conn.invoke_once(&call).await?;
         let int = |v: Option<&redis::Value>| -> i64 {
             v.and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
                 .unwrap_or(-1)
@@ -452,7 +438,6 @@ impl Delivery {
         keys: &[String],
         lease_ms: u64,
     ) -> Result<Vec<Firing>, RepoError> {
-        let mut conn = self.conn();
         let mut firings = Vec::new();
         for chunk in keys.chunks(KEYS_PER_CALL) {
             let mut call = self.scripts.claim_expired.key(READY);
@@ -464,7 +449,7 @@ impl Delivery {
             for key in chunk {
                 call.key(key).key(index_of(key));
             }
-            let out: Vec<String> = call.invoke_async(&mut conn).await?;
+            let out: Vec<String> = self.conn.invoke_once(&call).await?;
             for claimed in out.chunks_exact(3) {
                 let [member, due, meta] = claimed else {
                     continue;
@@ -491,12 +476,8 @@ impl Delivery {
     /// Redis failing.
     pub async fn reap(&self) -> Result<u64, RepoError> {
         Ok(self
-            .scripts
-            .reap
-            .key(LEASES)
-            .key(LEGACY_DUE)
-            .key(READY)
-            .invoke_async(&mut self.conn())
+            .conn
+            .invoke_once(self.scripts.reap.key(LEASES).key(LEGACY_DUE).key(READY))
             .await?)
     }
 
@@ -535,6 +516,7 @@ impl Delivery {
         }
         if let Some(error) = last_error {
             warn!(
+                event = "release_failed",
                 pool = %self.pool, failed, %error,
                 "cannot give back claimed firings; they run again when their leases end"
             );
@@ -597,17 +579,19 @@ impl Delivery {
         let meta = serde_json::to_string(meta)
             .map_err(|e| RepoError::InvalidInput(format!("cannot encode retry meta: {e}")))?;
         Ok(self
-            .scripts
-            .retry
-            .key(LEASES)
-            .key(index_of(&member))
-            .key(META)
-            .key(READY)
-            .arg(&firing.member)
-            .arg(&member)
-            .arg(crate::millis(delay))
-            .arg(meta)
-            .invoke_async(&mut self.conn())
+            .conn
+            .invoke_once(
+                self.scripts
+                    .retry
+                    .key(LEASES)
+                    .key(index_of(&member))
+                    .key(META)
+                    .key(READY)
+                    .arg(&firing.member)
+                    .arg(&member)
+                    .arg(crate::millis(delay))
+                    .arg(meta),
+            )
             .await?)
     }
 }

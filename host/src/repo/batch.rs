@@ -4,9 +4,9 @@
 use crate::backend::RedisConn;
 use serde_json::Value;
 
+use super::RepoError;
 use super::codec::{dumps, loads};
 use super::hash::DEFAULT_TTL_SECS;
-use super::{RepoError, connection};
 use crate::keys::{self, batch_key, pending_key};
 use crate::pools::{PoolAlias, Pools};
 
@@ -25,7 +25,7 @@ impl BatchRepo {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Handlers, tenant)?,
+            conn: pools.conn_for(PoolAlias::Handlers, tenant)?,
             tenant: tenant.to_owned(),
         })
     }
@@ -53,8 +53,7 @@ impl BatchRepo {
             .ignore()
             .sadd(&pending, &self.tenant)
             .ignore();
-        let mut conn = self.conn.clone();
-        let (len,): (u64,) = pipe.query_async(&mut conn).await?;
+        let (len,): (u64,) = self.conn.pipe_once(&pipe).await?;
         Ok(len)
     }
 
@@ -151,7 +150,7 @@ impl BatchRepo {
     /// # Errors
     /// An empty service, or Redis failing.
     pub async fn pending_tenants(pools: &Pools, service: &str) -> Result<Vec<String>, RepoError> {
-        let conn = connection(pools, PoolAlias::Handlers, service)?;
+        let conn = pools.conn_for(PoolAlias::Handlers, service)?;
         let mut tenants: Vec<String> = conn
             .query(redis::cmd("SMEMBERS").arg(pending_key(service)?))
             .await?;

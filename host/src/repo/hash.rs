@@ -9,7 +9,7 @@ use crate::backend::RedisConn;
 use serde_json::{Map, Value};
 
 use super::codec::{dumps, loads, loads_hash, python_json};
-use super::{RepoError, capped, connection, utc_now_iso};
+use super::{RepoError, capped, utc_now_iso};
 use crate::keys::{self, KeyError};
 use crate::pools::{PoolAlias, Pools};
 
@@ -120,7 +120,7 @@ impl<S: Scheme> HashRepo<S> {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, S::POOL, tenant)?,
+            conn: pools.conn_for(S::POOL, tenant)?,
             tenant: tenant.to_owned(),
             scheme: PhantomData,
         })
@@ -204,8 +204,7 @@ impl<S: Scheme> HashRepo<S> {
             .arg(&key)
             .arg(ttl_or_default(ttl))
             .ignore();
-        let mut conn = self.conn.clone();
-        let (value,): (i64,) = pipe.query_async(&mut conn).await.map_err(|e| {
+        let (value,): (i64,) = self.conn.pipe_once(&pipe).await.map_err(|e| {
             if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) {
                 RepoError::InvalidInput(format!("field {field:?} does not hold an integer: {e}"))
             } else {
@@ -313,14 +312,13 @@ impl HashRepo<HandlerStates> {
         if !under_cap {
             pipe.hgetall(&key);
         }
-        let mut conn = self.conn.clone();
         let stored: Vec<(String, String)> = if under_cap {
             // Under a reply cap the state is read by the capped script,
             // right after the write (not in the same transaction).
-            pipe.query_async::<()>(&mut conn).await?;
+            self.conn.pipe_once::<()>(&pipe).await?;
             capped::hgetall(&self.conn, &key).await?
         } else {
-            let (stored,): (Vec<(String, String)>,) = pipe.query_async(&mut conn).await?;
+            let (stored,): (Vec<(String, String)>,) = self.conn.pipe_once(&pipe).await?;
             stored
         };
         let mut state = loads_hash(stored);
@@ -458,15 +456,16 @@ async fn append_to_list(
         };
         list.push(value.clone());
         let new = python_json(&Value::Array(list));
-        let mut c = conn.clone();
-        let swapped: i64 = script
-            .key(key)
-            .arg(field)
-            .arg(if current.is_some() { "1" } else { "0" })
-            .arg(current.as_deref().unwrap_or(""))
-            .arg(&new)
-            .arg(ttl)
-            .invoke_async(&mut c)
+        let swapped: i64 = conn
+            .invoke_once(
+                script
+                    .key(key)
+                    .arg(field)
+                    .arg(if current.is_some() { "1" } else { "0" })
+                    .arg(current.as_deref().unwrap_or(""))
+                    .arg(&new)
+                    .arg(ttl),
+            )
             .await?;
         if swapped == 1 {
             return Ok(());

@@ -18,21 +18,7 @@ pub use hash::{HandlerStateRepo, HashRepo, SharedStateRepo, TableRepo, UserRepo}
 pub use pubsub::Publisher;
 pub use trigger::{MAX_TTL_MS, TriggerRepo, ttl_ms};
 
-use crate::backend::RedisConn;
 pub use crate::error::RepoError;
-use crate::pools::{PoolAlias, Pools};
-
-/// The command connection of `alias` for `tenant` (see [`crate::pools::Pool::conn_for`]).
-pub(crate) fn connection(
-    pools: &Pools,
-    alias: PoolAlias,
-    tenant: &str,
-) -> Result<RedisConn, RepoError> {
-    Ok(pools
-        .get(alias)
-        .map_err(|e| RepoError::Unavailable(e.to_string()))?
-        .conn_for(tenant))
-}
 
 /// `datetime.utcnow().isoformat()` as Python prints it: microseconds, no zone.
 pub(crate) fn utc_now_iso() -> String {

@@ -3,8 +3,8 @@
 use crate::backend::RedisConn;
 use serde_json::Value;
 
+use super::RepoError;
 use super::codec::dumps;
-use super::{RepoError, connection};
 use crate::keys::{self, channel_name};
 use crate::pools::{PoolAlias, Pools};
 
@@ -23,7 +23,7 @@ impl Publisher {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         keys::validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Pubsub, tenant)?,
+            conn: pools.conn_for(PoolAlias::Pubsub, tenant)?,
             tenant: tenant.to_owned(),
         })
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::backend::RedisConn;
 
 use super::hash::SCAN_COUNT;
-use super::{RepoError, connection, utc_now_iso};
+use super::{RepoError, utc_now_iso};
 use crate::delivery::Delivery;
 use crate::keys::{trigger_id_pattern, trigger_key, validate_tenant};
 use crate::pools::{PoolAlias, Pools};
@@ -49,7 +49,7 @@ impl TriggerRepo {
     pub fn new(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         validate_tenant(tenant)?;
         Ok(Self {
-            conn: connection(pools, PoolAlias::Expiry, tenant)?,
+            conn: pools.conn_for(PoolAlias::Expiry, tenant)?,
             delivery: Delivery::for_tenant(pools, tenant)?,
             tenant: tenant.to_owned(),
         })

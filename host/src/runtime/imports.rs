@@ -30,14 +30,10 @@ impl log::Host for JobState {
     async fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.count_call()?;
         let message = crate::text::cap(message);
-        let j = &self.job;
+        // The job's fields come from its span (see `dispatch`).
         macro_rules! emit {
             ($lvl:ident) => {
-                tracing::$lvl!(
-                    target: "symphony::plugin",
-                    tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
-                    "{message}"
-                )
+                tracing::$lvl!(target: "symphony::plugin", event = "plugin_log", "{message}")
             };
         }
         match level {

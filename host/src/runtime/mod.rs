@@ -374,10 +374,9 @@ impl JobState {
             self.denied += 1;
             let missing = Grants::missing(repo, access);
             if self.denied == 1 {
-                let j = &self.job;
                 tracing::warn!(
                     target: "symphony::plugin",
-                    tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
+                    event = "host_call_denied",
                     needs = %missing,
                     "host call denied: the manifest does not grant this capability"
                 );
@@ -620,14 +619,14 @@ impl Runtime {
         })
     }
 
-    /// A fresh store for `plugin`, its output streams attributed to `job`.
+    /// A fresh store for `plugin` running `job`, with its output streams.
     fn new_store(
         &self,
         plugin: &LoadedPlugin,
         job: &Arc<Job>,
     ) -> (Store<JobState>, GuestOutput, GuestOutput) {
-        let stdout = GuestOutput::new(Stream::Stdout, job.clone());
-        let stderr = GuestOutput::new(Stream::Stderr, job.clone());
+        let stdout = GuestOutput::new(Stream::Stdout);
+        let stderr = GuestOutput::new(Stream::Stderr);
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
@@ -689,8 +688,6 @@ impl Runtime {
             }
         };
         store.data_mut().reset(job.clone());
-        stdout.set_job(job.clone());
-        stderr.set_job(job.clone());
         // The guest is stopped at the first tick at or past its deadline:
         // at its timeout or up to one tick later, never before it.
         store.data_mut().deadline = Instant::now() + limits.timeout;

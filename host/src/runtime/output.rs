@@ -1,5 +1,5 @@
-//! Guest stdout/stderr routed into tracing, line by line, with the job's
-//! tenant/action/id/plugin attached. Output past a per-invocation budget is
+//! Guest stdout/stderr routed into tracing, line by line, inside the job's
+//! span (so with its tenant/action/id/plugin). Output past a per-invocation budget is
 //! dropped (and the drop noted once), so a chatty plugin can neither fail its
 //! writes nor flood the logs.
 
@@ -11,8 +11,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
-
-use super::Job;
 
 /// Bytes of guest output logged per stream and invocation.
 const BUDGET: usize = 64 * 1024;
@@ -45,16 +43,13 @@ struct Lines {
 #[derive(Clone)]
 pub(crate) struct GuestOutput {
     stream: Stream,
-    /// The job whose output this is (swapped when a warm instance takes the next job).
-    job: Arc<Mutex<Arc<Job>>>,
     lines: Arc<Mutex<Lines>>,
 }
 
 impl GuestOutput {
-    pub(crate) fn new(stream: Stream, job: Arc<Job>) -> Self {
+    pub(crate) fn new(stream: Stream) -> Self {
         Self {
             stream,
-            job: Arc::new(Mutex::new(job)),
             lines: Arc::new(Mutex::new(Lines {
                 pending: Vec::new(),
                 logged: 0,
@@ -63,23 +58,11 @@ impl GuestOutput {
         }
     }
 
-    /// Attributes further output to `job`.
-    pub(crate) fn set_job(&self, job: Arc<Job>) {
-        if let Ok(mut j) = self.job.lock() {
-            *j = job;
-        }
-    }
-
-    fn job(&self) -> Option<Arc<Job>> {
-        self.job.lock().ok().map(|j| j.clone())
-    }
-
     fn emit(&self, line: &[u8]) {
         let text = String::from_utf8_lossy(line);
-        let Some(j) = self.job() else { return };
         tracing::info!(
             target: "symphony::plugin",
-            tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
+            event = "plugin_output",
             stream = self.stream.as_str(),
             "{}", text.trim_end_matches('\r')
         );
@@ -123,12 +106,10 @@ impl GuestOutput {
             let full = std::mem::take(&mut lines.pending);
             self.emit(&full);
         }
-        if lines.dropped > 0
-            && let Some(j) = self.job()
-        {
+        if lines.dropped > 0 {
             tracing::warn!(
                 target: "symphony::plugin",
-                tenant = %j.tenant, action = %j.action, id = %j.id, plugin = %j.plugin,
+                event = "plugin_output_dropped",
                 stream = self.stream.as_str(), dropped_bytes = lines.dropped,
                 "guest output over the {BUDGET}-byte budget was dropped"
             );
