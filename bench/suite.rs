@@ -456,7 +456,7 @@ fn start_host(redis: &RedisServer) -> Host {
 
 /// Whether `e` is an ok dispatch of a benchmark trigger whose id starts with `run`.
 fn is_run(e: &Value, run: &str) -> bool {
-    e["message"] == "dispatch"
+    e["event"] == "dispatch"
         && e["outcome"] == "ok"
         && e["id"].as_str().is_some_and(|id| id.starts_with(run))
 }
@@ -762,7 +762,7 @@ fn reload(sizes: Sizes, report: &mut Report) {
         let start = Instant::now();
         std::fs::copy(plugin(version), &live).unwrap();
         let e = host.wait_for("the reload", Duration::from_secs(30), |e| {
-            e["message"] == "plugins reloaded" && e["generation"] == k
+            e["event"] == "reloaded" && e["generation"] == k
         });
         times.push(start.elapsed().as_millis() as u64);
         builds.push(e["took_ms"].as_u64().unwrap_or(0));
@@ -835,7 +835,7 @@ fn rss(report: &mut Report) {
         run_ok(host_cmd().arg("check").arg(&manifest));
         let mut host = Host::spawn(&manifest, &redis, dir);
         host.wait_for("the listener", Duration::from_secs(120), |e| {
-            e["message"] == "listening for expiries"
+            e["event"] == "listening"
         });
         std::thread::sleep(Duration::from_secs(1));
         let rss = rss_mib(&host, "VmRSS");

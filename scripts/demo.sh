@@ -53,20 +53,33 @@ export SYMPHONY_REDIS_URL="$url"
 
 log="$work/host.log"
 if $smoke; then
-    "$host" --log-format json run plugins-example/manifest.toml 2>"$log" &
+    # A free port for the admin server: a smoke run must not need 9464.
+    SYMPHONY_ADMIN_LISTEN=127.0.0.1:0 \
+        "$host" --log-format json run plugins-example/manifest.toml 2>"$log" &
 else
     "$host" run plugins-example/manifest.toml 2> >(tee "$log" >&2) &
 fi
 host_pid=$!
 
-wait_for() { # pattern, seconds
-    for _ in $(seq $(( $2 * 20 ))); do
-        grep -q "$1" "$log" 2>/dev/null && return 0
+# Whether a line of the log matches every pattern given (in any order).
+logged() {
+    local lines
+    lines="$(cat "$log" 2>/dev/null)"
+    for p in "$@"; do
+        lines="$(grep -F -- "$p" <<<"$lines")" || return 1
+    done
+}
+
+wait_for() { # patterns..., seconds (the last argument)
+    local secs="${*: -1}"
+    local patterns=("${@:1:$#-1}")
+    for _ in $(seq $(( secs * 20 ))); do
+        logged "${patterns[@]}" && return 0
         kill -0 "$host_pid" 2>/dev/null || { cat "$log" >&2; echo "demo: the host exited" >&2; return 1; }
         sleep 0.05
     done
     cat "$log" >&2
-    echo "demo: timed out waiting for: $1" >&2
+    echo "demo: timed out waiting for a line with: ${patterns[*]}" >&2
     return 1
 }
 
@@ -75,9 +88,9 @@ wait_for "listening for expiries" 60
 echo "demo: scheduled acme:EXPTRIGGER:send_reminder:demo_user; it fires in about 1 s and schedules a follow-up 2 s later" >&2
 
 if $smoke; then
-    wait_for '"action":"send_reminder".*"outcome":"ok"' 10
-    wait_for '"action":"followup_reminder".*"outcome":"ok"' 10
-    grep '"message":"dispatch"' "$log"
+    wait_for '"event":"dispatch"' '"action":"send_reminder"' '"outcome":"ok"' 10
+    wait_for '"event":"dispatch"' '"action":"followup_reminder"' '"outcome":"ok"' 10
+    grep -F '"event":"dispatch"' "$log"
     kill -TERM "$host_pid"
     wait "$host_pid"
     host_pid=""
@@ -86,6 +99,7 @@ if $smoke; then
 fi
 
 echo "demo: the host runs until Ctrl-C. Try, in another shell:" >&2
+echo "  curl -s http://127.0.0.1:9464/metrics | grep ^symphony_dispatches   # docs/admin.md" >&2
 echo "  SYMPHONY_REDIS_URL=$url $host trigger set acme send_reminder someone --ttl 3s" >&2
 echo "  redis-cli -u $url/8 SETEX acme:EXPTRIGGER:account_closed:someone 1 \"\"" >&2
 wait "$host_pid"

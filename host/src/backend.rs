@@ -27,6 +27,14 @@ enum Backend {
     Standalone(ConnectionManager),
 }
 
+/// Counts a failed call in [`crate::metrics::REDIS_ERRORS`].
+fn counted<T>(r: RedisResult<T>) -> RedisResult<T> {
+    if r.is_err() {
+        crate::metrics::REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    r
+}
+
 /// Whether `e` means the connection went away before the reply: the
 /// command may not have run, and the connection reconnects by itself.
 fn dropped(e: &redis::RedisError) -> bool {
@@ -44,7 +52,7 @@ impl RedisConn {
     /// # Errors
     /// Redis failing or unreachable.
     pub async fn query_once<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        cmd.query_async(&mut self.clone()).await
+        counted(cmd.query_async(&mut self.clone()).await)
     }
 
     /// Runs an idempotent command, once more when the connection was lost
@@ -54,10 +62,10 @@ impl RedisConn {
     /// # Errors
     /// Redis failing or unreachable (twice, for a dropped connection).
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
-        match cmd.query_async(&mut self.clone()).await {
+        counted(match cmd.query_async(&mut self.clone()).await {
             Err(e) if dropped(&e) => cmd.query_async(&mut self.clone()).await,
             other => other,
-        }
+        })
     }
 
     /// Runs a pipeline (or transaction) that must not run twice (no retry).
@@ -65,7 +73,7 @@ impl RedisConn {
     /// # Errors
     /// Redis failing or unreachable.
     pub async fn pipe_once<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
-        pipe.query_async(&mut self.clone()).await
+        counted(pipe.query_async(&mut self.clone()).await)
     }
 
     /// Runs an idempotent pipeline (or transaction), once more when the
@@ -74,10 +82,10 @@ impl RedisConn {
     /// # Errors
     /// Redis failing or unreachable.
     pub async fn pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> RedisResult<T> {
-        match pipe.query_async(&mut self.clone()).await {
+        counted(match pipe.query_async(&mut self.clone()).await {
             Err(e) if dropped(&e) => pipe.query_async(&mut self.clone()).await,
             other => other,
-        }
+        })
     }
 
     /// Runs a script that must not run twice (no retry).
@@ -88,7 +96,7 @@ impl RedisConn {
         &self,
         call: &ScriptInvocation<'_>,
     ) -> RedisResult<T> {
-        call.invoke_async(&mut self.clone()).await
+        counted(call.invoke_async(&mut self.clone()).await)
     }
 
     /// Runs an idempotent script, once more when the connection was lost,
@@ -97,10 +105,10 @@ impl RedisConn {
     /// # Errors
     /// Redis failing or unreachable, or the script raising an error.
     pub async fn invoke<T: FromRedisValue>(&self, call: &ScriptInvocation<'_>) -> RedisResult<T> {
-        match call.invoke_async(&mut self.clone()).await {
+        counted(match call.invoke_async(&mut self.clone()).await {
             Err(e) if dropped(&e) => call.invoke_async(&mut self.clone()).await,
             other => other,
-        }
+        })
     }
 
     /// One page of the keys matching `pattern` (SCAN, never KEYS), from

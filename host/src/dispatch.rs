@@ -581,9 +581,17 @@ async fn run_job(
     let start = Instant::now();
     let late_us = (unix_ms() - firing.due_ms).saturating_mul(1000);
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
-    let outcome = runtime.invoke(plugin, job).await;
+    let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.record(&outcome);
+    stats.metrics.dispatched(
+        &job.tenant,
+        plugin.name().as_str(),
+        &outcome,
+        duration_us as f64 / 1e6,
+        late_us as f64 / 1e6,
+        queued_us as f64 / 1e6,
+    );
     let detail = outcome.detail();
     // The job's fields come from its span; the error only when there is one.
     macro_rules! dispatch_event {

@@ -37,7 +37,9 @@
 //! Limits and observation:
 //! - [`policy`]: capabilities, tenants and limits of each plugin.
 //! - [`quota`]: per-tenant dispatch, Redis-call and pending-trigger quotas.
-//! - [`stats`]: counters since start.
+//! - [`stats`]: counters since start, and the host's [`metrics`].
+//! - [`admin`]: the admin HTTP server (health probes, Prometheus metrics),
+//!   mounted as a service of the host.
 //! - [`throttle`]: one log line per interval for what could repeat without bound.
 //! - [`text`]: caps and escapes plugin-controlled text for logs and Redis.
 //!
@@ -58,6 +60,7 @@
 // index.)
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+pub mod admin;
 pub mod backend;
 pub mod bindings;
 pub mod commands;
@@ -68,6 +71,7 @@ pub mod keys;
 pub mod lifecycle;
 pub mod listener;
 pub mod manifest;
+pub mod metrics;
 pub mod plugins;
 pub mod policy;
 pub mod pools;
@@ -99,12 +103,20 @@ pub(crate) fn millis(d: std::time::Duration) -> u64 {
 pub struct RunOptions {
     /// Replaces every pool's URL (each alias keeps its seed DB).
     pub redis_url: Option<RedisUrl>,
+    /// Replaces `[admin] listen`.
+    pub admin_listen: Option<admin::AdminListen>,
 }
 
 impl RunOptions {
     /// Options with a Redis URL override.
     pub fn with_redis_url(mut self, url: Option<RedisUrl>) -> Self {
         self.redis_url = url;
+        self
+    }
+
+    /// Options with an admin listen override.
+    pub fn with_admin_listen(mut self, listen: Option<admin::AdminListen>) -> Self {
+        self.admin_listen = listen;
         self
     }
 }

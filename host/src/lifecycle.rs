@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::admin::{AdminListen, AdminServer, Token};
 use crate::delivery::Delivery;
 use crate::dispatch::{Concurrency, Dispatcher, InFlight};
 use crate::listener::{Listener, NotifyError};
@@ -47,6 +48,9 @@ const EVENT_QUEUE: usize = 4096;
 pub enum Stage {
     /// The manifest, parsed and validated.
     Manifest,
+    /// The admin server's socket, bound before anything is claimed (a port
+    /// in use fails the start); the server mounts when the host is up.
+    Admin,
     /// One reconnecting connection set per pool alias.
     Pools,
     /// The engine, the quotas and the plugin set.
@@ -68,6 +72,7 @@ impl std::fmt::Display for Stage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {
             Stage::Manifest => "manifest",
+            Stage::Admin => "admin",
             Stage::Pools => "pools",
             Stage::Plugins => "plugins",
             Stage::Reloader => "reloader",
@@ -134,6 +139,31 @@ impl HostContext {
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight
     }
+
+    /// Sets the gauges of `stats().metrics` that are read, not counted:
+    /// the live plugin set and jobs in flight from this host, and the
+    /// shared delivery state from Redis (left as they were when Redis does
+    /// not answer; the failure counts as a Redis error).
+    pub async fn refresh_gauges(&self) {
+        let metrics = &self.stats.metrics;
+        let set = self.plugins();
+        metrics.plugin_set(
+            set.generation(),
+            set.plugins()
+                .iter()
+                .map(|p| (p.name().as_str(), p.digest())),
+        );
+        let running = self.in_flight.lock().map_or(0, |s| s.len());
+        metrics.set_in_flight(running);
+        let mut sum = crate::delivery::Gauges::default();
+        for delivery in self.deliveries.values() {
+            match delivery.gauges().await {
+                Ok(g) => sum += g,
+                Err(_) => return,
+            }
+        }
+        metrics.set_delivery(&sum);
+    }
 }
 
 /// A started host. Dropping it without [`serve`](Self::serve) cancels and
@@ -179,7 +209,22 @@ impl Host {
     pub async fn start(manifest_path: &Path, options: RunOptions) -> anyhow::Result<Host> {
         let t = Instant::now();
         let manifest = Arc::new(Manifest::load(manifest_path)?);
+        let stats = Arc::new(Stats::new(manifest.admin.metrics_tenant_label));
         done(Stage::Manifest, t);
+
+        let t = Instant::now();
+        let admin = match options.admin_listen.unwrap_or(manifest.admin.listen) {
+            AdminListen::Off => None,
+            AdminListen::On(addr) => {
+                let token = Token::resolve(
+                    std::env::var("SYMPHONY_ADMIN_TOKEN").ok(),
+                    manifest.admin.token_file.as_deref(),
+                    manifest.base_dir(),
+                )?;
+                Some(AdminServer::bind(addr, token).await?)
+            }
+        };
+        done(Stage::Admin, t);
 
         let t = Instant::now();
         let pools = Pools::new(&manifest.pool_urls(options.redis_url.as_ref()))?;
@@ -221,6 +266,7 @@ impl Host {
             options.redis_url.clone(),
             runtime.clone(),
             plugins.clone(),
+            stats.clone(),
         );
         let reloading = tokio::spawn(reload::watch(reloader, cancel.child_token()));
         done(Stage::Reloader, t);
@@ -253,6 +299,7 @@ impl Host {
                 *alias,
                 pools.get(*alias)?,
                 manifest.listener.notify_keyspace_events,
+                stats.clone(),
             );
             listeners.spawn(listener.run(event_tx, cancel.child_token()));
             keyevents.push((*alias, event_rx));
@@ -261,7 +308,6 @@ impl Host {
 
         // All firings, swept or heard, go to the one dispatcher.
         let t = Instant::now();
-        let stats = Arc::new(Stats::default());
         let (firing_tx, firing_rx) = mpsc::channel(EVENT_QUEUE);
         let mut sources = JoinSet::new();
         for (alias, event_rx) in keyevents {
@@ -305,7 +351,7 @@ impl Host {
         let dispatching = tokio::spawn(dispatcher.run(firing_rx, cancel.child_token()));
         done(Stage::Dispatcher, t);
 
-        Ok(Host {
+        let mut host = Host {
             context: HostContext {
                 manifest,
                 pools,
@@ -327,7 +373,15 @@ impl Host {
             dispatching,
             tracker,
             services: JoinSet::new(),
-        })
+        };
+        if let Some(admin) = admin {
+            let addr = admin
+                .local_addr()
+                .context("cannot read the admin server's address")?;
+            info!(event = "admin_listening", url = %format!("http://{addr}/"), "admin server listening");
+            host.mount("admin", |ctx, cancel| admin.serve(ctx, cancel));
+        }
+        Ok(host)
     }
 
     /// What services see of the host.

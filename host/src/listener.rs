@@ -14,6 +14,7 @@
 //! layer can index what it missed. It never decides what runs: the durable
 //! index does (see [`crate::delivery`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -25,6 +26,7 @@ use tracing::{error, info, warn};
 use crate::manifest::{NotifyMode, RedisUrl};
 use crate::millis;
 use crate::pools::{Pool, PoolAlias};
+use crate::stats::Stats;
 
 /// First reconnect delay.
 const BACKOFF_START: Duration = Duration::from_millis(50);
@@ -139,13 +141,16 @@ pub struct Listener {
     client: redis::Client,
     url: RedisUrl,
     mode: NotifyMode,
+    stats: Arc<Stats>,
 }
 
 impl Listener {
-    /// A listener for `pool` (not yet connected).
-    pub fn new(alias: PoolAlias, pool: &Pool, mode: NotifyMode) -> Self {
+    /// A listener for `pool` (not yet connected); its state goes to
+    /// `stats.metrics`.
+    pub fn new(alias: PoolAlias, pool: &Pool, mode: NotifyMode, stats: Arc<Stats>) -> Self {
         Self {
             alias,
+            stats,
             client: pool.client().clone(),
             url: pool.url().clone(),
             mode,
@@ -187,6 +192,7 @@ impl Listener {
                 )
                 .await;
             let now = Instant::now();
+            self.stats.metrics.listener_lost(self.alias);
             match result {
                 Ok(()) => return Ok(()),
                 Err(SessionError::Fatal(e)) if !subscribed_once => return Err(e),
@@ -233,6 +239,9 @@ impl Listener {
         ensure_notifications(&mut conn, self.mode, &self.url.server()).await?;
         drop(conn);
 
+        self.stats
+            .metrics
+            .listener_subscribed(self.alias, *subscribed_once);
         if let Some(t) = lost_at.take() {
             warn!(
                 event = "listener_reconnected",

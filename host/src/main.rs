@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use symphony_host::admin::AdminListen;
 use symphony_host::commands;
 use symphony_host::manifest::RedisUrl;
 use tracing_subscriber::EnvFilter;
@@ -56,6 +57,13 @@ enum Command {
         /// Redis URL replacing the manifest's (each pool alias keeps its seed DB).
         #[arg(long, env = "SYMPHONY_REDIS_URL")]
         redis_url: Option<RedisUrl>,
+        /// Where the admin server (health probes, Prometheus metrics)
+        /// listens, replacing the manifest's `[admin] listen` (default
+        /// 127.0.0.1:9464): IP:PORT, port 0 for a free port, or "off".
+        /// Beyond loopback it needs SYMPHONY_ADMIN_TOKEN or
+        /// `[admin] token_file`.
+        #[arg(long, env = "SYMPHONY_ADMIN_LISTEN", value_name = "ADDR")]
+        admin_listen: Option<AdminListen>,
     },
     /// Parse and validate a manifest and compile every plugin; exits non-zero
     /// with a clear message (file:line:column for manifest errors) on failure.
@@ -234,8 +242,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             manifest,
             redis_url,
+            admin_listen,
         } => {
-            let options = symphony_host::RunOptions::default().with_redis_url(redis_url);
+            let options = symphony_host::RunOptions::default()
+                .with_redis_url(redis_url)
+                .with_admin_listen(admin_listen);
             symphony_host::run(&manifest, options, shutdown_signal()).await
         }
         Command::Check { manifest } => {

@@ -71,6 +71,9 @@ pub struct Manifest {
     /// Engine and dispatch limits.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The admin server (health, metrics).
+    #[serde(default)]
+    pub admin: crate::admin::AdminConfig,
     /// Leases of claimed firings.
     #[serde(default)]
     pub delivery: DeliveryConfig,

@@ -33,6 +33,7 @@ use crate::manifest::{Manifest, ManifestError, RedisUrl, RuntimeConfig};
 use crate::millis;
 use crate::plugins::{LoadErrors, PluginSet};
 use crate::runtime::Runtime;
+use crate::stats::Stats;
 
 /// Quiet time after the last file event before a reload starts.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
@@ -66,6 +67,7 @@ pub struct Reloader {
     /// Files to watch: the manifest and the plugins of the last parsed manifest.
     files: HashSet<PathBuf>,
     generation: u64,
+    stats: Arc<Stats>,
 }
 
 impl Reloader {
@@ -75,8 +77,10 @@ impl Reloader {
         redis_override: Option<RedisUrl>,
         runtime: Arc<Runtime>,
         plugins: Arc<ArcSwap<PluginSet>>,
+        stats: Arc<Stats>,
     ) -> Self {
         let mut r = Self {
+            stats,
             path: absolute(&manifest.path),
             redis_override,
             runtime,
@@ -136,6 +140,9 @@ impl Reloader {
         if new.delivery != self.started.delivery {
             return Err(ReloadError::NeedsRestart("[delivery]"));
         }
+        if new.admin != self.started.admin {
+            return Err(ReloadError::NeedsRestart("[admin]"));
+        }
         if new.tenants != self.started.tenants {
             return Err(ReloadError::NeedsRestart("[tenants] (quotas)"));
         }
@@ -150,7 +157,9 @@ impl Reloader {
     /// Reloads and logs the result.
     async fn reload_logged(&mut self, reason: &str) {
         let start = Instant::now();
-        match self.reload().await {
+        let result = self.reload().await;
+        self.stats.metrics.reloaded(result.is_ok());
+        match result {
             Ok(generation) => {
                 let set = self.plugins.load();
                 let plugins: Vec<String> = set

@@ -1,7 +1,9 @@
-//! Counters of what the host heard and did.
+//! Counters of what the host heard and did, and its Prometheus
+//! [`Metrics`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::metrics::Metrics;
 use crate::runtime::Outcome;
 
 /// Counters since start.
@@ -35,9 +37,33 @@ pub struct Stats {
     pub lease_lost: AtomicU64,
     /// Old dead letters trimmed to keep `[delivery] max_dead_letters`.
     pub dead_trimmed: AtomicU64,
+    /// Labelled counters, histograms and gauges, for `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 impl Stats {
+    /// Counters at zero; `tenant_label` as `[admin] metrics_tenant_label`.
+    pub fn new(tenant_label: bool) -> Self {
+        Self {
+            metrics: Metrics::new(tenant_label),
+            ..Self::default()
+        }
+    }
+
+    /// The metrics page, with the counters kept here copied in.
+    ///
+    /// # Errors
+    /// Never in practice (formatting into a `String`).
+    pub fn render_metrics(&self) -> Result<String, std::fmt::Error> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        self.metrics
+            .set_ignored("not_trigger", get(&self.not_trigger));
+        self.metrics.set_ignored("unrouted", get(&self.unrouted));
+        self.metrics
+            .set_ignored("tenant_not_served", get(&self.tenant_denied));
+        self.metrics.encode()
+    }
+
     /// Counts an invocation's outcome.
     pub fn record(&self, outcome: &Outcome) {
         let counter = match outcome {

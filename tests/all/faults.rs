@@ -125,7 +125,7 @@ fn a_server_that_refuses_config_stops_the_host_with_the_fix() {
         &plugin_entry("recorder", "recorder", &["rec_"]),
         "",
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+    let out = host_cmd()
         .arg("run")
         .arg(&manifest)
         .env("SYMPHONY_REDIS_URL", redis.url())

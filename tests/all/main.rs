@@ -6,6 +6,7 @@
 
 mod support;
 
+mod admin;
 mod cli;
 mod compat;
 mod delivery;

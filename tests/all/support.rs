@@ -302,7 +302,7 @@ impl Host {
         override_url: bool,
         filter: &str,
     ) -> Host {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_symphony-host"));
+        let mut cmd = host_cmd();
         if override_url {
             cmd.env("SYMPHONY_REDIS_URL", redis.url());
         } else {
@@ -372,6 +372,15 @@ impl Host {
     pub fn events(&self, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let l = self.lines.0.lock().unwrap();
         l.events.iter().filter(|e| pred(e)).cloned().collect()
+    }
+
+    /// The admin server's base URL (`http://127.0.0.1:PORT/`), from the
+    /// host's start-up line.
+    pub fn admin_url(&self) -> String {
+        let e = self
+            .try_wait_for(Duration::from_secs(20), |e| e["event"] == "admin_listening")
+            .unwrap_or_else(|| panic!("no admin_listening line\n{}", self.log()));
+        e["url"].as_str().unwrap().to_owned()
     }
 
     /// Waits (bounded) for the first event matching `pred`; panics with the
@@ -516,8 +525,11 @@ pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
 }
 
 /// A command running the `symphony-host` binary under test.
+/// (A `run` takes a free port for its admin server: many hosts run at once.)
 pub fn host_cmd() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_symphony-host"))
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_symphony-host"));
+    cmd.env("SYMPHONY_ADMIN_LISTEN", "127.0.0.1:0");
+    cmd
 }
 
 /// Runs `cmd`, asserts it succeeded (showing its stderr if not), returns its stdout.

@@ -124,6 +124,29 @@ pub const CLAIM_AHEAD: usize = 1000;
 /// Redis is not blocked for long (about a millisecond).
 pub const KEYS_PER_CALL: usize = 1000;
 
+/// Sizes of the delivery state (see [`Delivery::gauges`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gauges {
+    /// Entries of the due indexes: triggers waiting for their due time.
+    pub pending: u64,
+    /// Claimed firings not finished.
+    pub leases: u64,
+    /// Dead letters.
+    pub dead_letters: u64,
+    /// Firings with retry metadata: failed at least once, waiting for (or
+    /// running) their next attempt.
+    pub retries: u64,
+}
+
+impl std::ops::AddAssign for Gauges {
+    fn add_assign(&mut self, o: Gauges) {
+        self.pending += o.pending;
+        self.leases += o.leases;
+        self.dead_letters += o.dead_letters;
+        self.retries += o.retries;
+    }
+}
+
 /// What `symphony:meta` keeps for a retried firing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Meta {
@@ -264,6 +287,38 @@ impl Delivery {
     /// The pool this delivery works in.
     pub fn pool(&self) -> PoolAlias {
         self.pool
+    }
+
+    /// What the delivery state of this pool holds now, for every host:
+    /// a few commands, and one `ZCARD` per tenant with pending triggers
+    /// (pipelined, [`KEYS_PER_CALL`] a round trip).
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn gauges(&self) -> Result<Gauges, RepoError> {
+        let mut head = redis::pipe();
+        head.zrange(READY, 0, -1)
+            .zcard(LEGACY_DUE)
+            .zcard(LEASES)
+            .llen(DEAD)
+            .hlen(META);
+        let (tenants, legacy, leases, dead_letters, retries): (Vec<String>, u64, u64, u64, u64) =
+            self.conn.pipe(&head).await?;
+        let mut pending = legacy;
+        for chunk in tenants.chunks(KEYS_PER_CALL) {
+            let mut pipe = redis::pipe();
+            for tenant in chunk {
+                pipe.zcard(due_key(tenant));
+            }
+            let counts: Vec<u64> = self.conn.pipe(&pipe).await?;
+            pending += counts.iter().sum::<u64>();
+        }
+        Ok(Gauges {
+            pending,
+            leases,
+            dead_letters,
+            retries,
+        })
     }
 
     /// Sets `key` to `value` with `ttl_ms` and indexes it, atomically.
