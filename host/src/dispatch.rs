@@ -16,10 +16,13 @@
 //! finish on the version they started with (they hold its `Arc`).
 //!
 //! When a job ends, its firing is finished in Redis: done, retried after a
-//! backoff (up to the plugin's `retry.max_attempts`), or dead-lettered. Every
-//! invocation ends in one `symphony::dispatch` event with tenant, action, id,
-//! plugin, outcome, attempt, duration_us and late_us (from the due time to
-//! the start).
+//! backoff (up to the plugin's `retry.max_attempts`), or dead-lettered.
+//!
+//! Each job runs in one span (target `symphony::job`) holding its tenant,
+//! action, id, plugin, version, generation and attempt: every event of the
+//! job carries them. It ends in one `symphony::dispatch` event (`event` =
+//! `dispatch`) with outcome, duration_us, queued_us, late_us (from the due
+//! time to the start), due_ms and, unless ok, error.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
