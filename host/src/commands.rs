@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::delivery::{DeadList, Delivery};
+use crate::delivery::{DeadFilter, DeadList, Delivery};
 use crate::keys;
 use crate::manifest::{Manifest, RedisUrl, RuntimeConfig, seed_pool_urls};
 use crate::plugins::PluginSet;
@@ -96,21 +96,22 @@ pub async fn dead_letters(target: &Target) -> anyhow::Result<DeadList> {
     Ok(target.delivery()?.dead_letters().await?)
 }
 
-/// Queues dead letters (all, or those of one trigger key) to run again now,
-/// with a fresh attempt count; returns how many.
+/// Queues the dead letters `filter` matches to run again now, with a fresh
+/// attempt count; returns how many. (The admin API calls the same
+/// [`Delivery::retry_dead`].)
 ///
 /// # Errors
 /// Redis unreachable, or the target's settings do not load.
-pub async fn retry_dead(target: &Target, key: Option<&str>) -> anyhow::Result<u64> {
-    Ok(target.delivery()?.retry_dead(key).await?)
+pub async fn retry_dead(target: &Target, filter: &DeadFilter) -> anyhow::Result<u64> {
+    Ok(target.delivery()?.retry_dead(filter).await?)
 }
 
-/// Deletes every dead letter; returns how many.
+/// Deletes the dead letters `filter` matches; returns how many.
 ///
 /// # Errors
 /// Redis unreachable, or the target's settings do not load.
-pub async fn purge_dead(target: &Target) -> anyhow::Result<u64> {
-    Ok(target.delivery()?.purge_dead().await?)
+pub async fn purge_dead(target: &Target, filter: &DeadFilter) -> anyhow::Result<u64> {
+    Ok(target.delivery()?.purge_dead(filter).await?)
 }
 
 /// Sets `{tenant}:EXPTRIGGER:{action}:{id}` to fire after `ttl`; returns the

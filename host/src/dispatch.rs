@@ -66,8 +66,18 @@ struct Queued {
     heard_at: Instant,
 }
 
-/// The firings this host is running, member → pool (given back on shutdown).
-pub type InFlight = Arc<std::sync::Mutex<HashMap<String, PoolAlias>>>;
+/// The firings this host is running, by member (given back on shutdown,
+/// shown by the admin API).
+pub type InFlight = Arc<std::sync::Mutex<HashMap<String, Running>>>;
+
+/// A firing this host is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Running {
+    /// The pool whose delivery holds it.
+    pub pool: PoolAlias,
+    /// When its job started (Unix ms, this host's clock).
+    pub since_ms: i64,
+}
 
 /// A finished job, reported back to the scheduler.
 struct Done {
@@ -382,7 +392,13 @@ impl Dispatcher {
             generation,
         });
         if let Ok(mut set) = self.in_flight.lock() {
-            set.insert(firing.member.clone(), firing.pool);
+            set.insert(
+                firing.member.clone(),
+                Running {
+                    pool: firing.pool,
+                    since_ms: unix_ms(),
+                },
+            );
         }
         self.running += 1;
         *self.tenant_running.entry(job.tenant.clone()).or_default() += 1;
@@ -596,6 +612,18 @@ async fn run_job(
         queued_us as f64 / 1e6,
     );
     let detail = outcome.detail();
+    stats.recent.record(crate::recent::Dispatch {
+        at_ms: unix_ms(),
+        tenant: job.tenant.clone(),
+        action: job.action.clone(),
+        id: job.id.clone(),
+        plugin: plugin.name().to_string(),
+        attempt: firing.meta.attempts + 1,
+        outcome: outcome.as_str(),
+        error: detail.clone(),
+        duration_us,
+        late_us,
+    });
     // The job's fields come from its span; the error only when there is one.
     macro_rules! dispatch_event {
         ($level:ident) => {

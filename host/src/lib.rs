@@ -38,8 +38,10 @@
 //! - [`policy`]: capabilities, tenants and limits of each plugin.
 //! - [`quota`]: per-tenant dispatch, Redis-call and pending-trigger quotas.
 //! - [`stats`]: counters since start, and the host's [`metrics`].
-//! - [`admin`]: the admin HTTP server (health probes, Prometheus metrics),
-//!   mounted as a service of the host.
+//! - [`admin`]: the admin HTTP server (health probes, Prometheus metrics,
+//!   the JSON API and the dashboard), mounted as a service of the host.
+//! - [`recent`]: this host's last dispatches and per-minute/hour summaries.
+//! - [`fleet`]: every host on one Redis, by heartbeat.
 //! - [`throttle`]: one log line per interval for what could repeat without bound.
 //! - [`text`]: caps and escapes plugin-controlled text for logs and Redis.
 //!
@@ -67,6 +69,7 @@ pub mod commands;
 pub mod delivery;
 pub mod dispatch;
 pub mod error;
+pub mod fleet;
 pub mod keys;
 pub mod lifecycle;
 pub mod listener;
@@ -77,6 +80,7 @@ pub mod policy;
 pub mod pools;
 pub mod pump;
 pub mod quota;
+pub mod recent;
 pub mod reload;
 pub mod repo;
 pub mod runtime;

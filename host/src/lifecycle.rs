@@ -37,7 +37,7 @@ use crate::quota::Quotas;
 use crate::reload::{self, Reloader};
 use crate::runtime::Runtime;
 use crate::stats::Stats;
-use crate::{RunOptions, millis, pump, sweeper};
+use crate::{RunOptions, fleet, millis, pump, sweeper};
 
 /// Capacity of the channels between listeners, pumps, sweepers and the
 /// dispatcher.
@@ -96,6 +96,7 @@ pub struct HostContext {
     quotas: Arc<Quotas>,
     deliveries: Arc<BTreeMap<PoolAlias, Delivery>>,
     in_flight: InFlight,
+    reload_requests: tokio::sync::mpsc::Sender<reload::ReloadRequest>,
 }
 
 impl HostContext {
@@ -135,9 +136,26 @@ impl HostContext {
         &self.deliveries
     }
 
-    /// The firings running now (member → pool).
+    /// The firings this host is running now, by member.
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight
+    }
+
+    /// Reloads the manifest and plugins now, as a file change would;
+    /// returns the new generation.
+    ///
+    /// # Errors
+    /// Why the reload was rejected (the live set is then unchanged), or
+    /// that the reloader has stopped.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.reload_requests
+            .send(reply)
+            .await
+            .map_err(|_| "the reloader has stopped".to_owned())?;
+        answer
+            .await
+            .map_err(|_| "the reloader has stopped".to_owned())?
     }
 
     /// Sets the gauges of `stats().metrics` that are read, not counted:
@@ -268,7 +286,8 @@ impl Host {
             plugins.clone(),
             stats.clone(),
         );
-        let reloading = tokio::spawn(reload::watch(reloader, cancel.child_token()));
+        let (reload_requests, requests) = tokio::sync::mpsc::channel(8);
+        let reloading = tokio::spawn(reload::watch(reloader, requests, cancel.child_token()));
         done(Stage::Reloader, t);
 
         // Lease renewal outlives `cancel`: in-flight jobs keep their leases
@@ -361,6 +380,7 @@ impl Host {
                 quotas,
                 deliveries,
                 in_flight,
+                reload_requests,
             },
             pid_file,
             pid,
@@ -374,13 +394,20 @@ impl Host {
             tracker,
             services: JoinSet::new(),
         };
+        let mut admin_url = None;
         if let Some(admin) = admin {
             let addr = admin
                 .local_addr()
                 .context("cannot read the admin server's address")?;
-            info!(event = "admin_listening", url = %format!("http://{addr}/"), "admin server listening");
+            let url = format!("http://{addr}/");
+            info!(event = "admin_listening", url = %url, "admin server listening");
+            admin_url = Some(url);
             host.mount("admin", |ctx, cancel| admin.serve(ctx, cancel));
         }
+        let record = fleet::HostRecord::this_process(admin_url);
+        host.mount("heartbeat", |ctx, cancel| {
+            fleet::heartbeat(ctx, record, cancel)
+        });
         Ok(host)
     }
 
@@ -478,7 +505,7 @@ impl Host {
             .context
             .in_flight
             .lock()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.pool)).collect())
             .unwrap_or_default();
         for (pool, delivery) in self.context.deliveries.iter() {
             let of_pool = unfinished.iter().filter(|(_, p)| p == pool);

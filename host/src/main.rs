@@ -13,9 +13,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use symphony_host::admin::AdminListen;
 use symphony_host::commands;
+use symphony_host::delivery::DeadFilter;
 use symphony_host::manifest::RedisUrl;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt as _;
@@ -85,6 +86,30 @@ enum Command {
     Dead(DeadCommand),
 }
 
+/// Which dead letters `retry` and `purge` act on.
+#[derive(Args)]
+struct DeadFilterArgs {
+    /// Only the dead letters of this trigger key.
+    #[arg(long)]
+    key: Option<String>,
+    /// Only this tenant's.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Only this action's.
+    #[arg(long)]
+    action: Option<String>,
+}
+
+impl From<DeadFilterArgs> for DeadFilter {
+    fn from(a: DeadFilterArgs) -> Self {
+        DeadFilter {
+            key: a.key,
+            tenant: a.tenant,
+            action: a.action,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum DeadCommand {
     /// Print every dead letter, newest first, one JSON object per line
@@ -93,16 +118,19 @@ enum DeadCommand {
         #[command(flatten)]
         target: Target,
     },
-    /// Queue dead letters to run again now, with a fresh attempt count.
+    /// Queue dead letters to run again now, with a fresh attempt count
+    /// (all of them, or those matching every filter given).
     Retry {
-        /// Only the dead letters of this trigger key.
-        #[arg(long)]
-        key: Option<String>,
+        #[command(flatten)]
+        filter: DeadFilterArgs,
         #[command(flatten)]
         target: Target,
     },
-    /// Delete every dead letter.
+    /// Delete dead letters (all of them, or those matching every filter
+    /// given).
     Purge {
+        #[command(flatten)]
+        filter: DeadFilterArgs,
         #[command(flatten)]
         target: Target,
     },
@@ -285,13 +313,13 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dead(DeadCommand::Retry { key, target }) => {
-            let n = commands::retry_dead(&target.into(), key.as_deref()).await?;
+        Command::Dead(DeadCommand::Retry { filter, target }) => {
+            let n = commands::retry_dead(&target.into(), &filter.into()).await?;
             println!("{n} dead letter(s) queued again");
             Ok(())
         }
-        Command::Dead(DeadCommand::Purge { target }) => {
-            let n = commands::purge_dead(&target.into()).await?;
+        Command::Dead(DeadCommand::Purge { filter, target }) => {
+            let n = commands::purge_dead(&target.into(), &filter.into()).await?;
             println!("purged {n} dead letter(s)");
             Ok(())
         }

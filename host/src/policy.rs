@@ -153,6 +153,23 @@ impl Grants {
         granted & repo.bit() != 0
     }
 
+    /// The capabilities granted, as the manifest writes them (`user`,
+    /// `table:read`, ...), in the order of the WIT's imports.
+    pub fn capabilities(&self) -> Vec<String> {
+        Repo::ALL
+            .iter()
+            .filter_map(|&repo| {
+                if self.allows(repo, Access::Write) {
+                    Some(repo.name().to_owned())
+                } else if self.allows(repo, Access::Read) {
+                    Some(format!("{}:read", repo.name()))
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
     /// The grant a denied call lacks, for the error message.
     pub fn missing(repo: Repo, access: Access) -> String {
         match access {
@@ -353,6 +370,7 @@ mod tests {
     #[test]
     fn capabilities_parse_and_grant() {
         let g = Grants::new([cap("user:read").unwrap(), cap("trigger").unwrap()]);
+        assert_eq!(g.capabilities(), ["user:read", "trigger"]);
         assert!(g.allows(Repo::User, Access::Read));
         assert!(!g.allows(Repo::User, Access::Write));
         assert!(g.allows(Repo::Trigger, Access::Write));

@@ -154,12 +154,17 @@ impl Reloader {
         Ok(())
     }
 
-    /// Reloads and logs the result.
-    async fn reload_logged(&mut self, reason: &str) {
+    /// Reloads and logs the result; returns the new generation or why the
+    /// reload was rejected.
+    async fn reload_logged(&mut self, reason: &str) -> Result<u64, String> {
         let start = Instant::now();
         let result = self.reload().await;
         self.stats.metrics.reloaded(result.is_ok());
-        match result {
+        let result = result.map_err(|e| e.to_string());
+        if let Ok(mut last) = self.stats.last_reload_error.lock() {
+            *last = result.as_ref().err().cloned();
+        }
+        match &result {
             Ok(generation) => {
                 let set = self.plugins.load();
                 let plugins: Vec<String> = set
@@ -183,6 +188,7 @@ impl Reloader {
                 "reload rejected; the previous plugins keep serving"
             ),
         }
+        result
     }
 
     fn dirs(&self) -> HashSet<PathBuf> {
@@ -199,11 +205,17 @@ fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
-/// Watches files and SIGHUP and reloads until `cancel`. The watches and the
-/// signal handler are in place when this returns (before the future runs),
-/// so a change made after the host reports it is listening is never missed.
+/// A request to reload now (from the admin API), answered with the new
+/// generation or why the reload was rejected.
+pub type ReloadRequest = tokio::sync::oneshot::Sender<Result<u64, String>>;
+
+/// Watches files and SIGHUP, takes `requests`, and reloads until `cancel`.
+/// The watches and the signal handler are in place when this returns
+/// (before the future runs), so a change made after the host reports it is
+/// listening is never missed.
 pub fn watch(
     mut reloader: Reloader,
+    mut requests: mpsc::Receiver<ReloadRequest>,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> + Send {
     let (tx, mut events) = mpsc::channel::<notify::Event>(1024);
@@ -256,7 +268,13 @@ pub fn watch(
             let sighup = std::future::pending::<()>();
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = sighup => reloader.reload_logged("SIGHUP").await,
+                _ = sighup => {
+                    let _ = reloader.reload_logged("SIGHUP").await;
+                }
+                Some(reply) = requests.recv() => {
+                    // The asker may have gone; the reload stands either way.
+                    let _ = reply.send(reloader.reload_logged("admin API").await);
+                }
                 Some(event) = events.recv() => {
                     if !relevant(&event, &reloader.files) {
                         continue;
@@ -269,7 +287,7 @@ pub fn watch(
                             Some(_) = events.recv() => {}
                         }
                     }
-                    reloader.reload_logged("file changed").await;
+                    let _ = reloader.reload_logged("file changed").await;
                 }
             }
             rewatch(&reloader, &mut watched);

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::metrics::Metrics;
+use crate::recent::Recent;
 use crate::runtime::Outcome;
 
 /// Counters since start.
@@ -39,6 +40,10 @@ pub struct Stats {
     pub dead_trimmed: AtomicU64,
     /// Labelled counters, histograms and gauges, for `GET /metrics`.
     pub metrics: Metrics,
+    /// Why the last reload was rejected; `None` after one that succeeded.
+    pub last_reload_error: std::sync::Mutex<Option<String>>,
+    /// The last dispatches and the minute and hour windows (dashboard).
+    pub recent: Recent,
 }
 
 impl Stats {

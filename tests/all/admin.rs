@@ -214,3 +214,527 @@ fn an_admin_address_in_use_or_beyond_loopback_without_a_token_fails_the_start() 
     assert!(!ok);
     assert!(err.contains("is not an admin listen address"), "{err}");
 }
+
+/// `GET url` as JSON, asserting 200.
+fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url, None);
+    assert_eq!(status, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {url}: {e}: {body}"))
+}
+
+#[test]
+fn every_host_on_one_redis_shows_in_each_hosts_api_until_it_stops() {
+    let redis = RedisServer::start();
+    let plugins = plugin_entry("recorder", "recorder", &["rec_"]);
+    let a = Host::start(&redis, &plugins);
+    let mut b = Host::start(&redis, &plugins);
+    let (url_a, url_b) = (a.admin_url(), b.admin_url());
+    let alive = |url: &str| -> Vec<u64> {
+        let v = get_json(&format!("{url}api/hosts"));
+        let mut pids: Vec<u64> = v["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["alive"] == true)
+            .map(|h| h["pid"].as_u64().unwrap())
+            .collect();
+        pids.sort_unstable();
+        pids
+    };
+    let mut both = vec![u64::from(a.pid()), u64::from(b.pid())];
+    both.sort_unstable();
+    let deadline = Instant::now() + WAIT;
+    while alive(&url_a) != both {
+        assert!(
+            Instant::now() < deadline,
+            "host A never listed both: {:?}",
+            alive(&url_a)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(alive(&url_b), both, "host B sees the same fleet");
+    let v = get_json(&format!("{url_a}api/hosts"));
+    let me = v["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["pid"] == a.pid())
+        .unwrap()
+        .clone();
+    assert_eq!(me["admin_url"].as_str(), Some(url_a.as_str()), "{me}");
+    assert_eq!(me["version"], env!("CARGO_PKG_VERSION"), "{me}");
+    assert!(me["started_ms"].as_i64().unwrap() <= me["last_seen_ms"].as_i64().unwrap());
+
+    // B stops cleanly: its record goes at once.
+    assert!(b.terminate(Duration::from_secs(20)).success());
+    let deadline = Instant::now() + WAIT;
+    while alive(&url_a) != vec![u64::from(a.pid())] {
+        assert!(
+            Instant::now() < deadline,
+            "B still listed: {:?}",
+            alive(&url_a)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_plugins_api_shows_the_live_set_and_the_last_reload_error() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = dir.path().join("manifest.toml");
+    let mut host = Host::start_in(
+        dir,
+        &redis,
+        &plugin_entry_with(
+            "recorder",
+            "recorder",
+            &["rec_", "seen_"],
+            "tenants = [\"acme\"]\ncapabilities = [\"trigger\", \"user:read\"]",
+        ),
+        "",
+    );
+    let base = host.admin_url();
+    let v = get_json(&format!("{base}api/plugins"));
+    assert_eq!(v["generation"], 0, "{v}");
+    assert!(v["last_reload_error"].is_null(), "{v}");
+    let p = &v["plugins"][0];
+    assert_eq!(p["name"], "recorder", "{v}");
+    assert_eq!(p["version"].as_str().map(str::len), Some(12), "{v}");
+    assert_eq!(p["actions"], serde_json::json!(["rec_", "seen_"]), "{v}");
+    assert_eq!(p["tenants"], serde_json::json!(["acme"]), "{v}");
+    assert_eq!(
+        p["capabilities"],
+        serde_json::json!(["user:read", "trigger"]),
+        "{v}"
+    );
+    assert!(p["limits"]["timeout_ms"].as_u64().unwrap() > 0, "{v}");
+
+    // A broken manifest is rejected: the set stays, the error shows.
+    let good = std::fs::read_to_string(&manifest_path).unwrap();
+    std::fs::write(
+        &manifest_path,
+        format!("{good}\n[[plugin]]\nname = \"broken\"\n"),
+    )
+    .unwrap();
+    host.wait_for("the rejected reload", WAIT, |e| {
+        e["event"] == "reload_rejected"
+    });
+    let v = get_json(&format!("{base}api/plugins"));
+    assert_eq!(v["plugins"].as_array().unwrap().len(), 1, "{v}");
+    let err = v["last_reload_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("manifest.toml"),
+        "the error names the file: {v}"
+    );
+    let (_, page) = get(&format!("{base}metrics"), None);
+    assert_eq!(
+        sample(&page, r#"symphony_reloads_total{result="failed"}"#),
+        Some(1.0),
+        "{page}"
+    );
+}
+
+/// `POST url` with a JSON body (or `content_type`'s) and an optional
+/// bearer token: status and body.
+fn post_as(url: &str, token: Option<&str>, body: &str, content_type: &str) -> (u16, String) {
+    let mut req = agent().post(url).header("Content-Type", content_type);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut res = req.send(body).unwrap_or_else(|e| panic!("POST {url}: {e}"));
+    let status = res.status().as_u16();
+    (status, res.body_mut().read_to_string().unwrap())
+}
+
+fn post(url: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    post_as(url, token, body, "application/json")
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// `GET url` with `token` as JSON, asserting 200.
+fn get_json_with(url: &str, token: &str) -> serde_json::Value {
+    let (status, body) = get(url, Some(token));
+    assert_eq!(status, 200, "GET {url}: {body}");
+    json(&body)
+}
+
+#[test]
+fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("admin.token"), "tok-123\n").unwrap();
+    let mut host = Host::start_in(
+        dir,
+        &redis,
+        &plugin_entry_with(
+            "recorder",
+            "recorder",
+            &["rec_", "fail_"],
+            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]\n[plugin.retry]\nmax_attempts = 1",
+        ),
+        "[admin]\ntoken_file = \"admin.token\"\n",
+    );
+    let base = host.admin_url();
+    const TOKEN: &str = "tok-123";
+
+    // One scheduled trigger (by the CLI) and one dead letter.
+    run_ok(host_cmd().args([
+        "trigger",
+        "set",
+        "acme",
+        "rec_later",
+        "c1",
+        "--ttl",
+        "60s",
+        "--redis-url",
+        &redis.url(),
+    ]));
+    set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:fail_x:f1", 50);
+    host.wait_for("the dead letter", WAIT, |e| e["event"] == "dead_lettered");
+    let scheduled = |host_base: &str| -> Vec<String> {
+        get_json_with(&format!("{host_base}api/triggers?tenant=acme"), TOKEN)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let dead = || {
+        get_json_with(&format!("{base}api/dead"), TOKEN)["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let generation = || {
+        get_json_with(&format!("{base}api/plugins"), TOKEN)["generation"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(scheduled(&base), ["c1"]);
+    assert_eq!(dead(), 1);
+
+    // Every change, without the token and with a wrong one: 401, nothing done.
+    let changes = [
+        (
+            "api/triggers/cancel",
+            r#"{"tenant":"acme","action":"rec_later","id":"c1"}"#,
+        ),
+        ("api/dead/retry", "{}"),
+        ("api/dead/purge", "{}"),
+        ("api/plugins/reload", "{}"),
+    ];
+    for (path, body) in changes {
+        for token in [None, Some("tok-12"), Some("tok-1234"), Some("")] {
+            let (status, answer) = post(&format!("{base}{path}"), token, body);
+            assert_eq!(status, 401, "POST {path} with {token:?}: {answer}");
+        }
+        // With the token but not as JSON (as a cross-site form would): refused.
+        let (status, answer) = post_as(&format!("{base}{path}"), Some(TOKEN), body, "text/plain");
+        assert_eq!(status, 415, "POST {path} as text/plain: {answer}");
+        // No change by GET.
+        let (status, _) = get(&format!("{base}{path}"), Some(TOKEN));
+        assert_eq!(status, 405, "GET {path}");
+    }
+    for (path, _) in [
+        ("api/triggers", ""),
+        ("api/dead", ""),
+        ("api/in-flight", ""),
+        ("api/overview", ""),
+        ("api/dispatches", ""),
+        ("api/hosts", ""),
+        ("api/plugins", ""),
+    ] {
+        assert_eq!(
+            get(&format!("{base}{path}"), None).0,
+            401,
+            "GET {path} without the token"
+        );
+    }
+    assert_eq!(scheduled(&base), ["c1"], "nothing was cancelled");
+    assert_eq!(dead(), 1, "nothing was retried or purged");
+    assert_eq!(generation(), 0, "nothing was reloaded");
+    assert!(host.events(|e| e["event"] == "reloaded").is_empty());
+
+    // With the token: each does what it says.
+    let (status, answer) = post(
+        &format!("{base}api/triggers/cancel"),
+        Some(TOKEN),
+        changes[0].1,
+    );
+    assert_eq!(
+        (status, json(&answer)["cancelled"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
+    assert!(scheduled(&base).is_empty());
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("acme:EXPTRIGGER:rec_later:c1")
+        .query(&mut redis.conn(8))
+        .unwrap();
+    assert!(!exists, "the trigger key is gone");
+    let (status, answer) = post(
+        &format!("{base}api/triggers/cancel"),
+        Some(TOKEN),
+        changes[0].1,
+    );
+    assert_eq!(
+        (status, json(&answer)["cancelled"].as_bool()),
+        (200, Some(false)),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &format!("{base}api/triggers/cancel"),
+        Some(TOKEN),
+        r#"{"tenant":"acme","action":"a","id":"x\u0000y"}"#,
+    );
+    assert_eq!(status, 400, "a NUL in the id is refused: {answer}");
+
+    let (status, answer) = post(
+        &format!("{base}api/dead/retry"),
+        Some(TOKEN),
+        r#"{"tenant":"other"}"#,
+    );
+    assert_eq!(
+        (status, json(&answer)["retried"].as_u64()),
+        (200, Some(0)),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &format!("{base}api/dead/retry"),
+        Some(TOKEN),
+        r#"{"key":"acme:EXPTRIGGER:fail_x:f1"}"#,
+    );
+    assert_eq!(
+        (status, json(&answer)["retried"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    host.wait_for_n("the retried letter to die again", WAIT, 2, |e| {
+        e["event"] == "dead_lettered"
+    });
+    let (status, answer) = post(
+        &format!("{base}api/dead/purge"),
+        Some(TOKEN),
+        r#"{"action":"fail_x"}"#,
+    );
+    assert_eq!(
+        (status, json(&answer)["purged"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    assert_eq!(dead(), 0);
+
+    let (status, answer) = post(&format!("{base}api/plugins/reload"), Some(TOKEN), "{}");
+    assert_eq!(
+        (status, json(&answer)["generation"].as_u64()),
+        (200, Some(1)),
+        "{answer}"
+    );
+    assert_eq!(generation(), 1);
+
+    // The recent dispatches and the overview saw the failures.
+    let recent = get_json_with(&format!("{base}api/dispatches"), TOKEN);
+    let items = recent["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{recent}");
+    assert_eq!(items[0]["outcome"], "error", "{recent}");
+    assert_eq!(items[0]["error"], "recorder failed on purpose", "{recent}");
+    let overview = get_json_with(&format!("{base}api/overview"), TOKEN);
+    assert_eq!(overview["minute"]["total"]["count"], 2, "{overview}");
+    assert_eq!(
+        overview["minute"]["plugins"]["recorder"]["outcomes"]["error"], 2,
+        "{overview}"
+    );
+    assert_eq!(
+        overview["hour"]["tenants"]["acme"]["count"], 2,
+        "{overview}"
+    );
+
+    // Headers: API answers are not cached, the page has its CSP, all are nosniff.
+    let res = agent()
+        .get(&format!("{base}api/overview"))
+        .header("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .unwrap();
+    assert_eq!(res.headers().get("cache-control").unwrap(), "no-store");
+    assert_eq!(
+        res.headers().get("x-content-type-options").unwrap(),
+        "nosniff"
+    );
+    let res = agent().get(&base).call().unwrap();
+    let csp = res
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(res.headers().get("x-frame-options").unwrap(), "DENY");
+}
+
+/// Writes `n` index entries of `tenant` due from `from_ms`, `per_ms` to a
+/// millisecond (so many share a due time), without their keys: what the
+/// scheduled view reads.
+fn index_entries(redis: &RedisServer, tenant: &str, n: usize, from_ms: i64, per_ms: usize) {
+    let mut conn = redis.conn(8);
+    let due = format!("symphony:due:{tenant}");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(&due);
+        for i in chunk {
+            cmd.arg(from_ms + (*i / per_ms) as i64)
+                .arg(format!("{tenant}:EXPTRIGGER:act{}:{i:07}", i % 3));
+        }
+        let _: () = cmd.query(&mut conn).unwrap();
+    }
+    let _: () = redis::cmd("ZADD")
+        .arg("symphony:ready")
+        .arg(from_ms)
+        .arg(tenant)
+        .query(&mut conn)
+        .unwrap();
+}
+
+#[test]
+fn the_scheduled_view_pages_a_million_triggers_in_order_within_200_ms() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, &plugin_entry("recorder", "recorder", &["rec_"]));
+    let base = host.admin_url();
+    let hour_ahead = {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut redis.conn(8)).unwrap();
+        secs * 1000 + micros / 1000 + 3_600_000
+    };
+
+    // Three small tenants, due times shared by many entries: walking every
+    // page yields each entry once, in (due, key) order.
+    for (t, n) in [("ta", 40), ("tb", 25), ("tab", 31)] {
+        index_entries(&redis, t, n, hour_ahead, 7);
+    }
+    let mut want: Vec<(i64, String)> = [("ta", 40), ("tb", 25), ("tab", 31)]
+        .iter()
+        .flat_map(|(t, n)| {
+            (0..*n).map(move |i| {
+                (
+                    hour_ahead + (i / 7) as i64,
+                    format!("{t}:EXPTRIGGER:act{}:{i:07}", i % 3),
+                )
+            })
+        })
+        .collect();
+    want.sort();
+    let walk = |query: &str| -> Vec<(i64, String)> {
+        let mut got = Vec::new();
+        let mut after = String::new();
+        for _ in 0..1000 {
+            let page = get_json(&format!("{base}api/triggers?limit=6&after={after}{query}"));
+            for t in page["items"].as_array().unwrap() {
+                got.push((
+                    t["due_ms"].as_i64().unwrap(),
+                    t["key"].as_str().unwrap().to_owned(),
+                ));
+            }
+            match page["next"].as_str() {
+                Some(n) => after = n.to_owned(),
+                None => return got,
+            }
+        }
+        panic!("the pages never ended");
+    };
+    assert_eq!(walk(""), want, "every entry once, in order");
+    let act1: Vec<_> = want
+        .iter()
+        .filter(|(_, k)| k.contains(":act1:"))
+        .cloned()
+        .collect();
+    assert_eq!(walk("&action=act1"), act1, "filtered by action");
+    let tb: Vec<_> = want
+        .iter()
+        .filter(|(_, k)| k.starts_with("tb:"))
+        .cloned()
+        .collect();
+    assert_eq!(walk("&tenant=tb"), tb, "one tenant");
+
+    // A million pending in one tenant: pages stay fast wherever they start.
+    index_entries(&redis, "big", 1_000_000, hour_ahead, 50);
+    let timed = |query: &str| -> (Duration, serde_json::Value) {
+        let mut worst = Duration::ZERO;
+        let mut last = serde_json::Value::Null;
+        for _ in 0..5 {
+            let start = Instant::now();
+            last = get_json(&format!("{base}api/triggers?{query}"));
+            worst = worst.max(start.elapsed());
+        }
+        (worst, last)
+    };
+    let middle = format!(
+        "{}-{}",
+        hour_ahead + 500_000 / 50,
+        "big:EXPTRIGGER:act2:0500000"
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    );
+    for (what, query) in [
+        ("the first page", "limit=50".to_owned()),
+        ("one tenant's first page", "tenant=big&limit=50".to_owned()),
+        (
+            "a page from the middle",
+            format!("tenant=big&limit=50&after={middle}"),
+        ),
+        (
+            "all tenants from the middle",
+            format!("limit=50&after={middle}"),
+        ),
+        (
+            "an id prefix that matches late",
+            "tenant=big&id_prefix=0999&limit=50".to_owned(),
+        ),
+    ] {
+        let (worst, page) = timed(&query);
+        eprintln!(
+            "{what}: worst of 5 {worst:?}, {} items, {} read",
+            page["items"].as_array().unwrap().len(),
+            page["scanned"]
+        );
+        assert!(worst < Duration::from_millis(200), "{what} took {worst:?}");
+        if what == "a page from the middle" {
+            // Within a due time, keys sort as strings: act0, act1, then act2.
+            assert_eq!(
+                page["items"][0]["key"], "big:EXPTRIGGER:act2:0500003",
+                "{page}"
+            );
+            assert_eq!(page["items"].as_array().unwrap().len(), 50);
+        }
+        if what.starts_with("an id prefix") {
+            assert!(
+                page["scanned"].as_u64().unwrap() <= 5000,
+                "the read is bounded: {page}"
+            );
+            assert!(page["next"].is_string(), "and says where to go on: {page}");
+        }
+    }
+}
+
+#[test]
+fn with_the_admin_server_off_the_host_runs_without_one() {
+    let redis = RedisServer::start();
+    let mut host = Host::start_with_args(
+        &redis,
+        &plugin_entry("recorder", "recorder", &["rec_"]),
+        "",
+        &["--admin-listen", "off"],
+    );
+    set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:rec_m:1", 50);
+    host.wait_for("the dispatch", WAIT, |e| is_dispatch(e, "rec_m", "1"));
+    assert!(
+        host.events(|e| e["event"] == "admin_listening").is_empty(),
+        "{}",
+        host.log()
+    );
+}

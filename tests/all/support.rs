@@ -271,9 +271,26 @@ impl Host {
         host
     }
 
+    /// As [`Host::start_with`], with more arguments to `run` (before the
+    /// manifest).
+    pub fn start_with_args(
+        redis: &RedisServer,
+        plugins: &str,
+        extra: &str,
+        run_args: &[&str],
+    ) -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = write_manifest(dir.path(), plugins, extra);
+        let mut host = Self::spawn_inner(&manifest, redis, dir, true, "info", run_args);
+        host.wait_for("the listener to subscribe", Duration::from_secs(20), |e| {
+            e["event"] == "listening"
+        });
+        host
+    }
+
     /// Starts the host on `manifest` against `redis` without waiting.
     pub fn spawn(manifest: &Path, redis: &RedisServer, dir: tempfile::TempDir) -> Host {
-        Self::spawn_inner(manifest, redis, dir, true, "info")
+        Self::spawn_inner(manifest, redis, dir, true, "info", &[])
     }
 
     /// As [`Host::spawn`], with `RUST_LOG` set to `filter`.
@@ -283,7 +300,7 @@ impl Host {
         dir: tempfile::TempDir,
         filter: &str,
     ) -> Host {
-        Self::spawn_inner(manifest, redis, dir, true, filter)
+        Self::spawn_inner(manifest, redis, dir, true, filter, &[])
     }
 
     /// As [`Host::spawn`], but the manifest's `[redis]` is used as written.
@@ -292,7 +309,7 @@ impl Host {
         redis: &RedisServer,
         dir: tempfile::TempDir,
     ) -> Host {
-        Self::spawn_inner(manifest, redis, dir, false, "info")
+        Self::spawn_inner(manifest, redis, dir, false, "info", &[])
     }
 
     fn spawn_inner(
@@ -301,6 +318,7 @@ impl Host {
         dir: tempfile::TempDir,
         override_url: bool,
         filter: &str,
+        run_args: &[&str],
     ) -> Host {
         let mut cmd = host_cmd();
         if override_url {
@@ -310,6 +328,7 @@ impl Host {
         }
         let mut child = cmd
             .args(["--log-format", "json", "run"])
+            .args(run_args)
             .arg(manifest)
             .env("RUST_LOG", filter)
             .stdin(Stdio::null())

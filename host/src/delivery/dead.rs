@@ -41,6 +41,32 @@ pub struct DeadList {
     pub unreadable: Vec<(usize, String)>,
 }
 
+/// Which dead letters a command acts on: those matching every field set
+/// (none set: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeadFilter {
+    /// Only the letters of this trigger key.
+    pub key: Option<String>,
+    /// Only this tenant's.
+    pub tenant: Option<String>,
+    /// Only this action's.
+    pub action: Option<String>,
+}
+
+impl DeadFilter {
+    /// Whether `letter` matches.
+    pub fn accepts(&self, letter: &DeadLetter) -> bool {
+        self.key.as_ref().is_none_or(|k| *k == letter.key)
+            && self.tenant.as_ref().is_none_or(|t| *t == letter.tenant)
+            && self.action.as_ref().is_none_or(|a| *a == letter.action)
+    }
+
+    /// Whether it matches every letter.
+    pub fn is_all(&self) -> bool {
+        self.key.is_none() && self.tenant.is_none() && self.action.is_none()
+    }
+}
+
 impl Delivery {
     /// Gives up on a firing: it goes to the dead-letter list, which keeps
     /// the newest `max_dead_letters`. Returns how many old letters were
@@ -73,12 +99,12 @@ impl Delivery {
         Ok(list)
     }
 
-    /// Puts dead letters (all, or those of `key`) back in the index, due at
+    /// Puts the dead letters `filter` matches back in the index, due at
     /// once with a fresh attempt count; returns how many.
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn retry_dead(&self, key: Option<&str>) -> Result<u64, RepoError> {
+    pub async fn retry_dead(&self, filter: &DeadFilter) -> Result<u64, RepoError> {
         let raw: Vec<String> = self
             .conn
             .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
@@ -96,7 +122,7 @@ impl Delivery {
                     continue;
                 }
             };
-            if key.is_some_and(|k| k != letter.key) {
+            if !filter.accepts(&letter) {
                 continue;
             }
             let member = format!("{}{SEP}retried{}", letter.key, fastrand::u32(..));
@@ -117,13 +143,36 @@ impl Delivery {
         Ok(n)
     }
 
-    /// Deletes every dead letter; returns how many there were.
+    /// Deletes the dead letters `filter` matches (all of them, entries
+    /// that are not dead letters included, when it matches all); returns
+    /// how many.
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn purge_dead(&self) -> Result<u64, RepoError> {
-        let n: u64 = self.conn.query(redis::cmd("LLEN").arg(DEAD)).await?;
-        let _: () = self.conn.query(redis::cmd("DEL").arg(DEAD)).await?;
+    pub async fn purge_dead(&self, filter: &DeadFilter) -> Result<u64, RepoError> {
+        if filter.is_all() {
+            let mut pipe = redis::pipe();
+            pipe.atomic().llen(DEAD).del(DEAD);
+            let (n, _): (u64, u64) = self.conn.pipe(&pipe).await?;
+            return Ok(n);
+        }
+        let raw: Vec<String> = self
+            .conn
+            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
+            .await?;
+        let matching: Vec<&String> = raw
+            .iter()
+            .filter(|e| serde_json::from_str(e).is_ok_and(|l| filter.accepts(&l)))
+            .collect();
+        let mut n = 0;
+        for chunk in matching.chunks(super::KEYS_PER_CALL) {
+            let mut pipe = redis::pipe();
+            for entry in chunk {
+                pipe.cmd("LREM").arg(DEAD).arg(1).arg(*entry);
+            }
+            let removed: Vec<u64> = self.conn.pipe(&pipe).await?;
+            n += removed.iter().sum::<u64>();
+        }
         Ok(n)
     }
 }

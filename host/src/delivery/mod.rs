@@ -51,6 +51,7 @@
 //! `docs/guarantees.md` states what is guaranteed and `docs/design.md` how
 //! the index is to be sharded for Redis Cluster.
 
+mod browse;
 mod dead;
 mod finisher;
 mod held;
@@ -62,7 +63,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-pub use self::dead::{DeadLetter, DeadList};
+pub use self::browse::{
+    Claimed, Cursor, MAX_PAGE, SCAN_BUDGET, SchedulePage, Scheduled, TriggerFilter,
+};
+pub use self::dead::{DeadFilter, DeadLetter, DeadList};
 pub use self::finisher::Finisher;
 pub use self::held::Held;
 use self::scripts::{SCRIPTS, Scripts};

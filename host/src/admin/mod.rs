@@ -1,13 +1,16 @@
 //! The admin HTTP server, mounted as a service of the [`Host`](crate::Host):
 //! `GET /healthz` (the process serves), `GET /readyz` (Redis reachable,
-//! every listener subscribed, a plugin set loaded) and `GET /metrics`
-//! (Prometheus, see [`crate::metrics`]).
+//! every listener subscribed, a plugin set loaded), `GET /metrics`
+//! (Prometheus, see [`crate::metrics`]), the JSON API under `/api/` (`api.rs`)
+//! and the dashboard at `/` (`page.rs`, assets embedded in the binary).
 //!
 //! It listens on loopback by default (`[admin] listen`, `--admin-listen`,
 //! `SYMPHONY_ADMIN_LISTEN`). Any other address needs a token
 //! (`SYMPHONY_ADMIN_TOKEN` or `[admin] token_file`): the host refuses to
 //! start without one. With a token set, every endpoint but the two probes
-//! needs `Authorization: Bearer <token>`.
+//! and the page's static files needs `Authorization: Bearer <token>`.
+//! Changes are POSTs with a JSON body; every answer carries `nosniff`,
+//! `X-Frame-Options: DENY` and no referrer, the page a strict CSP.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -19,16 +22,19 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::lifecycle::HostContext;
+
+mod api;
+mod page;
 
 /// Where the admin server listens when nothing says otherwise.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9464";
@@ -194,11 +200,26 @@ impl AdminServer {
         });
         let guarded = Router::new()
             .route("/metrics", get(metrics))
+            .route("/api/overview", get(api::overview))
+            .route("/api/dispatches", get(api::dispatches))
+            .route("/api/triggers", get(api::triggers))
+            .route("/api/triggers/cancel", post(api::cancel_trigger))
+            .route("/api/in-flight", get(api::in_flight))
+            .route("/api/dead", get(api::dead))
+            .route("/api/dead/retry", post(api::dead_retry))
+            .route("/api/dead/purge", post(api::dead_purge))
+            .route("/api/hosts", get(api::hosts))
+            .route("/api/plugins", get(api::plugins))
+            .route("/api/plugins/reload", post(api::reload))
+            .route_layer(middleware::from_fn(json_posts_only))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
+            .merge(page::routes())
             .merge(guarded)
+            .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such page") })
+            .layer(middleware::from_fn(security_headers))
             .with_state(state);
         axum::serve(self.listener, app)
             .with_graceful_shutdown(cancel.cancelled_owned())
@@ -222,6 +243,39 @@ async fn require_token(State(admin): State<Arc<Admin>>, req: Request, next: Next
             .into_response(),
         _ => next.run(req).await,
     }
+}
+
+/// A POST must carry JSON: a cross-site form (which cannot set that
+/// content type without the browser asking first) changes nothing.
+async fn json_posts_only(req: Request, next: Next) -> Response {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if req.method() == Method::POST && !json {
+        return api::error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a POST needs a JSON body (Content-Type: application/json)",
+        );
+    }
+    next.run(req).await
+}
+
+/// Headers on every answer: no sniffing, no framing, no referrer.
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    res
 }
 
 async fn healthz() -> Response {
