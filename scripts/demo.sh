@@ -15,7 +15,7 @@ cd "$root"
 smoke=false
 [ "${1:-}" = "--smoke" ] && smoke=true
 
-bash scripts/setup.sh
+bash scripts/setup.sh --no-browser
 echo "demo: building symphony-host and the plugins (the first build takes a few minutes)" >&2
 cargo build --locked --quiet -p symphony-host
 bash scripts/build-plugins.sh --rust

@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod browser;
 mod cli;
 mod compat;
 mod delivery;
