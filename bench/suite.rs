@@ -22,6 +22,9 @@
 //! 4. `steady`: 200/s and 5000/s for 30 s, each due 1 s after it is set.
 //! 5. `reload`: a plugin file written to the new version live.
 //! 6. `rss`: host RSS idle with 10 plugins loaded (the burst reports its peak).
+//! 7. `admin`: the burst with 1 host, the admin server off, then on with a
+//!    client reading `/metrics` and the dashboard's overview every second;
+//!    alternated, 3 pairs (1 with `--quick`).
 //!
 //! The end-to-end sections run the host on the tests' manifest header
 //! (`support::write_manifest`: their compile cache, a 2 s timeout, otherwise
@@ -88,7 +91,9 @@ const QUICK: Sizes = Sizes {
     reloads: 2,
 };
 
-const SECTIONS: [&str; 6] = ["overhead", "schedule", "burst", "steady", "reload", "rss"];
+const SECTIONS: [&str; 7] = [
+    "overhead", "schedule", "burst", "steady", "reload", "rss", "admin",
+];
 
 /// One line of the summary: a figure against its target.
 struct Verdict {
@@ -186,6 +191,9 @@ fn main() {
     }
     if run("rss") {
         rss(&mut report);
+    }
+    if run("admin") {
+        admin_cost(sizes, &mut report);
     }
     println!("## Against the targets\n");
     if sizes.quick {
@@ -849,4 +857,96 @@ fn rss(report: &mut Report) {
         );
     }
     println!();
+}
+
+/// One burst of `sizes.burst` on one host, the admin server off or on (and
+/// read every second, as an open dashboard and a Prometheus scrape would):
+/// the dispatch rate, and whether every trigger ran once.
+fn admin_burst(sizes: Sizes, admin: bool) -> (f64, bool) {
+    let n = sizes.burst;
+    let redis = RedisServer::start();
+    let runtime_lines = std::env::var("BENCH_RUNTIME").unwrap_or_default();
+    let args: &[&str] = if admin {
+        &[]
+    } else {
+        &["--admin-listen", "off"]
+    };
+    let mut host = Host::start_with_args(&redis, &poly_entry(""), &runtime_lines, args);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let scraper = admin.then(|| {
+        let base = host.admin_url();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let agent: ureq::Agent = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into();
+            let mut reads = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for path in ["metrics", "api/overview"] {
+                    if let Ok(mut r) = agent.get(&format!("{base}{path}")).call() {
+                        let _ = r.body_mut().read_to_string();
+                        reads += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            reads
+        })
+    });
+    let rt = runtime();
+    let _enter = rt.enter();
+    let pools = pools(&redis);
+    let repo = TriggerRepo::new(&pools, "bench").unwrap();
+    let first_due = Instant::now() + Duration::from_secs(3);
+    rt.block_on(arm_spread(&repo, "b", n, first_due, Duration::from_secs(1)));
+    let done = wait_count(
+        std::slice::from_ref(&host),
+        "b",
+        n,
+        Duration::from_secs(300),
+    );
+    let f = figures(std::slice::from_ref(&host), "b");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(s) = scraper {
+        let reads = s.join().unwrap();
+        assert!(reads > 0, "the admin server answered no read");
+    }
+    host.terminate(Duration::from_secs(30));
+    let rate = f.ran as f64 / (f.start_span_ms / 1000.0).max(0.001);
+    (rate, done && f.ran == n && f.distinct == n)
+}
+
+fn admin_cost(sizes: Sizes, report: &mut Report) {
+    let pairs = if sizes.quick { 1 } else { 3 };
+    println!(
+        "## 7. What the admin server costs: burst of {}, 1 host, off vs on (read every second), {pairs} alternated pair(s)\n",
+        sizes.burst
+    );
+    println!("| pair | admin off | admin on |\n| --- | --- | --- |");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let mut exact = true;
+    for pair in 1..=pairs {
+        let (a, ok_a) = admin_burst(sizes, false);
+        let (b, ok_b) = admin_burst(sizes, true);
+        exact &= ok_a && ok_b;
+        println!("| {pair} | {a:.0}/s | {b:.0}/s |");
+        off.push(a);
+        on.push(b);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let ratio = mean(&on) / mean(&off).max(1.0);
+    println!(
+        "| mean | {:.0}/s | {:.0}/s ({:+.1} %) |\n",
+        mean(&off),
+        mean(&on),
+        (ratio - 1.0) * 100.0
+    );
+    report.require("admin on/off bursts: every trigger ran exactly once", exact);
+    report.check(
+        "burst rate with the admin server on and read, against off",
+        format!("{:.1} %", ratio * 100.0),
+        "≥ 98 %",
+        ratio >= 0.98,
+    );
 }

@@ -396,7 +396,7 @@ impl Dispatcher {
                 firing.member.clone(),
                 Running {
                     pool: firing.pool,
-                    since_ms: unix_ms(),
+                    since_ms: crate::unix_ms(),
                 },
             );
         }
@@ -536,7 +536,7 @@ async fn settle(
                     attempts,
                     last_error: error,
                     first_due_ms,
-                    failed_at_ms: unix_ms(),
+                    failed_at_ms: crate::unix_ms(),
                 };
                 error!(
                     event = "dead_lettered",
@@ -562,13 +562,6 @@ async fn settle(
             "cannot record the outcome in Redis; the lease will run this firing again"
         );
     }
-}
-
-/// Milliseconds since the Unix epoch, by this machine's clock.
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The span of one job: every event of the job (its dispatch line, the
@@ -598,7 +591,7 @@ async fn run_job(
     heard_at: Instant,
 ) -> Outcome {
     let start = Instant::now();
-    let late_us = (unix_ms() - firing.due_ms).saturating_mul(1000);
+    let late_us = (crate::unix_ms() - firing.due_ms).saturating_mul(1000);
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
     let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -613,7 +606,7 @@ async fn run_job(
     );
     let detail = outcome.detail();
     stats.recent.record(crate::recent::Dispatch {
-        at_ms: unix_ms(),
+        at_ms: crate::unix_ms(),
         tenant: job.tenant.clone(),
         action: job.action.clone(),
         id: job.id.clone(),

@@ -66,13 +66,6 @@ pub struct HostView {
     pub alive: bool,
 }
 
-/// Unix ms by this machine's clock.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -87,7 +80,7 @@ impl HostRecord {
     pub fn this_process(admin_url: Option<String>) -> Self {
         let hostname = hostname();
         let pid = std::process::id();
-        let now = now_ms();
+        let now = crate::unix_ms();
         Self {
             id: format!("{hostname}:{pid}:{:08x}", fastrand::u32(..)),
             hostname,
@@ -109,7 +102,7 @@ impl HostRecord {
 /// Redis failing.
 pub async fn list(conn: &RedisConn) -> Result<Vec<HostView>, RepoError> {
     let all: Vec<(String, String)> = conn.query(redis::cmd("HGETALL").arg(HOSTS)).await?;
-    let now = now_ms();
+    let now = crate::unix_ms();
     let alive_ms = i64::try_from(ALIVE_WITHIN.as_millis()).unwrap_or(i64::MAX);
     let mut hosts: Vec<HostView> = all
         .into_iter()
@@ -126,7 +119,7 @@ pub async fn list(conn: &RedisConn) -> Result<Vec<HostView>, RepoError> {
 /// Writes `record` (its `last_seen_ms` set to now) and removes records
 /// silent for [`FORGET_AFTER`].
 async fn beat(conn: &RedisConn, record: &mut HostRecord) -> Result<(), RepoError> {
-    record.last_seen_ms = now_ms();
+    record.last_seen_ms = crate::unix_ms();
     let json = serde_json::to_string(record)
         .map_err(|e| RepoError::InvalidInput(format!("cannot encode the host record: {e}")))?;
     let _: () = conn

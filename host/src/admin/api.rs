@@ -75,12 +75,6 @@ fn expiry_conn(admin: &Admin) -> Result<crate::backend::RedisConn, ApiError> {
     Ok(admin.ctx.pools().get(PoolAlias::Expiry)?.conn())
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Empty query parameters mean "not given".
 fn given(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
@@ -91,7 +85,7 @@ fn given(v: Option<String>) -> Option<String> {
 /// and per tenant.
 pub(super) async fn overview(State(admin): State<Arc<Admin>>) -> ApiResult {
     let gauges = delivery(&admin)?.gauges().await?;
-    let (minute, hour) = admin.ctx.stats().recent.windows(unix_ms());
+    let (minute, hour) = admin.ctx.stats().recent.windows(crate::unix_ms());
     let running = admin.ctx.in_flight().lock().map_or(0, |s| s.len());
     Ok(ok(&json!({
         "host": { "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"), "running": running },
@@ -308,7 +302,7 @@ pub(super) async fn dead_purge(
 /// `GET /api/hosts`: every host on this Redis, by heartbeat.
 pub(super) async fn hosts(State(admin): State<Arc<Admin>>) -> ApiResult {
     let hosts = crate::fleet::list(&expiry_conn(&admin)?).await?;
-    Ok(ok(&json!({ "hosts": hosts, "now_ms": unix_ms() })))
+    Ok(ok(&json!({ "hosts": hosts, "now_ms": crate::unix_ms() })))
 }
 
 /// `GET /api/plugins`: the live plugin set and the last reload's error.
