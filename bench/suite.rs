@@ -24,7 +24,7 @@
 //! 6. `rss`: host RSS idle with 10 plugins loaded (the burst reports its peak).
 //! 7. `admin`: the burst with 1 host, the admin server off, then on with a
 //!    client reading `/metrics` and the dashboard's overview every second;
-//!    alternated, 3 pairs (1 with `--quick`).
+//!    alternated, 5 pairs (1 with `--quick`).
 //!
 //! The end-to-end sections run the host on the tests' manifest header
 //! (`support::write_manifest`: their compile cache, a 2 s timeout, otherwise
@@ -861,8 +861,9 @@ fn rss(report: &mut Report) {
 
 /// One burst of `sizes.burst` on one host, the admin server off or on (and
 /// read every second, as an open dashboard and a Prometheus scrape would):
-/// the dispatch rate, and whether every trigger ran once.
-fn admin_burst(sizes: Sizes, admin: bool) -> (f64, bool) {
+/// the dispatch rate, the host's CPU per job (µs), and whether every
+/// trigger ran once.
+fn admin_burst(sizes: Sizes, admin: bool) -> (f64, f64, bool) {
     let n = sizes.burst;
     let redis = RedisServer::start();
     let runtime_lines = std::env::var("BENCH_RUNTIME").unwrap_or_default();
@@ -900,12 +901,14 @@ fn admin_burst(sizes: Sizes, admin: bool) -> (f64, bool) {
     let repo = TriggerRepo::new(&pools, "bench").unwrap();
     let first_due = Instant::now() + Duration::from_secs(3);
     rt.block_on(arm_spread(&repo, "b", n, first_due, Duration::from_secs(1)));
+    let cpu_before = cpu_secs(host.pid());
     let done = wait_count(
         std::slice::from_ref(&host),
         "b",
         n,
         Duration::from_secs(300),
     );
+    let cpu_us = (cpu_secs(host.pid()) - cpu_before) * 1e6 / n as f64;
     let f = figures(std::slice::from_ref(&host), "b");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(s) = scraper {
@@ -914,33 +917,40 @@ fn admin_burst(sizes: Sizes, admin: bool) -> (f64, bool) {
     }
     host.terminate(Duration::from_secs(30));
     let rate = f.ran as f64 / (f.start_span_ms / 1000.0).max(0.001);
-    (rate, done && f.ran == n && f.distinct == n)
+    (rate, cpu_us, done && f.ran == n && f.distinct == n)
 }
 
 fn admin_cost(sizes: Sizes, report: &mut Report) {
-    let pairs = if sizes.quick { 1 } else { 3 };
+    let pairs = if sizes.quick { 1 } else { 5 };
     println!(
         "## 7. What the admin server costs: burst of {}, 1 host, off vs on (read every second), {pairs} alternated pair(s)\n",
         sizes.burst
     );
-    println!("| pair | admin off | admin on |\n| --- | --- | --- |");
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    println!(
+        "| pair | admin off: rate, host CPU per job | admin on: rate, host CPU per job |\n| --- | --- | --- |"
+    );
+    let (mut off, mut on, mut cpu_off, mut cpu_on) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut exact = true;
     for pair in 1..=pairs {
-        let (a, ok_a) = admin_burst(sizes, false);
-        let (b, ok_b) = admin_burst(sizes, true);
+        let (a, ca, ok_a) = admin_burst(sizes, false);
+        let (b, cb, ok_b) = admin_burst(sizes, true);
         exact &= ok_a && ok_b;
-        println!("| {pair} | {a:.0}/s | {b:.0}/s |");
+        println!("| {pair} | {a:.0}/s, {ca:.0} µs | {b:.0}/s, {cb:.0} µs |");
         off.push(a);
         on.push(b);
+        cpu_off.push(ca);
+        cpu_on.push(cb);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let ratio = mean(&on) / mean(&off).max(1.0);
     println!(
-        "| mean | {:.0}/s | {:.0}/s ({:+.1} %) |\n",
+        "| mean | {:.0}/s, {:.0} µs | {:.0}/s ({:+.1} %), {:.0} µs |\n",
         mean(&off),
+        mean(&cpu_off),
         mean(&on),
-        (ratio - 1.0) * 100.0
+        (ratio - 1.0) * 100.0,
+        mean(&cpu_on)
     );
     report.require("admin on/off bursts: every trigger ran exactly once", exact);
     report.check(
