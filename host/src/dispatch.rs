@@ -596,27 +596,30 @@ async fn run_job(
     let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
     stats.record(&outcome);
-    stats.metrics.dispatched(
-        &job.tenant,
-        plugin.name().as_str(),
-        &outcome,
-        duration_us as f64 / 1e6,
-        late_us as f64 / 1e6,
-        queued_us as f64 / 1e6,
-    );
     let detail = outcome.detail();
-    stats.recent.record(crate::recent::Dispatch {
-        at_ms: crate::unix_ms(),
-        tenant: job.tenant.clone(),
-        action: job.action.clone(),
-        id: job.id.clone(),
-        plugin: plugin.name().to_string(),
-        attempt: firing.meta.attempts + 1,
-        outcome: outcome.as_str(),
-        error: detail.clone(),
-        duration_us,
-        late_us,
-    });
+    // For the admin server's metrics and dashboard, when there is one.
+    if stats.observed {
+        stats.metrics.dispatched(
+            &job.tenant,
+            plugin.name().as_str(),
+            &outcome,
+            duration_us as f64 / 1e6,
+            late_us as f64 / 1e6,
+            queued_us as f64 / 1e6,
+        );
+        stats.recent.record(crate::recent::Dispatch {
+            at_ms: crate::unix_ms(),
+            tenant: job.tenant.clone(),
+            action: job.action.clone(),
+            id: job.id.clone(),
+            plugin: plugin.name().to_string(),
+            attempt: firing.meta.attempts + 1,
+            outcome: outcome.as_str(),
+            error: detail.clone(),
+            duration_us,
+            late_us,
+        });
+    }
     // The job's fields come from its span; the error only when there is one.
     macro_rules! dispatch_event {
         ($level:ident) => {

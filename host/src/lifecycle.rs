@@ -227,7 +227,6 @@ impl Host {
     pub async fn start(manifest_path: &Path, options: RunOptions) -> anyhow::Result<Host> {
         let t = Instant::now();
         let manifest = Arc::new(Manifest::load(manifest_path)?);
-        let stats = Arc::new(Stats::new(manifest.admin.metrics_tenant_label));
         done(Stage::Manifest, t);
 
         let t = Instant::now();
@@ -242,6 +241,12 @@ impl Host {
                 Some(AdminServer::bind(addr, token).await?)
             }
         };
+        // Per-dispatch metrics and the recent dispatches are kept only for
+        // an admin server to read.
+        let stats = Arc::new(Stats::new(
+            manifest.admin.metrics_tenant_label,
+            admin.is_some(),
+        ));
         done(Stage::Admin, t);
 
         let t = Instant::now();

@@ -44,13 +44,18 @@ pub struct Stats {
     pub last_reload_error: std::sync::Mutex<Option<String>>,
     /// The last dispatches and the minute and hour windows (dashboard).
     pub recent: Recent,
+    /// Whether an admin server reads `metrics` and `recent`: without one,
+    /// dispatches are not recorded in them (the counters here still are).
+    pub observed: bool,
 }
 
 impl Stats {
-    /// Counters at zero; `tenant_label` as `[admin] metrics_tenant_label`.
-    pub fn new(tenant_label: bool) -> Self {
+    /// Counters at zero; `tenant_label` as `[admin] metrics_tenant_label`;
+    /// `observed`: an admin server will read the metrics.
+    pub fn new(tenant_label: bool, observed: bool) -> Self {
         Self {
             metrics: Metrics::new(tenant_label),
+            observed,
             ..Self::default()
         }
     }
