@@ -51,7 +51,11 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
 fi
 browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
 want="$(sed -n 's/.*"playwright-core": "\([^"]*\)".*/\1/p' "$browser_dir/package.json")"
-have="$(sed -n 's/.*"version": "\([^"]*\)".*/\1/p' "$browser_dir/node_modules/playwright-core/package.json" 2>/dev/null | head -1)"
+have=""
+installed="$browser_dir/node_modules/playwright-core/package.json"
+if [ -f "$installed" ]; then
+    have="$(sed -n 's/.*"version": "\([^"]*\)".*/\1/p' "$installed" | head -1)"
+fi
 if [ "$want" != "$have" ]; then
     echo "setup: installing playwright-core $want (browser tests)" >&2
     (cd "$browser_dir" && npm ci --no-audit --no-fund --loglevel=error >&2)

@@ -2,10 +2,11 @@
 //! reverse.
 //!
 //! [`Host::start`] runs the start-up stages ([`Stage`]): the manifest, the
-//! Redis pools, the runtime and the plugin set, the reloader, delivery
-//! (one [`Delivery`] per listened pool, with lease renewal), the listeners,
-//! the sweepers and pumps, and the dispatcher. Further services (an admin
-//! HTTP server, say) mount with [`Host::mount`] and get a [`HostContext`].
+//! admin server's socket, the Redis pools, the runtime and the plugin set,
+//! the reloader, delivery (one [`Delivery`] per listened pool, with lease
+//! renewal), the listeners, the sweepers and pumps, and the dispatcher.
+//! Services mount with [`Host::mount`] and get a [`HostContext`]: the host
+//! mounts the admin server and the heartbeat ([`fleet`]) itself.
 //! [`Host::serve`] runs until the shutdown future resolves, a listener
 //! cannot start, or a service fails; then it stops the stages in reverse:
 //! services and sources first, then the dispatcher, which drains in-flight
