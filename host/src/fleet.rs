@@ -5,6 +5,9 @@
 //! fleet. Records of hosts silent for [`FORGET_AFTER`] (killed, not
 //! stopped) are removed by the next beat of any host.
 //!
+//! Each record also carries the jobs the host finished in the last minute,
+//! so any host can show the fleet's dispatch rate.
+//!
 //! Times are each host's own clock (Unix ms): hosts whose clocks differ by
 //! more than [`ALIVE_WITHIN`] show each other as gone.
 
@@ -52,6 +55,12 @@ pub struct HostRecord {
     /// start time (Unix ms).
     #[serde(default)]
     pub running: Vec<(String, i64)>,
+    /// Jobs it finished in the last minute (by its beats), all outcomes.
+    #[serde(default)]
+    pub minute_dispatches: u64,
+    /// Of those, the ones that did not return ok.
+    #[serde(default)]
+    pub minute_failed: u64,
     /// Its admin server, if any.
     pub admin_url: Option<String>,
 }
@@ -90,6 +99,8 @@ impl HostRecord {
             last_seen_ms: now,
             in_flight: 0,
             running: Vec::new(),
+            minute_dispatches: 0,
+            minute_failed: 0,
             admin_url,
         }
     }
@@ -153,6 +164,10 @@ pub async fn heartbeat(
     let conn = ctx.pools().get(PoolAlias::Expiry)?.conn();
     let errors = Throttle::new(Duration::from_secs(60));
     let mut tick = tokio::time::interval(HEARTBEAT);
+    // (finished, failed) at each of the last minute's beats, oldest first.
+    let beats_per_minute = (60 / HEARTBEAT.as_secs().max(1)) as usize;
+    let mut past: std::collections::VecDeque<(u64, u64)> =
+        std::collections::VecDeque::with_capacity(beats_per_minute + 1);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -166,6 +181,14 @@ pub async fn heartbeat(
         running.sort_by_key(|(_, since)| *since);
         running.truncate(RUNNING_LISTED);
         record.running = running;
+        let now = ctx.stats().finished();
+        past.push_back(now);
+        if past.len() > beats_per_minute + 1 {
+            past.pop_front();
+        }
+        let then = past.front().copied().unwrap_or(now);
+        record.minute_dispatches = now.0.saturating_sub(then.0);
+        record.minute_failed = now.1.saturating_sub(then.1);
         if let Err(e) = beat(&conn, &mut record).await
             && let Some(suppressed) = errors.allow()
         {

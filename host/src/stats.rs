@@ -74,6 +74,25 @@ impl Stats {
         self.metrics.encode()
     }
 
+    /// Invocations finished since start, and how many of them did not
+    /// return ok.
+    pub fn finished(&self) -> (u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let failed = [
+            &self.error,
+            &self.trap,
+            &self.timeout,
+            &self.denied,
+            &self.memory,
+            &self.fuel,
+            &self.limit,
+        ]
+        .into_iter()
+        .map(get)
+        .sum::<u64>();
+        (get(&self.ok) + failed, failed)
+    }
+
     /// Counts an invocation's outcome.
     pub fn record(&self, outcome: &Outcome) {
         let counter = match outcome {

@@ -225,7 +225,12 @@ fn get_json(url: &str) -> serde_json::Value {
 #[test]
 fn every_host_on_one_redis_shows_in_each_hosts_api_until_it_stops() {
     let redis = RedisServer::start();
-    let plugins = plugin_entry("recorder", "recorder", &["rec_"]);
+    let plugins = plugin_entry_with(
+        "recorder",
+        "recorder",
+        &["rec_", "fail_"],
+        "tenants = [\"*\"]\ncapabilities = [\"trigger\"]\n[plugin.retry]\nmax_attempts = 1",
+    );
     let a = Host::start(&redis, &plugins);
     let mut b = Host::start(&redis, &plugins);
     let (url_a, url_b) = (a.admin_url(), b.admin_url());
@@ -253,6 +258,32 @@ fn every_host_on_one_redis_shows_in_each_hosts_api_until_it_stops() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(alive(&url_b), both, "host B sees the same fleet");
+
+    // Jobs run by either host count in the fleet's minute on both.
+    let mut db8 = redis.conn(8);
+    for i in 0..4 {
+        set_expiring(
+            &mut db8,
+            format!("acme:EXPTRIGGER:rec_f:{i}").as_bytes(),
+            50,
+        );
+    }
+    set_expiring(&mut db8, b"acme:EXPTRIGGER:fail_f:x", 50);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let fleet = |url: &str| get_json(&format!("{url}api/overview"))["fleet"].clone();
+        let (fa, fb) = (fleet(&url_a), fleet(&url_b));
+        if fa["minute_dispatches"] == 5 && fb["minute_dispatches"] == 5 {
+            assert_eq!(fa["minute_failed"], 1, "{fa}");
+            assert_eq!(fa["hosts"], 2, "{fa}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the fleet's minute: A {fa}, B {fb}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let v = get_json(&format!("{url_a}api/hosts"));
     let me = v["hosts"]
         .as_array()

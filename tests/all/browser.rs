@@ -129,6 +129,10 @@ fn the_dashboard_shows_and_acts_on_real_data_in_a_real_browser() {
         json!({"wait_text": "#data tr", "text": "plugin live"}),
     );
     b.step(
+        "the fleet's rate",
+        json!({"wait_text": "#card-fleet-rate", "text": "1 host(s)"}),
+    );
+    b.step(
         "recent dispatches",
         json!({"goto": format!("{base}#dispatches")}),
     );

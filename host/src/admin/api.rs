@@ -80,12 +80,23 @@ fn given(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-/// `GET /api/overview`: the shared delivery state (every host), and this
-/// host's dispatches over the last minute and hour, in total, per plugin
-/// and per tenant.
+/// `GET /api/overview`: the shared delivery state and the fleet's last
+/// minute (every host), and this host's dispatches over the last minute
+/// and hour, in total, per plugin and per tenant.
 pub(super) async fn overview(State(admin): State<Arc<Admin>>) -> ApiResult {
     let gauges = delivery(&admin)?.gauges().await?;
     let (minute, hour) = admin.ctx.stats().recent.windows(crate::unix_ms());
+    // The fleet's last minute, from every live host's heartbeat (its
+    // counts are up to one beat old).
+    let hosts = crate::fleet::list(&expiry_conn(&admin)?).await?;
+    let alive = hosts.iter().filter(|h| h.alive);
+    let (fleet_hosts, fleet_dispatches, fleet_failed) = alive.fold((0, 0, 0), |(n, d, f), h| {
+        (
+            n + 1,
+            d + h.record.minute_dispatches,
+            f + h.record.minute_failed,
+        )
+    });
     let running = admin.ctx.in_flight().lock().map_or(0, |s| s.len());
     Ok(ok(&json!({
         "host": { "pid": std::process::id(), "version": env!("CARGO_PKG_VERSION"), "running": running },
@@ -94,6 +105,12 @@ pub(super) async fn overview(State(admin): State<Arc<Admin>>) -> ApiResult {
         "claimed": gauges.leases,
         "dead_letters": gauges.dead_letters,
         "retries": gauges.retries,
+        "fleet": {
+            "hosts": fleet_hosts,
+            "minute_dispatches": fleet_dispatches,
+            "minute_failed": fleet_failed,
+            "per_second": (fleet_dispatches as f64 / 60.0 * 100.0).round() / 100.0,
+        },
         "minute": minute,
         "hour": hour,
     })))

@@ -114,6 +114,8 @@ views.overview = {
         card(d.claimed, "claimed (all hosts)", "card-claimed"),
         card(d.dead_letters, "dead letters", "card-dead"),
         card(d.retries, "retries pending", "card-retries"),
+        card(d.fleet.per_second, `dispatches/s, ${d.fleet.hosts} host(s), last minute`, "card-fleet-rate"),
+        card(d.fleet.minute_failed, "failed, all hosts, last minute", "card-fleet-failed"),
         card(d.host.running, "running on this host", "card-running"),
         card(d.generation, "plugin generation", "card-generation")),
       el("h2", {}, "Last minute (this host)"),
@@ -264,10 +266,12 @@ views.hosts = {
   render(d) {
     const rows = d.hosts.map(h => el("tr", { "data-host": h.id },
       el("td", { class: "mono" }, h.id), el("td", {}, h.version), el("td", {}, when(h.started_ms)),
-      num(Math.round((d.now_ms - h.started_ms) / 1000)), num(h.in_flight), el("td", {}, when(h.last_seen_ms)),
+      num(Math.round((d.now_ms - h.started_ms) / 1000)), num(h.in_flight), num(h.minute_dispatches),
+      num(h.minute_failed), el("td", {}, when(h.last_seen_ms)),
       el("td", { class: h.alive ? "outcome-ok" : "outcome-bad" }, h.alive ? "alive" : "gone"),
       el("td", { class: "mono" }, h.admin_url || "")));
-    return table(["host", "version", "started", "uptime s#", "in flight#", "last seen", "", "admin"], rows,
+    return table(["host", "version", "started", "uptime s#", "in flight#", "jobs last min#", "failed#",
+      "last seen", "", "admin"], rows,
       "No host has written a heartbeat yet.");
   },
 };
