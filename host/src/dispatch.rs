@@ -520,13 +520,15 @@ async fn settle(
                     first_due_ms,
                     last_error: error,
                 };
-                warn!(
-                    event = "retry_scheduled",
-                    max_attempts,
-                    retry_in_ms = crate::millis(delay),
-                    "dispatch failed; retrying"
-                );
-                delivery.retry(firing, delay, &meta).await.map(drop)
+                // Logged once Redis holds it, so a reader of the log finds it there.
+                delivery.retry(firing, delay, &meta).await.map(|_| {
+                    warn!(
+                        event = "retry_scheduled",
+                        max_attempts,
+                        retry_in_ms = crate::millis(delay),
+                        "dispatch failed; retrying"
+                    );
+                })
             } else {
                 let letter = DeadLetter {
                     tenant: job.tenant.clone(),
@@ -538,11 +540,11 @@ async fn settle(
                     first_due_ms,
                     failed_at_ms: crate::unix_ms(),
                 };
-                error!(
-                    event = "dead_lettered",
-                    "dispatch failed for the last time; moved to the dead-letter list"
-                );
                 delivery.dead(firing, &letter).await.map(|trimmed| {
+                    error!(
+                        event = "dead_lettered",
+                        "dispatch failed for the last time; moved to the dead-letter list"
+                    );
                     if trimmed > 0 {
                         stats.dead_trimmed.fetch_add(trimmed, Ordering::Relaxed);
                         warn!(

@@ -444,8 +444,20 @@ fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
             .as_u64()
             .unwrap()
     };
+    // The dead_lettered event is logged just before the letter is written.
+    let await_dead = |n: u64| {
+        let deadline = Instant::now() + WAIT;
+        while dead() != n {
+            assert!(
+                Instant::now() < deadline,
+                "{} dead letters, want {n}",
+                dead()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
     assert_eq!(scheduled(&base), ["c1"]);
-    assert_eq!(dead(), 1);
+    await_dead(1);
 
     // Every change, without the token and with a wrong one: 401, nothing done.
     let changes = [
@@ -546,6 +558,7 @@ fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
     host.wait_for_n("the retried letter to die again", WAIT, 2, |e| {
         e["event"] == "dead_lettered"
     });
+    await_dead(1);
     let (status, answer) = post(
         &format!("{base}api/dead/purge"),
         Some(TOKEN),
