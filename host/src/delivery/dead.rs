@@ -85,10 +85,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn dead_letters(&self) -> Result<DeadList, RepoError> {
-        let raw: Vec<String> = self
-            .conn
-            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
-            .await?;
+        let raw = self.dead_entries().await?;
         let mut list = DeadList::default();
         for (i, entry) in raw.iter().enumerate() {
             match serde_json::from_str(entry) {
@@ -105,26 +102,8 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn retry_dead(&self, filter: &DeadFilter) -> Result<u64, RepoError> {
-        let raw: Vec<String> = self
-            .conn
-            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
-            .await?;
         let mut n = 0;
-        for (i, entry) in raw.iter().enumerate() {
-            let letter = match serde_json::from_str::<DeadLetter>(entry) {
-                Ok(letter) => letter,
-                Err(e) => {
-                    warn!(
-                        event = "dead_letter_unreadable",
-                        position = i, error = %e,
-                        "an entry of the dead-letter list is not a dead letter; left as it is"
-                    );
-                    continue;
-                }
-            };
-            if !filter.accepts(&letter) {
-                continue;
-            }
+        for (entry, letter) in self.matching_dead(filter).await? {
             let member = format!("{}{SEP}retried{}", letter.key, fastrand::u32(..));
             let revived: u64 = self
                 .conn
@@ -134,7 +113,7 @@ impl Delivery {
                         .key(DEAD)
                         .key(index_of(&member))
                         .key(READY)
-                        .arg(entry)
+                        .arg(&entry)
                         .arg(&member),
                 )
                 .await?;
@@ -156,23 +135,45 @@ impl Delivery {
             let (n, _): (u64, u64) = self.conn.pipe(&pipe).await?;
             return Ok(n);
         }
-        let raw: Vec<String> = self
-            .conn
-            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
-            .await?;
-        let matching: Vec<&String> = raw
-            .iter()
-            .filter(|e| serde_json::from_str(e).is_ok_and(|l| filter.accepts(&l)))
-            .collect();
+        let matching = self.matching_dead(filter).await?;
         let mut n = 0;
         for chunk in matching.chunks(super::KEYS_PER_CALL) {
             let mut pipe = redis::pipe();
-            for entry in chunk {
-                pipe.cmd("LREM").arg(DEAD).arg(1).arg(*entry);
+            for (entry, _) in chunk {
+                pipe.cmd("LREM").arg(DEAD).arg(1).arg(entry);
             }
             let removed: Vec<u64> = self.conn.pipe(&pipe).await?;
             n += removed.iter().sum::<u64>();
         }
         Ok(n)
+    }
+
+    /// The raw entries of the dead-letter list, newest first.
+    async fn dead_entries(&self) -> Result<Vec<String>, RepoError> {
+        Ok(self
+            .conn
+            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
+            .await?)
+    }
+
+    /// The entries `filter` matches, each with its letter. Entries that are
+    /// not dead letters are logged and left as they are.
+    async fn matching_dead(
+        &self,
+        filter: &DeadFilter,
+    ) -> Result<Vec<(String, DeadLetter)>, RepoError> {
+        let mut matching = Vec::new();
+        for (i, entry) in self.dead_entries().await?.into_iter().enumerate() {
+            match serde_json::from_str::<DeadLetter>(&entry) {
+                Ok(letter) if filter.accepts(&letter) => matching.push((entry, letter)),
+                Ok(_) => {}
+                Err(e) => warn!(
+                    event = "dead_letter_unreadable",
+                    position = i, error = %e,
+                    "an entry of the dead-letter list is not a dead letter; left as it is"
+                ),
+            }
+        }
+        Ok(matching)
     }
 }
