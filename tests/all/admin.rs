@@ -412,18 +412,11 @@ fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
     let base = host.admin_url();
     const TOKEN: &str = "tok-123";
 
-    // One scheduled trigger (by the CLI) and one dead letter.
-    run_ok(host_cmd().args([
-        "trigger",
-        "set",
-        "acme",
-        "rec_later",
-        "c1",
-        "--ttl",
-        "60s",
-        "--redis-url",
-        &redis.url(),
-    ]));
+    // One scheduled trigger and one dead letter.
+    arm(
+        &redis,
+        &[("acme".into(), "rec_later".into(), "c1".into(), 60_000)],
+    );
     set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:fail_x:f1", 50);
     host.wait_for("the dead letter", WAIT, |e| e["event"] == "dead_lettered");
     let scheduled = |host_base: &str| -> Vec<String> {
@@ -501,16 +494,15 @@ fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
     assert_eq!(generation(), 0, "nothing was reloaded");
     assert!(host.events(|e| e["event"] == "reloaded").is_empty());
 
-    // With the token: each does what it says.
-    let (status, answer) = post(
-        &format!("{base}api/triggers/cancel"),
-        Some(TOKEN),
-        changes[0].1,
-    );
+    // With the token: each does what it says (200, and the answer's field).
+    let change = |path: &str, body: &str, field: &str| -> serde_json::Value {
+        let (status, answer) = post(&format!("{base}{path}"), Some(TOKEN), body);
+        assert_eq!(status, 200, "POST {path} {body}: {answer}");
+        json(&answer)[field].clone()
+    };
     assert_eq!(
-        (status, json(&answer)["cancelled"].as_bool()),
-        (200, Some(true)),
-        "{answer}"
+        change("api/triggers/cancel", changes[0].1, "cancelled"),
+        true
     );
     assert!(scheduled(&base).is_empty());
     let exists: bool = redis::cmd("EXISTS")
@@ -518,15 +510,9 @@ fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
         .query(&mut redis.conn(8))
         .unwrap();
     assert!(!exists, "the trigger key is gone");
-    let (status, answer) = post(
-        &format!("{base}api/triggers/cancel"),
-        Some(TOKEN),
-        changes[0].1,
-    );
     assert_eq!(
-        (status, json(&answer)["cancelled"].as_bool()),
-        (200, Some(false)),
-        "{answer}"
+        change("api/triggers/cancel", changes[0].1, "cancelled"),
+        false
     );
     let (status, answer) = post(
         &format!("{base}api/triggers/cancel"),
@@ -535,48 +521,29 @@ fn every_change_through_the_api_needs_the_token_and_does_what_the_cli_does() {
     );
     assert_eq!(status, 400, "a NUL in the id is refused: {answer}");
 
-    let (status, answer) = post(
-        &format!("{base}api/dead/retry"),
-        Some(TOKEN),
-        r#"{"tenant":"other"}"#,
+    assert_eq!(
+        change("api/dead/retry", r#"{"tenant":"other"}"#, "retried"),
+        0
     );
     assert_eq!(
-        (status, json(&answer)["retried"].as_u64()),
-        (200, Some(0)),
-        "{answer}"
-    );
-    let (status, answer) = post(
-        &format!("{base}api/dead/retry"),
-        Some(TOKEN),
-        r#"{"key":"acme:EXPTRIGGER:fail_x:f1"}"#,
-    );
-    assert_eq!(
-        (status, json(&answer)["retried"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        change(
+            "api/dead/retry",
+            r#"{"key":"acme:EXPTRIGGER:fail_x:f1"}"#,
+            "retried"
+        ),
+        1
     );
     host.wait_for_n("the retried letter to die again", WAIT, 2, |e| {
         e["event"] == "dead_lettered"
     });
     await_dead(1);
-    let (status, answer) = post(
-        &format!("{base}api/dead/purge"),
-        Some(TOKEN),
-        r#"{"action":"fail_x"}"#,
-    );
     assert_eq!(
-        (status, json(&answer)["purged"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
+        change("api/dead/purge", r#"{"action":"fail_x"}"#, "purged"),
+        1
     );
     assert_eq!(dead(), 0);
 
-    let (status, answer) = post(&format!("{base}api/plugins/reload"), Some(TOKEN), "{}");
-    assert_eq!(
-        (status, json(&answer)["generation"].as_u64()),
-        (200, Some(1)),
-        "{answer}"
-    );
+    assert_eq!(change("api/plugins/reload", "{}", "generation"), 1);
     assert_eq!(generation(), 1);
 
     // The recent dispatches and the overview saw the failures.

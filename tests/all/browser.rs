@@ -152,17 +152,10 @@ fn the_dashboard_shows_and_acts_on_real_data_in_a_real_browser() {
 
     // Cancel: a scheduled trigger's button cancels it; it never runs.
     let armed = Instant::now();
-    run_ok(host_cmd().args([
-        "trigger",
-        "set",
-        "acme",
-        "rec_later",
-        "c1",
-        "--ttl",
-        "6s",
-        "--redis-url",
-        &redis.url(),
-    ]));
+    arm(
+        &redis,
+        &[("acme".into(), "rec_later".into(), "c1".into(), 6000)],
+    );
     let c1 = row("acme:EXPTRIGGER:rec_later:c1");
     b.step("scheduled", json!({"goto": format!("{base}#scheduled")}));
     b.step("c1 listed", json!({"wait_text": c1, "text": "rec_later"}));
