@@ -1,19 +1,27 @@
 //! The seam between host code and Redis: [`RedisConn`], the one connection
 //! type that repositories and delivery hold.
 //!
-//! Today it is a standalone server's reconnecting, multiplexed connection.
-//! A Redis Cluster backend is a second variant of the private `Backend`: it
-//! answers the same calls (each routed to the node that owns its keys), so
-//! nothing above this module changes. What differs between backends lives
-//! here, as methods: the retry policy of a dropped connection
-//! ([`query`](RedisConn::query) and friends) and key enumeration
-//! ([`scan_page`](RedisConn::scan_page), which on a cluster visits every
-//! primary).
+//! It is a standalone server's reconnecting, multiplexed connection, or
+//! the `redis` crate's Redis Cluster connection, which routes each command
+//! to the node that owns its key's slot and follows `MOVED` and `ASK`.
+//! Both answer the same calls, so nothing above this module tells them
+//! apart. What differs between backends lives here, as methods: the retry
+//! policy of a dropped connection ([`query`](RedisConn::query) and friends),
+//! pipelines (on a cluster a pipeline that spans slots is sent as one
+//! command per key, each to its node, concurrently; a transaction must stay
+//! in one slot) and key enumeration ([`scan_page`](RedisConn::scan_page),
+//! which on a cluster walks every primary, and walks again when the slots
+//! moved meanwhile).
 //!
 //! `RedisConn` also implements [`redis::aio::ConnectionLike`], so a
 //! `redis::Cmd`, `Pipeline` or `Script` runs on it directly.
 
+use std::sync::Arc;
+
+use futures::FutureExt as _;
 use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value};
 
 /// A command connection to Redis: cheap to clone (clones share the
@@ -25,6 +33,8 @@ pub struct RedisConn(Backend);
 enum Backend {
     /// One server (or a primary behind a proxy or sentinel's address).
     Standalone(ConnectionManager),
+    /// A Redis Cluster (DB 0).
+    Cluster(ClusterConnection),
 }
 
 /// Counts a failed call in [`crate::metrics::REDIS_ERRORS`].
@@ -45,6 +55,63 @@ impl RedisConn {
     /// A standalone server's connection.
     pub(crate) fn standalone(conn: ConnectionManager) -> Self {
         RedisConn(Backend::Standalone(conn))
+    }
+
+    /// A Redis Cluster's connection.
+    pub(crate) fn cluster(conn: ClusterConnection) -> Self {
+        RedisConn(Backend::Cluster(conn))
+    }
+
+    /// Whether this connection is to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.0, Backend::Cluster(_))
+    }
+
+    /// The cluster's primaries now (`CLUSTER NODES`, from any node), and a
+    /// signature of the slot layout: it changes when a slot moves or starts
+    /// moving. `None` on a standalone server.
+    ///
+    /// # Errors
+    /// Redis failing or unreachable, or an answer that is not a node list.
+    pub async fn primaries(&self) -> RedisResult<Option<Topology>> {
+        let Backend::Cluster(conn) = &self.0 else {
+            return Ok(None);
+        };
+        let text: String = redis::from_redis_value(
+            conn.clone()
+                .route_command(
+                    redis::cmd("CLUSTER").arg("NODES").clone(),
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+                )
+                .await
+                .map_err(count_err)?,
+        )?;
+        Ok(Some(Topology::parse(&text)))
+    }
+
+    /// Runs `cmd` on the node at `host:port` (on a cluster; on a standalone
+    /// server, on the server).
+    ///
+    /// # Errors
+    /// Redis failing or unreachable.
+    pub async fn query_node<T: FromRedisValue>(&self, node: &Node, cmd: &Cmd) -> RedisResult<T> {
+        match &self.0 {
+            Backend::Standalone(_) => self.query(cmd).await,
+            Backend::Cluster(conn) => {
+                let value = conn
+                    .clone()
+                    .route_command(
+                        cmd.clone(),
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: node.host.clone(),
+                            port: node.port,
+                        }),
+                    )
+                    .await
+                    .map_err(count_err)?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
     }
 
     /// Runs a command that must not run twice (no retry).
@@ -111,37 +178,241 @@ impl RedisConn {
         })
     }
 
+    /// Deletes `keys` (none: nothing); returns how many existed. On a
+    /// cluster one `DEL` per slot, sent together.
+    ///
+    /// # Errors
+    /// Redis failing or unreachable.
+    pub async fn del(&self, keys: &[String]) -> RedisResult<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        if !self.is_cluster() {
+            return self.query_once(redis::cmd("DEL").arg(keys)).await;
+        }
+        let mut by_slot: std::collections::BTreeMap<u16, Vec<&String>> = Default::default();
+        for key in keys {
+            by_slot.entry(slot_of(key)).or_default().push(key);
+        }
+        let mut pipe = redis::pipe();
+        for keys in by_slot.values() {
+            pipe.cmd("DEL").arg(keys);
+        }
+        let counts: Vec<u64> = self.pipe_once(&pipe).await?;
+        Ok(counts.iter().sum())
+    }
+
     /// One page of the keys matching `pattern` (SCAN, never KEYS), from
-    /// `cursor` (0 to start), `count` as the SCAN hint: the next cursor
-    /// (`None` at the end) and the keys. A key may be reported more than
-    /// once over a walk.
+    /// `cursor` ([`ScanCursor::START`] to start), `count` as the SCAN hint:
+    /// the next cursor (`None` at the end) and the keys. A key may be
+    /// reported more than once over a walk.
+    ///
+    /// On a cluster the walk visits every primary in turn. When it ends, it
+    /// reads the slot layout again: if a slot moved, or is moving, since the
+    /// walk began, it walks every primary again (up to
+    /// [`SCAN_PASSES`] times), so a key that moved from a node not yet
+    /// walked to one already walked is not missed.
     ///
     /// # Errors
     /// Redis failing or unreachable.
     pub async fn scan_page(
         &self,
         pattern: &str,
-        cursor: u64,
+        cursor: ScanCursor,
         count: usize,
-    ) -> RedisResult<(Option<u64>, Vec<String>)> {
-        let (next, keys): (u64, Vec<String>) = self
-            .query(
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(count),
-            )
-            .await?;
-        Ok(((next != 0).then_some(next), keys))
+    ) -> RedisResult<(Option<ScanCursor>, Vec<String>)> {
+        let scan = |at: u64| {
+            redis::cmd("SCAN")
+                .arg(at)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(count)
+                .clone()
+        };
+        if !self.is_cluster() {
+            let (next, keys): (u64, Vec<String>) = self.query(&scan(cursor.at)).await?;
+            let next = (next != 0).then_some(ScanCursor { at: next, ..cursor });
+            return Ok((next, keys));
+        }
+        let mut cursor = cursor;
+        if cursor.walk.is_none() {
+            let Some(topology) = self.primaries().await? else {
+                return Ok((None, Vec::new()));
+            };
+            cursor.walk = Some(Arc::new(topology));
+            cursor.node = 0;
+            cursor.at = 0;
+        }
+        let Some(walk) = cursor.walk.clone() else {
+            return Ok((None, Vec::new()));
+        };
+        let Some(node) = walk.primaries.get(cursor.node) else {
+            return self.end_of_walk(cursor, &walk).await;
+        };
+        let (next, keys): (u64, Vec<String>) = self.query_node(node, &scan(cursor.at)).await?;
+        if next != 0 {
+            cursor.at = next;
+        } else {
+            cursor.node += 1;
+            cursor.at = 0;
+            if cursor.node >= walk.primaries.len() {
+                let (more, _) = self.end_of_walk(cursor, &walk).await?;
+                return Ok((more, keys));
+            }
+        }
+        Ok((Some(cursor), keys))
     }
+
+    /// The last node of a cluster walk is done: another pass when the
+    /// slots moved meanwhile.
+    async fn end_of_walk(
+        &self,
+        cursor: ScanCursor,
+        walk: &Topology,
+    ) -> RedisResult<(Option<ScanCursor>, Vec<String>)> {
+        let now = self.primaries().await?;
+        let moved = now
+            .as_ref()
+            .is_some_and(|t| t.slots != walk.slots || t.migrating);
+        if moved && cursor.pass + 1 < SCAN_PASSES {
+            let next = ScanCursor {
+                walk: now.map(Arc::new),
+                node: 0,
+                at: 0,
+                pass: cursor.pass + 1,
+            };
+            return Ok((Some(next), Vec::new()));
+        }
+        Ok((None, Vec::new()))
+    }
+}
+
+/// Most walks of a cluster's primaries one [`RedisConn::scan_page`] walk
+/// makes while slots keep moving.
+pub const SCAN_PASSES: u32 = 4;
+
+/// Where a key walk ([`RedisConn::scan_page`]) is.
+#[derive(Debug, Clone, Default)]
+pub struct ScanCursor {
+    /// The SCAN cursor on the current node.
+    at: u64,
+    /// The current node's index in `walk` (cluster only).
+    node: usize,
+    /// The primaries this pass walks (cluster only, read at its start).
+    walk: Option<Arc<Topology>>,
+    /// Passes made before this one.
+    pass: u32,
+}
+
+impl ScanCursor {
+    /// The start of a walk.
+    pub const START: ScanCursor = ScanCursor {
+        at: 0,
+        node: 0,
+        walk: None,
+        pass: 0,
+    };
+}
+
+/// A cluster node's address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Node {
+    /// Host name or IP, as the cluster announces it.
+    pub host: String,
+    /// Its client port.
+    pub port: u16,
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// What `CLUSTER NODES` says: the primaries that own slots, every node
+/// that is up (replicas included), and the slot layout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Primaries owning at least one slot, by address.
+    pub primaries: Vec<Node>,
+    /// Every node not marked failed (primaries and replicas), by address.
+    pub nodes: Vec<Node>,
+    /// Each primary's address with its slot ranges as the cluster writes
+    /// them, sorted: equal when no slot moved.
+    slots: Vec<String>,
+    /// Whether a slot is being migrated or imported.
+    migrating: bool,
+}
+
+impl Topology {
+    /// Parses `CLUSTER NODES` (one node a line: id, `ip:port@cport[,host]`,
+    /// flags, primary id, ping, pong, epoch, link state, slots...).
+    pub fn parse(text: &str) -> Topology {
+        let mut t = Topology::default();
+        for line in text.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else {
+                continue;
+            };
+            if flags.contains("fail") && !flags.contains("fail?") || flags.contains("noaddr") {
+                continue;
+            }
+            let addr = addr.split(['@', ',']).next().unwrap_or(addr);
+            let Some((host, port)) = addr.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse() else { continue };
+            let node = Node {
+                host: host.to_owned(),
+                port,
+            };
+            let slots = fields.get(8..).unwrap_or_default();
+            if flags.contains("master") && !slots.is_empty() {
+                t.migrating |= slots.iter().any(|s| s.starts_with('['));
+                t.slots.push(format!("{node} {}", slots.join(" ")));
+                t.primaries.push(node.clone());
+            }
+            t.nodes.push(node);
+        }
+        t.primaries.sort();
+        t.nodes.sort();
+        t.slots.sort();
+        t
+    }
+}
+
+/// Hash slots of a Redis Cluster.
+pub const SLOTS: u16 = 16_384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag
+/// (what is between its first `{` and the next `}`, if not empty) or of
+/// the whole key, modulo [`SLOTS`]. (The redis crate computes the same to
+/// route, but does not expose the number.)
+pub fn slot_of(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let hashed = key
+        .find('{')
+        .and_then(|open| {
+            let rest = bytes.get(open + 1..)?;
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| rest.get(..close)).flatten()
+        })
+        .unwrap_or(bytes);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS
+}
+
+/// Counts a failed cluster call (see [`counted`]).
+fn count_err(e: redis::RedisError) -> redis::RedisError {
+    crate::metrics::REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    e
 }
 
 impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Backend::Standalone(c) => c.req_packed_command(cmd),
+            Backend::Cluster(c) => c.req_packed_command(cmd),
         }
     }
 
@@ -153,12 +424,73 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
             Backend::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            // A pipeline is not atomic: on a cluster its commands may
+            // belong to different slots, so each goes to its own node; the
+            // cluster connection pipelines those that share one. Replies
+            // keep the pipeline's order. A transaction goes as it is.
+            Backend::Cluster(c) => {
+                if pipeline.is_transaction() {
+                    return c.req_packed_commands(pipeline, offset, count);
+                }
+                let c = c.clone();
+                async move {
+                    let calls = pipeline.cmd_iter().skip(offset).take(count).map(|cmd| {
+                        let mut c = c.clone();
+                        async move { c.req_packed_command(cmd).await }
+                    });
+                    futures::future::try_join_all(calls).await
+                }
+                .boxed()
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match &self.0 {
             Backend::Standalone(c) => c.get_db(),
+            Backend::Cluster(_) => 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The slots Redis itself gives (`CLUSTER KEYSLOT`), hash tags included.
+    #[test]
+    fn slots_are_the_ones_redis_computes() {
+        assert_eq!(slot_of("foo"), 12182);
+        assert_eq!(slot_of("bar"), 5061);
+        assert_eq!(slot_of("123456789"), 12739);
+        assert_eq!(slot_of("{foo}.x"), slot_of("foo"));
+        assert_eq!(slot_of("a{foo}b{bar}"), slot_of("foo"));
+        // An empty tag hashes the whole key; a tag ends at the first `}`.
+        assert_eq!(slot_of("foo{}{bar}"), slot_of_whole("foo{}{bar}"));
+        assert_eq!(slot_of("foo{{bar}}zap"), slot_of("{bar"));
+    }
+
+    fn slot_of_whole(key: &str) -> u16 {
+        crc16::State::<crc16::XMODEM>::calculate(key.as_bytes()) % SLOTS
+    }
+
+    #[test]
+    fn topology_lists_primaries_with_slots_and_every_live_node() {
+        let text = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@40002,host-b master - 0 1426238316232 2 connected 5461-10922
+292f 127.0.0.1:30003@40003 master - 0 1426238318243 3 connected 10923-16383 [10924->-67ed]
+6ec2 127.0.0.1:30005@40005 slave,fail 67ed 1426238316232 1426238316232 5 disconnected
+824f 127.0.0.1:30006@40006 master - 0 1426238317741 6 connected
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+";
+        let t = Topology::parse(text);
+        let ports = |nodes: &[Node]| nodes.iter().map(|n| n.port).collect::<Vec<_>>();
+        assert_eq!(ports(&t.primaries), [30001, 30002, 30003]);
+        assert_eq!(ports(&t.nodes), [30001, 30002, 30003, 30004, 30006]);
+        assert!(t.migrating);
+        let settled = Topology::parse(&text.replace(" [10924->-67ed]", ""));
+        assert!(!settled.migrating);
+        assert_ne!(settled.slots, t.slots);
     }
 }

@@ -9,7 +9,9 @@ use anyhow::Context as _;
 
 use crate::delivery::{DeadFilter, DeadList, Delivery};
 use crate::keys;
-use crate::manifest::{Manifest, RedisUrl, RuntimeConfig, seed_pool_urls};
+use crate::manifest::{
+    ClusterSeeds, Manifest, RedisOverride, RedisTarget, RedisUrl, RuntimeConfig, seed_pool_urls,
+};
 use crate::plugins::PluginSet;
 use crate::pools::Pools;
 use crate::repo::{self, TriggerRepo};
@@ -38,7 +40,7 @@ pub struct CheckedPlugin {
 /// The manifest error (with file:line:column) or every plugin load error.
 pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
     let manifest = Manifest::load(manifest_path)?;
-    let pools = Pools::new(&manifest.pool_urls(None))?;
+    let pools = Pools::connect(&manifest.redis_target(None))?;
     let runtime = Runtime::new(
         &manifest.runtime,
         RuntimeConfig::fuel_needed(&manifest.plugins),
@@ -58,16 +60,18 @@ pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
         .collect())
 }
 
-/// Where the commands find Redis: a manifest's pools, a URL, or both (the
-/// URL replaces the manifest's), or neither (the local server). Each pool
-/// alias keeps its seed DB; triggers and dead letters live in the expiry
-/// pool (DB 8).
+/// Where the commands find Redis: a manifest's pools, a URL or a cluster,
+/// or both (the URL or cluster replaces the manifest's), or neither (the
+/// local server). Each pool alias keeps its seed DB (on a cluster, DB 0);
+/// triggers and dead letters live in the expiry pool (DB 8).
 #[derive(Debug, Clone, Default)]
 pub struct Target {
     /// Take the Redis settings from this manifest.
     pub manifest: Option<PathBuf>,
     /// Redis URL (overrides the manifest's).
     pub redis_url: Option<RedisUrl>,
+    /// Redis Cluster seeds (override the manifest's and `redis_url`).
+    pub redis_cluster: Option<ClusterSeeds>,
 }
 
 impl Target {
@@ -76,11 +80,13 @@ impl Target {
     /// # Errors
     /// A manifest that does not load, or a URL the client refuses.
     pub fn pools(&self) -> anyhow::Result<Pools> {
-        let urls = match &self.manifest {
-            Some(path) => Manifest::load(path)?.pool_urls(self.redis_url.as_ref()),
-            None => seed_pool_urls(self.redis_url.as_ref().unwrap_or(&RedisUrl::local())),
+        let over = RedisOverride::from_options(self.redis_url.clone(), self.redis_cluster.clone());
+        let target = match (&self.manifest, over) {
+            (Some(path), over) => Manifest::load(path)?.redis_target(over.as_ref()),
+            (None, Some(over)) => over.target(),
+            (None, None) => RedisTarget::Servers(seed_pool_urls(&RedisUrl::local())),
         };
-        Pools::new(&urls)
+        Pools::connect(&target)
     }
 
     fn delivery(&self) -> anyhow::Result<Delivery> {

@@ -94,7 +94,7 @@ use std::path::Path;
 
 pub use crate::commands::{CheckedPlugin, check};
 pub use crate::lifecycle::{Host, HostContext, Stage};
-use crate::manifest::RedisUrl;
+use crate::manifest::{RedisOverride, RedisUrl};
 
 /// A duration in whole milliseconds, for log fields (JSON numbers, unlike `u128`).
 pub(crate) fn millis(d: std::time::Duration) -> u64 {
@@ -112,16 +112,27 @@ pub(crate) fn unix_ms() -> i64 {
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct RunOptions {
-    /// Replaces every pool's URL (each alias keeps its seed DB).
-    pub redis_url: Option<RedisUrl>,
+    /// Replaces the manifest's `[redis]`: one server (each alias keeps its
+    /// seed DB) or a cluster.
+    pub redis: Option<RedisOverride>,
     /// Replaces `[admin] listen`.
     pub admin_listen: Option<admin::AdminListen>,
 }
 
 impl RunOptions {
-    /// Options with a Redis URL override.
+    /// Options with a Redis URL override (`None`: keep what is set).
     pub fn with_redis_url(mut self, url: Option<RedisUrl>) -> Self {
-        self.redis_url = url;
+        if let Some(url) = url {
+            self.redis = Some(RedisOverride::Url(url));
+        }
+        self
+    }
+
+    /// Options with a Redis override (`None`: keep what is set).
+    pub fn with_redis(mut self, redis: Option<RedisOverride>) -> Self {
+        if redis.is_some() {
+            self.redis = redis;
+        }
         self
     }
 

@@ -251,7 +251,7 @@ impl Host {
         done(Stage::Admin, t);
 
         let t = Instant::now();
-        let pools = Pools::new(&manifest.pool_urls(options.redis_url.as_ref()))?;
+        let pools = Pools::connect(&manifest.redis_target(options.redis.as_ref()))?;
         done(Stage::Pools, t);
 
         let t = Instant::now();
@@ -287,7 +287,7 @@ impl Host {
         }
         let reloader = Reloader::new(
             (*manifest).clone(),
-            options.redis_url.clone(),
+            options.redis.clone(),
             runtime.clone(),
             plugins.clone(),
             stats.clone(),

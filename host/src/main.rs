@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use symphony_host::admin::AdminListen;
 use symphony_host::commands;
 use symphony_host::delivery::DeadFilter;
-use symphony_host::manifest::RedisUrl;
+use symphony_host::manifest::{ClusterSeeds, RedisOverride, RedisUrl};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt as _;
 
@@ -58,6 +58,15 @@ enum Command {
         /// Redis URL replacing the manifest's (each pool alias keeps its seed DB).
         #[arg(long, env = "SYMPHONY_REDIS_URL")]
         redis_url: Option<RedisUrl>,
+        /// Redis Cluster seed URLs, comma-separated, replacing the manifest's
+        /// Redis settings: every pool alias is in the cluster's DB 0.
+        #[arg(
+            long,
+            env = "SYMPHONY_REDIS_CLUSTER",
+            value_name = "URLS",
+            conflicts_with = "redis_url"
+        )]
+        redis_cluster: Option<ClusterSeeds>,
         /// Where the admin server (health probes, Prometheus metrics)
         /// listens, replacing the manifest's `[admin] listen` (default
         /// 127.0.0.1:9464): IP:PORT, port 0 for a free port, or "off".
@@ -186,6 +195,15 @@ struct Target {
     /// Redis URL (overrides the manifest; the expiry pool uses DB 8).
     #[arg(long, env = "SYMPHONY_REDIS_URL")]
     redis_url: Option<RedisUrl>,
+    /// Redis Cluster seed URLs, comma-separated (override the manifest;
+    /// every pool alias is in DB 0).
+    #[arg(
+        long,
+        env = "SYMPHONY_REDIS_CLUSTER",
+        value_name = "URLS",
+        conflicts_with = "redis_url"
+    )]
+    redis_cluster: Option<ClusterSeeds>,
 }
 
 impl From<Target> for commands::Target {
@@ -193,6 +211,7 @@ impl From<Target> for commands::Target {
         commands::Target {
             manifest: t.manifest,
             redis_url: t.redis_url,
+            redis_cluster: t.redis_cluster,
         }
     }
 }
@@ -270,10 +289,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
         Command::Run {
             manifest,
             redis_url,
+            redis_cluster,
             admin_listen,
         } => {
             let options = symphony_host::RunOptions::default()
-                .with_redis_url(redis_url)
+                .with_redis(RedisOverride::from_options(redis_url, redis_cluster))
                 .with_admin_listen(admin_listen);
             symphony_host::run(&manifest, options, shutdown_signal()).await
         }

@@ -29,7 +29,10 @@ use toml::Spanned;
 use crate::policy::{Capability, Grants, Limits, Policy, TenantSelector};
 // Re-exported where the manifest's readers have always found them.
 pub use crate::policy::{HumanDuration, RetryConfig};
-pub use crate::pools::{DEFAULT_REDIS_URL, PoolAlias, RedisUrl, seed_pool_urls};
+pub use crate::pools::{
+    ClusterSeeds, DEFAULT_REDIS_URL, PoolAlias, RedisOverride, RedisTarget, RedisUrl,
+    seed_pool_urls,
+};
 
 /// A manifest that could not be read or is invalid.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +105,9 @@ pub struct RedisConfig {
     /// here use `url`.
     #[serde(default)]
     pub pools: BTreeMap<PoolAlias, Spanned<RedisUrl>>,
+    /// A Redis Cluster's seed nodes, instead of `url` and `pools`: every
+    /// alias is in the cluster's DB 0 (see `docs/compat.md`).
+    pub cluster: Option<Spanned<ClusterSeeds>>,
 }
 
 /// `[listener]`: where and how expiries are heard.
@@ -541,6 +547,25 @@ impl Manifest {
                 }
             }
         }
+        if let Some(cluster) = &self.redis.cluster {
+            if self.redis.url.is_some() {
+                return Err((
+                    cluster.span(),
+                    "[redis] names both `url` and `cluster`: a deployment is one server or one \
+                     cluster; keep one of them"
+                        .into(),
+                ));
+            }
+            if let Some((alias, _)) = self.redis.pools.iter().next() {
+                return Err((
+                    cluster.span(),
+                    format!(
+                        "[redis.pools] ({alias}) cannot be used with `cluster`: a Redis Cluster has \
+                         only DB 0, and every pool alias uses it"
+                    ),
+                ));
+            }
+        }
         if self.listener.pools.is_empty() {
             return Err((0..0, "[listener] pools must name at least one pool".into()));
         }
@@ -560,6 +585,21 @@ impl Manifest {
     /// [`DEFAULT_REDIS_URL`]) with the alias's seed DB. An override replaces
     /// `[redis] url` *and* `[redis.pools]`, so one manifest runs anywhere.
     pub fn pool_urls(&self, override_url: Option<&RedisUrl>) -> BTreeMap<PoolAlias, RedisUrl> {
+        self.servers(override_url)
+    }
+
+    /// Where the pools connect: the override alone if there is one (a URL
+    /// or a cluster), else `[redis] cluster`, else the servers of
+    /// [`pool_urls`](Self::pool_urls).
+    pub fn redis_target(&self, over: Option<&RedisOverride>) -> RedisTarget {
+        match (over, &self.redis.cluster) {
+            (Some(over), _) => over.target(),
+            (None, Some(seeds)) => RedisTarget::Cluster(seeds.get_ref().clone()),
+            (None, None) => RedisTarget::Servers(self.servers(None)),
+        }
+    }
+
+    fn servers(&self, override_url: Option<&RedisUrl>) -> BTreeMap<PoolAlias, RedisUrl> {
         let base = match (override_url, &self.redis.url) {
             (Some(u), _) => u.clone(),
             (None, Some(u)) => u.get_ref().clone(),

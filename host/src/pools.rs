@@ -187,6 +187,121 @@ impl fmt::Display for RedisUrl {
     }
 }
 
+/// The seed nodes of a Redis Cluster (`[redis] cluster`,
+/// `SYMPHONY_REDIS_CLUSTER`): at least one `redis://` or `rediss://` URL,
+/// none naming a DB other than 0 (a cluster has only DB 0). The client
+/// finds the other nodes from any of them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "Vec<String>")]
+pub struct ClusterSeeds(Vec<RedisUrl>);
+
+impl ClusterSeeds {
+    /// The seed URLs, as given.
+    pub fn urls(&self) -> &[RedisUrl] {
+        &self.0
+    }
+
+    /// The seeds as host:port, comma-separated (for logs; no password).
+    pub fn servers(&self) -> String {
+        self.0
+            .iter()
+            .map(RedisUrl::server)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl TryFrom<Vec<String>> for ClusterSeeds {
+    type Error = String;
+    fn try_from(seeds: Vec<String>) -> Result<Self, String> {
+        if seeds.is_empty() {
+            return Err("a Redis Cluster needs at least one seed URL".into());
+        }
+        let mut urls = Vec::with_capacity(seeds.len());
+        for seed in seeds {
+            let url: RedisUrl = seed.trim().parse()?;
+            if url.0.scheme().contains("unix") {
+                return Err(format!(
+                    "cluster seed {seed:?}: a cluster node is reached over TCP (redis:// or rediss://), not a socket"
+                ));
+            }
+            if url.db() != 0 {
+                return Err(format!(
+                    "cluster seed {seed:?} names DB {}: a Redis Cluster has only DB 0, and every pool alias uses it",
+                    url.db()
+                ));
+            }
+            urls.push(url);
+        }
+        Ok(ClusterSeeds(urls))
+    }
+}
+
+impl FromStr for ClusterSeeds {
+    type Err = String;
+    /// Comma-separated URLs, as `SYMPHONY_REDIS_CLUSTER` gives them.
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+            .try_into()
+    }
+}
+
+impl fmt::Display for ClusterSeeds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, url) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{url}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the pools connect: a server (DB) per alias, or one Redis Cluster
+/// for every alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// Each alias's URL (DB included).
+    Servers(BTreeMap<PoolAlias, RedisUrl>),
+    /// A cluster: every alias in its DB 0.
+    Cluster(ClusterSeeds),
+}
+
+/// Redis settings given on the command line or in the environment, which
+/// replace the manifest's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisOverride {
+    /// `--redis-url` / `SYMPHONY_REDIS_URL`: one server, each alias in its seed DB.
+    Url(RedisUrl),
+    /// `--redis-cluster` / `SYMPHONY_REDIS_CLUSTER`: a cluster.
+    Cluster(ClusterSeeds),
+}
+
+impl RedisOverride {
+    /// The override from the two options (clap makes them exclusive).
+    pub fn from_options(url: Option<RedisUrl>, cluster: Option<ClusterSeeds>) -> Option<Self> {
+        match (url, cluster) {
+            (_, Some(seeds)) => Some(RedisOverride::Cluster(seeds)),
+            (Some(url), None) => Some(RedisOverride::Url(url)),
+            (None, None) => None,
+        }
+    }
+
+    /// What the override alone names: the URL's server with the seed
+    /// DBs, or the cluster.
+    pub fn target(&self) -> RedisTarget {
+        match self {
+            RedisOverride::Url(url) => RedisTarget::Servers(seed_pool_urls(url)),
+            RedisOverride::Cluster(seeds) => RedisTarget::Cluster(seeds.clone()),
+        }
+    }
+}
+
 /// Every pool alias on `base`, each with its seed DB (the Python library's
 /// `setup_single_url`).
 pub fn seed_pool_urls(base: &RedisUrl) -> BTreeMap<PoolAlias, RedisUrl> {
@@ -252,6 +367,8 @@ pub struct Pools {
     pools: std::sync::Arc<BTreeMap<PoolAlias, Pool>>,
     /// The runtime the pools were built on, where Redis I/O runs.
     control: Option<tokio::runtime::Handle>,
+    /// The cluster every alias is on, if it is one.
+    cluster: Option<ClusterSeeds>,
 }
 
 /// How long a command may wait for its reply before failing.
@@ -299,7 +416,79 @@ impl Pools {
         Ok(Pools {
             pools: pools.into(),
             control: tokio::runtime::Handle::try_current().ok(),
+            cluster: None,
         })
+    }
+
+    /// Builds the pools `target` names, without connecting (must run
+    /// inside Tokio).
+    ///
+    /// # Errors
+    /// A URL the Redis client rejects.
+    pub fn connect(target: &RedisTarget) -> anyhow::Result<Pools> {
+        match target {
+            RedisTarget::Servers(urls) => Pools::new(urls),
+            RedisTarget::Cluster(seeds) => Pools::cluster(seeds),
+        }
+    }
+
+    /// Every alias on one Redis Cluster, in its DB 0. The connections
+    /// (the `redis` crate's cluster client: it routes each command to the
+    /// node that owns its key's slot and follows `MOVED` and `ASK`) are
+    /// shared by all aliases, [`CONNECTIONS_PER_POOL`] of them, and connect
+    /// on first use.
+    ///
+    /// # Errors
+    /// A seed the client rejects.
+    pub fn cluster(seeds: &ClusterSeeds) -> anyhow::Result<Pools> {
+        let client = redis::cluster::ClusterClientBuilder::new(
+            seeds.urls().iter().map(|u| u.as_str().to_owned()),
+        )
+        .retries(6)
+        .min_retry_wait(20)
+        .max_retry_wait(500)
+        .build()
+        .with_context(|| format!("invalid Redis Cluster seeds {seeds}"))?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT);
+        let conns: Vec<RedisConn> = (0..CONNECTIONS_PER_POOL.max(1))
+            .map(|_| {
+                RedisConn::cluster(client.get_pending_async_connection_with_config(config.clone()))
+            })
+            .collect();
+        let (first, others) = conns
+            .split_first()
+            .context("no connection for the Redis Cluster")?;
+        let others: std::sync::Arc<[RedisConn]> = others.into();
+        let seed = seeds
+            .urls()
+            .first()
+            .context("a Redis Cluster needs at least one seed URL")?;
+        let node = redis::Client::open(seed.as_str())
+            .with_context(|| format!("invalid Redis Cluster seed {seed}"))?;
+        let pools = PoolAlias::ALL
+            .iter()
+            .map(|&alias| {
+                let pool = Pool {
+                    url: seed.clone(),
+                    client: node.clone(),
+                    first: first.clone(),
+                    others: others.clone(),
+                };
+                (alias, pool)
+            })
+            .collect::<BTreeMap<_, _>>();
+        Ok(Pools {
+            pools: pools.into(),
+            control: tokio::runtime::Handle::try_current().ok(),
+            cluster: Some(seeds.clone()),
+        })
+    }
+
+    /// The cluster the pools are on, or `None` for servers.
+    pub fn cluster_seeds(&self) -> Option<&ClusterSeeds> {
+        self.cluster.as_ref()
     }
 
     /// The runtime the pools were built on. Redis calls made from elsewhere

@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::manifest::{Manifest, ManifestError, RedisUrl, RuntimeConfig};
+use crate::manifest::{Manifest, ManifestError, RedisOverride, RuntimeConfig};
 use crate::millis;
 use crate::plugins::{LoadErrors, PluginSet};
 use crate::runtime::Runtime;
@@ -59,7 +59,7 @@ pub enum ReloadError {
 /// Applies manifest changes to the live plugin set.
 pub struct Reloader {
     path: PathBuf,
-    redis_override: Option<RedisUrl>,
+    redis_override: Option<RedisOverride>,
     runtime: Arc<Runtime>,
     plugins: Arc<ArcSwap<PluginSet>>,
     /// The manifest the host started with: its restart-only sections.
@@ -74,7 +74,7 @@ impl Reloader {
     /// A reloader for the host that started with `manifest`.
     pub fn new(
         manifest: Manifest,
-        redis_override: Option<RedisUrl>,
+        redis_override: Option<RedisOverride>,
         runtime: Arc<Runtime>,
         plugins: Arc<ArcSwap<PluginSet>>,
         stats: Arc<Stats>,
@@ -127,9 +127,11 @@ impl Reloader {
     }
 
     fn check_restart_only(&self, new: &Manifest) -> Result<(), ReloadError> {
-        let url = self.redis_override.as_ref();
-        if new.pool_urls(url) != self.started.pool_urls(url) {
-            return Err(ReloadError::NeedsRestart("[redis] (a pool URL)"));
+        let over = self.redis_override.as_ref();
+        if new.redis_target(over) != self.started.redis_target(over) {
+            return Err(ReloadError::NeedsRestart(
+                "[redis] (a pool URL or the cluster)",
+            ));
         }
         if new.listener != self.started.listener {
             return Err(ReloadError::NeedsRestart("[listener]"));

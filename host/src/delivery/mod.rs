@@ -70,7 +70,7 @@ pub use self::dead::{DeadFilter, DeadLetter, DeadList};
 pub use self::finisher::Finisher;
 pub use self::held::Held;
 use self::scripts::{SCRIPTS, Scripts};
-use crate::backend::RedisConn;
+use crate::backend::{RedisConn, ScanCursor};
 use crate::error::RepoError;
 use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
@@ -424,7 +424,7 @@ impl Delivery {
     /// Redis failing.
     pub async fn index_all(&self) -> Result<u64, RepoError> {
         let pattern = format!("*:{TRIGGER_MARKER}:*");
-        let mut cursor = Some(0);
+        let mut cursor = Some(ScanCursor::START);
         let mut indexed = 0;
         while let Some(at) = cursor {
             let (next, keys) = self.conn.scan_page(&pattern, at, KEYS_PER_CALL).await?;

@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use crate::backend::RedisConn;
+use crate::backend::{RedisConn, ScanCursor};
 use serde_json::{Map, Value};
 
 use super::codec::{dumps, loads, loads_hash, python_json};
@@ -482,17 +482,23 @@ async fn append_to_list(
 pub(crate) async fn scan(conn: &RedisConn, pattern: &str) -> Result<Vec<String>, RepoError> {
     let cap = capped::limit();
     let mut keys = Vec::new();
+    // SCAN may report a key twice (more so on a cluster whose slots move).
+    let mut seen = std::collections::HashSet::new();
     let mut bytes = 0usize;
-    let mut cursor = Some(0);
+    let mut cursor = Some(ScanCursor::START);
     while let Some(at) = cursor {
         let (next, batch) = conn.scan_page(pattern, at, SCAN_COUNT).await?;
-        bytes += batch.iter().map(String::len).sum::<usize>();
+        for key in batch {
+            if seen.insert(key.clone()) {
+                bytes += key.len();
+                keys.push(key);
+            }
+        }
         if let Some(cap) = cap
             && bytes > cap
         {
             return Err(capped::over(bytes, cap));
         }
-        keys.extend(batch);
         cursor = next;
     }
     Ok(keys)
@@ -503,13 +509,11 @@ pub(crate) async fn scan(conn: &RedisConn, pattern: &str) -> Result<Vec<String>,
 /// keys costs the host one page at a time.
 pub(crate) async fn delete_matching(conn: &RedisConn, pattern: &str) -> Result<u32, RepoError> {
     let mut deleted = 0u32;
-    let mut cursor = Some(0);
+    let mut cursor = Some(ScanCursor::START);
     while let Some(at) = cursor {
         let (next, batch) = conn.scan_page(pattern, at, SCAN_COUNT).await?;
-        if !batch.is_empty() {
-            let n: u32 = conn.query_once(redis::cmd("DEL").arg(batch)).await?;
-            deleted = deleted.saturating_add(n);
-        }
+        let n = conn.del(&batch).await?;
+        deleted = deleted.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         cursor = next;
     }
     Ok(deleted)

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::backend::RedisConn;
+use crate::backend::{RedisConn, ScanCursor};
 
 use super::hash::SCAN_COUNT;
 use super::{RepoError, utc_now_iso};
@@ -139,7 +139,7 @@ impl TriggerRepo {
     pub async fn delete_all_by_identifier(&self, id: &str) -> Result<u32, RepoError> {
         let pattern = trigger_id_pattern(&self.tenant, id)?;
         let mut n = 0u32;
-        let mut cursor = Some(0);
+        let mut cursor = Some(ScanCursor::START);
         // Page by page: the keys are never all held at once.
         while let Some(at) = cursor {
             let (next, keys) = self.conn.scan_page(&pattern, at, SCAN_COUNT).await?;
