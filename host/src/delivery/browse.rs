@@ -164,6 +164,7 @@ impl Delivery {
         after: Option<&Cursor>,
         limit: usize,
     ) -> Result<SchedulePage, RepoError> {
+        self.not_sharded("browsing the scheduled triggers")?;
         let limit = limit.clamp(1, MAX_PAGE);
         let tenants: Vec<String> = match &filter.tenant {
             Some(t) => vec![t.clone()],
@@ -296,6 +297,16 @@ impl Delivery {
         })
     }
 
+    /// Refuses an operation not built for a Redis Cluster's sharded state.
+    fn not_sharded(&self, what: &str) -> Result<(), RepoError> {
+        match self.is_sharded() {
+            true => Err(RepoError::Unavailable(format!(
+                "{what} is not available on a Redis Cluster yet"
+            ))),
+            false => Ok(()),
+        }
+    }
+
     /// Claimed firings, the soonest lease end first: at most `limit` from
     /// `offset`, and how many there are.
     ///
@@ -306,6 +317,7 @@ impl Delivery {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<Claimed>, u64), RepoError> {
+        self.not_sharded("browsing the claimed firings")?;
         let limit = limit.clamp(1, MAX_PAGE);
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGE")

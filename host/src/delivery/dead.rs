@@ -1,11 +1,12 @@
 //! Dead letters: firings given up after their last attempt, kept in
-//! `symphony:dead` (JSON, newest first, at most `max_dead_letters`), and
-//! their administration (list, retry, purge).
+//! `symphony:dead` (JSON, newest first, at most `max_dead_letters`; on a
+//! Redis Cluster one list per slot, each capped, found through the hint
+//! buckets), and their administration (list, retry, purge).
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
-use super::{DEAD, Delivery, Firing, READY, SEP, index_of};
+use super::{Delivery, Firing, SEP, tenant_of};
 use crate::error::RepoError;
 
 /// One dead letter.
@@ -87,7 +88,7 @@ impl Delivery {
     pub async fn dead_letters(&self) -> Result<DeadList, RepoError> {
         let raw = self.dead_entries().await?;
         let mut list = DeadList::default();
-        for (i, entry) in raw.iter().enumerate() {
+        for (i, (_, entry)) in raw.iter().enumerate() {
             match serde_json::from_str(entry) {
                 Ok(letter) => list.letters.push(letter),
                 Err(e) => list.unreadable.push((i, e.to_string())),
@@ -103,20 +104,24 @@ impl Delivery {
     /// Redis failing.
     pub async fn retry_dead(&self, filter: &DeadFilter) -> Result<u64, RepoError> {
         let mut n = 0;
-        for (entry, letter) in self.matching_dead(filter).await? {
+        for (list, entry, letter) in self.matching_dead(filter).await? {
             let member = format!("{}{SEP}retried{}", letter.key, fastrand::u32(..));
+            let space = self.space_of(&letter.key);
             let revived: u64 = self
                 .conn
                 .invoke_once(
                     self.scripts
                         .revive
-                        .key(DEAD)
-                        .key(index_of(&member))
-                        .key(READY)
+                        .key(&list)
+                        .key(space.due(tenant_of(&member)))
+                        .key(space.ready())
                         .arg(&entry)
                         .arg(&member),
                 )
                 .await?;
+            if revived > 0 {
+                self.hint_work(&space, [(tenant_of(&member), 0)]).await;
+            }
             n += revived;
         }
         Ok(n)
@@ -130,17 +135,21 @@ impl Delivery {
     /// Redis failing.
     pub async fn purge_dead(&self, filter: &DeadFilter) -> Result<u64, RepoError> {
         if filter.is_all() {
-            let mut pipe = redis::pipe();
-            pipe.atomic().llen(DEAD).del(DEAD);
-            let (n, _): (u64, u64) = self.conn.pipe(&pipe).await?;
+            let mut n = 0;
+            for list in self.dead_lists().await? {
+                let mut pipe = redis::pipe();
+                pipe.atomic().llen(&list).del(&list);
+                let (len, _): (u64, u64) = self.conn.pipe(&pipe).await?;
+                n += len;
+            }
             return Ok(n);
         }
         let matching = self.matching_dead(filter).await?;
         let mut n = 0;
         for chunk in matching.chunks(super::KEYS_PER_CALL) {
             let mut pipe = redis::pipe();
-            for (entry, _) in chunk {
-                pipe.cmd("LREM").arg(DEAD).arg(1).arg(entry);
+            for (list, entry, _) in chunk {
+                pipe.cmd("LREM").arg(list).arg(1).arg(entry);
             }
             let removed: Vec<u64> = self.conn.pipe(&pipe).await?;
             n += removed.iter().sum::<u64>();
@@ -148,12 +157,18 @@ impl Delivery {
         Ok(n)
     }
 
-    /// The raw entries of the dead-letter list, newest first.
-    async fn dead_entries(&self) -> Result<Vec<String>, RepoError> {
-        Ok(self
-            .conn
-            .query(redis::cmd("LRANGE").arg(DEAD).arg(0).arg(-1))
-            .await?)
+    /// The raw entries of the dead-letter lists, each with its list, newest
+    /// first (on a cluster, list by list).
+    async fn dead_entries(&self) -> Result<Vec<(String, String)>, RepoError> {
+        let mut entries = Vec::new();
+        for list in self.dead_lists().await? {
+            let raw: Vec<String> = self
+                .conn
+                .query(redis::cmd("LRANGE").arg(&list).arg(0).arg(-1))
+                .await?;
+            entries.extend(raw.into_iter().map(|e| (list.clone(), e)));
+        }
+        Ok(entries)
     }
 
     /// The entries `filter` matches, each with its letter. Entries that are
@@ -161,11 +176,11 @@ impl Delivery {
     async fn matching_dead(
         &self,
         filter: &DeadFilter,
-    ) -> Result<Vec<(String, DeadLetter)>, RepoError> {
+    ) -> Result<Vec<(String, String, DeadLetter)>, RepoError> {
         let mut matching = Vec::new();
-        for (i, entry) in self.dead_entries().await?.into_iter().enumerate() {
+        for (i, (list, entry)) in self.dead_entries().await?.into_iter().enumerate() {
             match serde_json::from_str::<DeadLetter>(&entry) {
-                Ok(letter) if filter.accepts(&letter) => matching.push((entry, letter)),
+                Ok(letter) if filter.accepts(&letter) => matching.push((list, entry, letter)),
                 Ok(_) => {}
                 Err(e) => warn!(
                     event = "dead_letter_unreadable",

@@ -56,6 +56,8 @@ mod dead;
 mod finisher;
 mod held;
 mod scripts;
+mod sharded;
+mod space;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,7 +72,8 @@ pub use self::dead::{DeadFilter, DeadLetter, DeadList};
 pub use self::finisher::Finisher;
 pub use self::held::Held;
 use self::scripts::{SCRIPTS, Scripts};
-use crate::backend::{RedisConn, ScanCursor};
+pub use self::space::{BUCKETS, Bucket, Space};
+use crate::backend::{RedisConn, ScanCursor, slot_of};
 use crate::error::RepoError;
 use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
@@ -110,11 +113,6 @@ pub fn due_key(tenant: &str) -> String {
 /// before its first `:`.
 fn tenant_of(member: &str) -> &str {
     member.split(':').next().unwrap_or(member)
-}
-
-/// The due index an index member belongs in.
-fn index_of(member: &str) -> String {
-    due_key(tenant_of(member))
 }
 
 /// A host claims no more of a tenant's firings while it holds this many
@@ -189,6 +187,8 @@ pub struct Delivery {
     dead_cap: usize,
     /// Most entries a tenant's index may hold when arming (0: no cap).
     max_pending: u32,
+    /// On a Redis Cluster: a [`Space`] per slot and the hint buckets.
+    sharded: Option<Arc<sharded::State>>,
 }
 
 /// Dead letters kept by default (`[delivery] max_dead_letters`).
@@ -232,12 +232,48 @@ impl Delivery {
     fn with_conn(pool: PoolAlias, conn: RedisConn) -> Self {
         Self {
             pool,
-            conn,
             scripts: &SCRIPTS,
             held: Arc::default(),
             dead_cap: DEFAULT_MAX_DEAD_LETTERS,
             max_pending: 0,
+            sharded: conn.is_cluster().then(Arc::default),
+            conn,
         }
+    }
+
+    /// Whether the state is sharded over a Redis Cluster's slots.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded.is_some()
+    }
+
+    /// The space that holds the delivery state of trigger key `key` (or an
+    /// index member: the key before its tag).
+    pub fn space_of(&self, key: &str) -> Space {
+        match self.sharded {
+            Some(_) => Space::of_slot(slot_of(split_member(key))),
+            None => Space::standalone(),
+        }
+    }
+
+    /// The due index of an index member.
+    fn index_of(&self, member: &str) -> String {
+        self.space_of(member).due(tenant_of(member))
+    }
+
+    /// `items` grouped by the space of their key.
+    fn by_space<T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> &str,
+    ) -> std::collections::BTreeMap<Space, Vec<T>> {
+        let mut groups: std::collections::BTreeMap<Space, Vec<T>> = Default::default();
+        for item in items {
+            groups
+                .entry(self.space_of(key(&item)))
+                .or_default()
+                .push(item);
+        }
+        groups
     }
 
     /// Refuses to arm a new trigger while its tenant has `cap` pending in
@@ -275,17 +311,39 @@ impl Delivery {
     /// Redis failing.
     pub async fn renew(&self, lease_ms: u64) -> Result<(usize, usize), RepoError> {
         let members = self.held.members();
+        let total = members.len();
         let mut lost_total = 0;
-        for chunk in members.chunks(KEYS_PER_CALL) {
-            let mut call = self.scripts.renew.key(LEASES);
-            call.arg(lease_ms);
-            for m in chunk {
-                call.arg(m);
+        let calls = self
+            .by_space(members, |m| m.as_str())
+            .into_iter()
+            .flat_map(|(space, members)| {
+                members
+                    .chunks(KEYS_PER_CALL)
+                    .map(|chunk| {
+                        let mut call = self.scripts.renew.key(space.leases());
+                        call.arg(lease_ms).arg(chunk);
+                        call
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>();
+        let lost = futures::future::join_all(
+            calls
+                .iter()
+                .map(|call| self.conn.invoke_once::<Vec<String>>(call)),
+        )
+        .await;
+        let mut failed = None;
+        for lost in lost {
+            match lost {
+                Ok(lost) => lost_total += self.held.lose(&lost),
+                Err(e) => failed = Some(e),
             }
-            let lost: Vec<String> = self.conn.invoke_once(&call).await?;
-            lost_total += self.held.lose(&lost);
         }
-        Ok((members.len() - lost_total.min(members.len()), lost_total))
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        Ok((total - lost_total.min(total), lost_total))
     }
 
     /// The pool this delivery works in.
@@ -300,6 +358,9 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn gauges(&self) -> Result<Gauges, RepoError> {
+        if self.sharded.is_some() {
+            return self.sharded_gauges().await;
+        }
         let mut head = redis::pipe();
         head.zrange(READY, 0, -1)
             .zcard(LEGACY_DUE)
@@ -333,9 +394,10 @@ impl Delivery {
     /// [`RepoError::Denied`] when the tenant is at its pending-trigger quota
     /// ([`with_pending_cap`](Self::with_pending_cap)).
     pub async fn arm(&self, key: &str, value: &str, ttl_ms: u64) -> Result<i64, RepoError> {
+        let space = self.space_of(key);
         let mut call = self.scripts.arm.key(key);
-        call.key(index_of(key))
-            .key(READY)
+        call.key(space.due(tenant_of(key)))
+            .key(space.ready())
             .arg(value)
             .arg(ttl_ms)
             .arg(self.max_pending);
@@ -344,6 +406,7 @@ impl Delivery {
         if due < 0 {
             return Err(self.over_pending(key));
         }
+        self.hint_work(&space, [(tenant_of(key), due)]).await;
         Ok(due)
     }
 
@@ -356,18 +419,29 @@ impl Delivery {
     /// tenant past the pending-trigger quota (that batch sets nothing).
     pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
         let mut armed = 0;
-        for chunk in keys.chunks(KEYS_PER_CALL) {
-            let mut call = self.scripts.arm_many.key(READY);
+        let groups = self.by_space(keys, |(key, _)| key.as_str());
+        let calls = groups
+            .iter()
+            .flat_map(|(space, keys)| keys.chunks(KEYS_PER_CALL).map(move |chunk| (space, chunk)));
+        // Calls to different slots go together (one per slot on a cluster).
+        let results = futures::future::join_all(calls.map(|(space, chunk)| async move {
+            let mut call = self.scripts.arm_many.key(space.ready());
             call.arg(value).arg(self.max_pending);
             for (key, ttl_ms) in chunk {
-                call.key(key).key(index_of(key)).arg(*ttl_ms);
+                call.key(key).key(space.due(tenant_of(key))).arg(*ttl_ms);
             }
-            let n: i64 = self.conn.invoke(&call).await?;
+            let (n, first): (i64, i64) = self.conn.invoke(&call).await?;
             if n < 0 {
                 let key = chunk.first().map_or("", |(key, _)| key.as_str());
                 return Err(self.over_pending(key));
             }
-            armed += n.unsigned_abs();
+            self.hint_work(space, chunk.iter().map(|(key, _)| (tenant_of(key), first)))
+                .await;
+            Ok::<u64, RepoError>(n.unsigned_abs())
+        }))
+        .await;
+        for n in results {
+            armed += n?;
         }
         Ok(armed)
     }
@@ -378,26 +452,41 @@ impl Delivery {
     /// Redis failing.
     pub async fn cancel(&self, key: &str) -> Result<bool, RepoError> {
         let mut call = self.scripts.cancel.key(key);
-        call.key(index_of(key));
+        call.key(self.index_of(key));
         let n: i64 = self.conn.invoke(&call).await?;
         Ok(n > 0)
     }
 
-    /// Runs a script over the ready set and `keys`, each followed by its
-    /// index (`KEYS[2..]`, `ARGV[1]` = [`LEAD_MS`]), in calls of
-    /// [`KEYS_PER_CALL`] keys; returns the summed counts.
-    async fn on_keys(&self, script: &redis::Script, keys: &[String]) -> Result<u64, RepoError> {
-        let mut total = 0;
-        for chunk in keys.chunks(KEYS_PER_CALL) {
-            let mut call = script.key(READY);
-            call.arg(LEAD_MS);
-            for key in chunk {
-                call.key(key).key(index_of(key));
-            }
-            let n: u64 = self.conn.invoke_once(&call).await?;
-            total += n;
-        }
-        Ok(total)
+    /// Runs a script over a space's ready set and `keys` of that space,
+    /// each followed by its index (`KEYS[2..]`, `ARGV[1]` = [`LEAD_MS`]), in
+    /// calls of [`KEYS_PER_CALL`] keys, the spaces together; returns each
+    /// call's answer with its space and keys.
+    async fn on_keys<'k, T: redis::FromRedisValue>(
+        &self,
+        script: &redis::Script,
+        keys: &'k [String],
+    ) -> Result<Vec<(Space, Vec<&'k String>, T)>, RepoError> {
+        let calls: Vec<(Space, Vec<&String>)> = self
+            .by_space(keys, |k| k.as_str())
+            .into_iter()
+            .flat_map(|(space, keys)| {
+                keys.chunks(KEYS_PER_CALL)
+                    .map(|chunk| (space.clone(), chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let results =
+            futures::future::join_all(calls.into_iter().map(|(space, chunk)| async move {
+                let mut call = script.key(space.ready());
+                call.arg(LEAD_MS);
+                for key in &chunk {
+                    call.key(*key).key(space.due(tenant_of(key)));
+                }
+                let answer: T = self.conn.invoke_once(&call).await?;
+                Ok::<_, RepoError>((space, chunk, answer))
+            }))
+            .await;
+        results.into_iter().collect()
     }
 
     /// Indexes trigger keys another client armed (`expire` keyevents);
@@ -406,7 +495,18 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn index(&self, keys: &[String]) -> Result<u64, RepoError> {
-        self.on_keys(&self.scripts.index, keys).await
+        let mut total = 0;
+        for (space, keys, (n, first)) in self
+            .on_keys::<(u64, i64)>(&self.scripts.index, keys)
+            .await?
+        {
+            total += n;
+            if n > 0 {
+                self.hint_work(&space, keys.iter().map(|k| (tenant_of(k), first)))
+                    .await;
+            }
+        }
+        Ok(total)
     }
 
     /// `del` keyevents: drops the entries of keys deleted before they were
@@ -415,7 +515,8 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn unindex(&self, keys: &[String]) -> Result<u64, RepoError> {
-        self.on_keys(&self.scripts.unindex, keys).await
+        let answers = self.on_keys::<u64>(&self.scripts.unindex, keys).await?;
+        Ok(answers.iter().map(|(_, _, n)| n).sum())
     }
 
     /// Indexes every trigger key with a TTL in the DB (SCAN); returns how many.
@@ -451,13 +552,17 @@ impl Delivery {
         lease_ms: u64,
         skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
-        let mut call = self.scripts.claim.key(READY);
-        call.key(LEASES)
-            .key(META)
+        if self.sharded.is_some() {
+            return self.claim_sharded(limit, lease_ms, skip).await;
+        }
+        let space = Space::standalone();
+        let mut call = self.scripts.claim.key(space.ready());
+        call.key(space.leases())
+            .key(space.meta())
             .arg(LEAD_MS)
             .arg(lease_ms)
             .arg(limit)
-            .arg(FIRED_PREFIX)
+            .arg(space.fired())
             .arg(FIRED_TTL_MS)
             .arg(skip);
         let out: Vec<redis::Value> = self.conn.invoke_once(&call).await?;
@@ -465,27 +570,34 @@ impl Delivery {
             v.and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
                 .unwrap_or(-1)
         };
+        let now = int(out.first());
+        let next = Some(int(out.get(1))).filter(|n| *n >= 0);
+        let firings = self.firings(out.get(2..).unwrap_or_default(), now);
+        Ok((now, next, firings))
+    }
+
+    /// The firings a claim returned (member, due, meta, ...), now held.
+    fn firings(&self, claimed: &[redis::Value], now: i64) -> Vec<Firing> {
         let text = |v: Option<&redis::Value>| -> String {
             v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
                 .unwrap_or_default()
         };
-        let now = int(out.first());
-        let next = Some(int(out.get(1))).filter(|n| *n >= 0);
-        let mut firings = Vec::new();
-        for chunk in out.get(2..).unwrap_or_default().chunks(3) {
-            let member = text(chunk.first());
-            let due_ms = text(chunk.get(1)).parse::<f64>().map_or(now, |d| d as i64);
-            let meta = meta_of(&text(chunk.get(2)));
-            firings.push(Firing {
-                pool: self.pool,
-                key: split_member(&member).to_owned(),
-                claim: self.held.hold(&member),
-                member,
-                due_ms,
-                meta,
-            });
-        }
-        Ok((now, next, firings))
+        claimed
+            .chunks(3)
+            .map(|chunk| {
+                let member = text(chunk.first());
+                let due_ms = text(chunk.get(1)).parse::<f64>().map_or(now, |d| d as i64);
+                let meta = meta_of(&text(chunk.get(2)));
+                Firing {
+                    pool: self.pool,
+                    key: split_member(&member).to_owned(),
+                    claim: self.held.hold(&member),
+                    member,
+                    due_ms,
+                    meta,
+                }
+            })
+            .collect()
     }
 
     /// `expired` keyevents for `keys`: claims each firing no host has.
@@ -498,29 +610,39 @@ impl Delivery {
         lease_ms: u64,
     ) -> Result<Vec<Firing>, RepoError> {
         let mut firings = Vec::new();
-        for chunk in keys.chunks(KEYS_PER_CALL) {
-            let mut call = self.scripts.claim_expired.key(READY);
-            call.key(LEASES)
-                .key(META)
-                .arg(lease_ms)
-                .arg(FIRED_PREFIX)
-                .arg(FIRED_TTL_MS);
-            for key in chunk {
-                call.key(key).key(index_of(key));
-            }
-            let out: Vec<String> = self.conn.invoke_once(&call).await?;
-            for claimed in out.chunks_exact(3) {
-                let [member, due, meta] = claimed else {
-                    continue;
-                };
-                firings.push(Firing {
-                    pool: self.pool,
-                    key: split_member(member).to_owned(),
-                    claim: self.held.hold(member),
-                    member: member.clone(),
-                    due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
-                    meta: meta_of(meta),
-                });
+        for (space, keys) in self.by_space(keys, |k| k.as_str()) {
+            for chunk in keys.chunks(KEYS_PER_CALL) {
+                let mut call = self.scripts.claim_expired.key(space.ready());
+                call.key(space.leases())
+                    .key(space.meta())
+                    .arg(lease_ms)
+                    .arg(space.fired())
+                    .arg(FIRED_TTL_MS);
+                for key in chunk {
+                    call.key(*key).key(space.due(tenant_of(key)));
+                }
+                let out: Vec<String> = self.conn.invoke_once(&call).await?;
+                let before = firings.len();
+                for claimed in out.chunks_exact(3) {
+                    let [member, due, meta] = claimed else {
+                        continue;
+                    };
+                    firings.push(Firing {
+                        pool: self.pool,
+                        key: split_member(member).to_owned(),
+                        claim: self.held.hold(member),
+                        member: member.clone(),
+                        due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
+                        meta: meta_of(meta),
+                    });
+                }
+                // An indexed key may have been made due now: its tenant's
+                // hint says so; and the claimed ones hold leases here.
+                self.hint_work(&space, chunk.iter().map(|k| (tenant_of(k), 0)))
+                    .await;
+                if firings.len() > before {
+                    self.hint_lease(&space, 0).await;
+                }
             }
         }
         Ok(firings)
@@ -534,10 +656,24 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn reap(&self) -> Result<u64, RepoError> {
-        Ok(self
+        if self.sharded.is_some() {
+            return self.reap_sharded().await;
+        }
+        let space = Space::standalone();
+        let out: Vec<redis::Value> = self
             .conn
-            .invoke_once(self.scripts.reap.key(LEASES).key(LEGACY_DUE).key(READY))
-            .await?)
+            .invoke_once(
+                self.scripts
+                    .reap
+                    .key(space.leases())
+                    .key(space.legacy_due())
+                    .key(space.ready()),
+            )
+            .await?;
+        Ok(out
+            .first()
+            .and_then(|v| redis::from_redis_value::<u64>(v.clone()).ok())
+            .unwrap_or(0))
     }
 
     /// Gives a claimed firing back, due at once (for another host).
@@ -546,10 +682,14 @@ impl Delivery {
     /// Redis failing.
     pub async fn release(&self, member: &str) -> Result<(), RepoError> {
         self.held.forget(member);
-        let mut call = self.scripts.release.key(LEASES);
-        call.key(index_of(member)).key(READY).arg(member);
+        let space = self.space_of(member);
+        let mut call = self.scripts.release.key(space.leases());
+        call.key(space.due(tenant_of(member)))
+            .key(space.ready())
+            .arg(member);
         // Only a held lease is moved back: running it twice is running it once.
         let _: i64 = self.conn.invoke(&call).await?;
+        self.hint_work(&space, [(tenant_of(member), 0)]).await;
         Ok(())
     }
 
@@ -592,11 +732,14 @@ impl Delivery {
     pub async fn done_many(&self, members: &[String]) -> Result<(), RepoError> {
         let (tagged, plain): (Vec<&String>, Vec<&String>) =
             members.iter().partition(|m| m.contains(SEP));
-        for chunk in plain.chunks(KEYS_PER_CALL) {
-            let _: i64 = self
-                .conn
-                .query(redis::cmd("ZREM").arg(LEASES).arg(chunk))
-                .await?;
+        let mut pipe = redis::pipe();
+        for (space, members) in self.by_space(plain, |m| m.as_str()) {
+            for chunk in members.chunks(KEYS_PER_CALL) {
+                pipe.cmd("ZREM").arg(space.leases()).arg(chunk).ignore();
+            }
+        }
+        if !pipe.is_empty() {
+            let () = self.conn.pipe(&pipe).await?;
         }
         for member in tagged {
             self.finish(member, "").await?;
@@ -610,17 +753,19 @@ impl Delivery {
     /// pushed at most once.
     async fn finish(&self, member: &str, dead: &str) -> Result<u64, RepoError> {
         self.held.forget(member);
-        let mut call = self.scripts.finish.key(LEASES);
-        call.key(META)
-            .key(DEAD)
+        let space = self.space_of(member);
+        let mut call = self.scripts.finish.key(space.leases());
+        call.key(space.meta())
+            .key(space.dead())
             .arg(member)
             .arg(dead)
             .arg(self.dead_cap);
-        Ok(if dead.is_empty() {
-            self.conn.invoke(&call).await?
-        } else {
-            self.conn.invoke_once(&call).await?
-        })
+        if dead.is_empty() {
+            return Ok(self.conn.invoke(&call).await?);
+        }
+        let trimmed = self.conn.invoke_once(&call).await?;
+        self.hint_dead(&space).await;
+        Ok(trimmed)
     }
 
     /// Schedules another attempt after `delay`; returns its due time.
@@ -637,20 +782,23 @@ impl Delivery {
         let member = format!("{}{SEP}r{}", firing.key, meta.attempts);
         let meta = serde_json::to_string(meta)
             .map_err(|e| RepoError::InvalidInput(format!("cannot encode retry meta: {e}")))?;
-        Ok(self
+        let space = self.space_of(&member);
+        let at: i64 = self
             .conn
             .invoke_once(
                 self.scripts
                     .retry
-                    .key(LEASES)
-                    .key(index_of(&member))
-                    .key(META)
-                    .key(READY)
+                    .key(space.leases())
+                    .key(space.due(tenant_of(&member)))
+                    .key(space.meta())
+                    .key(space.ready())
                     .arg(&firing.member)
                     .arg(&member)
                     .arg(crate::millis(delay))
                     .arg(meta),
             )
-            .await?)
+            .await?;
+        self.hint_work(&space, [(tenant_of(&member), at)]).await;
+        Ok(at)
     }
 }

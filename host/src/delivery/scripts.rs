@@ -2,10 +2,11 @@
 //! prefixed with `lua/prelude.lua` (the server time as `now`, and helpers).
 //!
 //! Each file's header says which KEYS and ARGV it takes. Most scripts touch
-//! only the keys they are given, so a cluster can route them by slot; two
-//! find tenants' indexes in Redis ([`KeyUse::Finds`]): on a cluster they
-//! need every key of the delivery state on one node, or to be split per
-//! tenant (`docs/design.md`, "Fair claiming across tenants").
+//! only the keys they are given; the claims and the reaper find tenants'
+//! indexes in Redis ([`KeyUse::Finds`]), always beside a key they are
+//! given (in its [`Space`](super::Space)), so on a cluster every script
+//! stays in one slot. `hint`, `hint_cas` and `hints_due` work on a cluster's
+//! hint buckets.
 
 use std::sync::LazyLock;
 
@@ -79,8 +80,12 @@ scripts! {
     index: Declared,
     unindex: Declared,
     claim: Finds,
+    claim_one: Finds,
     claim_expired: Declared,
     reap: Finds,
+    hint: Declared,
+    hint_cas: Declared,
+    hints_due: Declared,
     release: Declared,
     retry: Declared,
     finish: Declared,
@@ -94,7 +99,17 @@ mod tests {
 
     #[test]
     fn the_prelude_names_indexes_as_the_host_does() {
-        assert!(PRELUDE.contains(&format!("'{}' .. tenant_of(m)", super::super::DUE_PREFIX)));
+        // `index_in(ready, m)`: the ready key without `ready`, then `due:`
+        // and the tenant, which is what `Space` names.
+        assert!(PRELUDE.contains("string.sub(ready_key, 1, -6) .. 'due:' .. tenant_of(m)"));
+        for space in [
+            super::super::Space::standalone(),
+            super::super::Space::of_slot(9),
+        ] {
+            let ready = space.ready();
+            let beside = format!("{}due:acme", ready.strip_suffix("ready").unwrap());
+            assert_eq!(beside, space.due("acme"));
+        }
     }
 
     /// A script that finds keys says so: a cluster backend must know.
@@ -102,7 +117,9 @@ mod tests {
     fn only_scripts_marked_finds_compute_keys() {
         for lua in SCRIPTS.all() {
             let body = include_str_of(lua.name);
-            let computes = body.contains("index_of(") || body.contains("'symphony:");
+            let computes = body.contains("index_in(")
+                || body.contains("claim_from(")
+                || body.contains("'symphony:");
             assert_eq!(
                 computes,
                 lua.keys == KeyUse::Finds,

@@ -1,11 +1,12 @@
 -- What every script starts with: the server time in ms, as `now`, and the
 -- helpers below.
 --
--- `tenant_of(m)` and `index_of(m)`: the tenant of an index member and its
--- due index, as `tenant_of` and `index_of` in delivery/mod.rs (a unit test
--- holds the prefix here to `DUE_PREFIX`). The host declares the index of
--- every key it passes; only the reaper and the claim, which find tenants in
--- Redis, name indexes themselves.
+-- `tenant_of(m)` and `index_in(ready, m)`: the tenant of an index member
+-- and its due index, beside the ready set `ready` (`{space}ready` and
+-- `{space}due:{tenant}`, as `Space` in delivery/space.rs names them; a unit
+-- test holds the two together). The host declares the index of every key
+-- it passes; only the reaper and the claims, which find tenants in Redis,
+-- name indexes themselves, always in the space of a key they were given.
 --
 -- `ready(set, t, score)` lowers tenant `t`'s score in `set`
 -- (`symphony:ready`) to `score` (or adds it). A tenant's score there is never above its earliest entry: it
@@ -26,8 +27,8 @@ local function tenant_of(m)
   if c then return string.sub(m, 1, c - 1) end
   return m
 end
-local function index_of(m)
-  return 'symphony:due:' .. tenant_of(m)
+local function index_in(ready_key, m)
+  return string.sub(ready_key, 1, -6) .. 'due:' .. tenant_of(m)
 end
 local function ready(set, tenant, score)
   redis.call('ZADD', set, 'LT', score, tenant)
@@ -38,4 +39,61 @@ local function keep_due_firing(key, due, now)
     redis.call('ZREM', due, key)
     redis.call('ZADD', due, s, key .. '\0d' .. s)
   end
+end
+-- `claim_from(c, tenant, share)` claims up to `share` entries of `tenant`
+-- due by `c.now + c.lead` from its index beside `c.ready`, and returns how
+-- many it looked at: entries whose key is still alive (not cancelled) or
+-- already gone (it expired while no host ran). It deletes the live keys
+-- (so Redis never emits `expired` for them), appends each firing to `c.out`
+-- (member, due, meta) and its lease to `c.leases`, and sets the tenant's
+-- ready score to its next entry. `c`: ready, meta, lead, lease_end, fired
+-- (prefix of the fired marks), fired_ttl, out, leases.
+--
+-- A live key that is past its entry's due time by more than 5 ms was
+-- expired and armed again while no host claimed it: that firing is claimed
+-- under a member of its own and the key stays, indexed for its new arming.
+local function claim_take(c, m, key, score, gone)
+  c.leases[#c.leases + 1] = c.lease_end
+  c.leases[#c.leases + 1] = m
+  -- Redis expired the key (its `expired` event may still come): mark it, so
+  -- the fallback does not run it again. A key deleted here emits no event.
+  if gone then redis.call('SET', c.fired .. key, '1', 'PX', c.fired_ttl) end
+  c.out[#c.out + 1] = m
+  c.out[#c.out + 1] = score
+  -- Only tagged members (retries) have meta.
+  c.out[#c.out + 1] = (m ~= key and redis.call('HGET', c.meta, m)) or ''
+end
+local function claim_from(c, tenant, share)
+  local idx = index_in(c.ready, tenant)
+  local due = redis.call('ZRANGE', idx, '-inf', now + c.lead, 'BYSCORE', 'LIMIT', 0, share, 'WITHSCORES')
+  local unindexed = {}
+  for i = 1, #due, 2 do
+    local m = due[i]
+    local score = due[i + 1]
+    local sep = string.find(m, '\0', 1, true)
+    if sep then
+      unindexed[#unindexed + 1] = m
+      claim_take(c, m, string.sub(m, 1, sep - 1), score, false)
+    else
+      local pttl = redis.call('PTTL', m)
+      if pttl > c.lead then
+        redis.call('ZADD', idx, now + pttl, m)
+        if tonumber(score) < now - 5 then
+          claim_take(c, m .. '\0d' .. score, m, score, true)
+        end
+      else
+        unindexed[#unindexed + 1] = m
+        if pttl ~= -2 then redis.call('DEL', m) end
+        claim_take(c, m, m, score, pttl == -2)
+      end
+    end
+  end
+  if #unindexed > 0 then redis.call('ZREM', idx, unpack(unindexed)) end
+  local first = redis.call('ZRANGE', idx, 0, 0, 'WITHSCORES')
+  if #first > 0 then
+    redis.call('ZADD', c.ready, first[2], tenant)
+  else
+    redis.call('ZREM', c.ready, tenant)
+  end
+  return #due / 2
 end

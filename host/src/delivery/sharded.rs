@@ -1,0 +1,464 @@
+//! The sharded delivery state of a Redis Cluster: writing hints, the sweep
+//! and the reaper that read them, and the audit that repairs them
+//! (`docs/design.md`, "Redis Cluster: sharded delivery").
+//!
+//! Every step on a slot's [`Space`] is the same single-slot script as on a
+//! standalone server. What is added here: after a step that adds work to a
+//! slot (arming, indexing, a retry, a release, a reap) the host lowers the
+//! (slot, tenant) hint in the slot's [`Bucket`] and gives it a new version;
+//! the sweep reads the 16 buckets' due hints, claims each pair with
+//! `claim_one`, and sets each hint to the pair's next entry only if its
+//! version did not change meanwhile (`hint_cas`). A hint is never later
+//! than its work, except when a host stops between a slot step and its
+//! hint: the audit (one bucket every [`AUDIT_EVERY`], each host in turn)
+//! writes the hints of every slot's ready set and leases again.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use redis::Value;
+use tracing::{debug, warn};
+
+use super::space::{parse_tenant_hint, tenant_hint};
+use super::{Bucket, Delivery, FIRED_TTL_MS, Firing, Gauges, LEAD_MS, Space};
+use crate::error::RepoError;
+use crate::throttle::Throttle;
+
+/// How often a host audits one hint bucket (so each bucket at least every
+/// 16 × this, fewer with more hosts).
+pub const AUDIT_EVERY: Duration = Duration::from_secs(10);
+
+/// Most slots with ended leases one reap looks at per bucket.
+const REAP_SLOTS: usize = 1000;
+
+/// What a host keeps of the sharded state.
+pub(super) struct State {
+    /// When this host last audited a bucket.
+    audited: Mutex<Option<Instant>>,
+    /// The bucket it audits next.
+    next_audit: AtomicU16,
+    /// Rate of the warnings about hints that could not be written.
+    errors: Throttle,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            audited: Mutex::new(None),
+            next_audit: AtomicU16::new(fastrand::u16(..super::BUCKETS)),
+            errors: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+}
+
+fn int(v: Option<&Value>) -> i64 {
+    v.and_then(|v| match v {
+        Value::Int(n) => Some(*n),
+        other => redis::from_redis_value::<String>(other.clone())
+            .ok()?
+            .parse::<f64>()
+            .ok()
+            .map(|f| f as i64),
+    })
+    .unwrap_or(-1)
+}
+
+fn text(v: Option<&Value>) -> String {
+    v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// A hint read from a bucket: member, score, version.
+struct Hint {
+    member: String,
+    score: i64,
+    version: String,
+}
+
+/// `hints_due`'s answer: server time, the first score after the window,
+/// and the hints due.
+fn parse_due(out: &[Value]) -> (i64, i64, Vec<Hint>) {
+    let hints = out
+        .get(2..)
+        .unwrap_or_default()
+        .chunks(3)
+        .map(|c| Hint {
+            member: text(c.first()),
+            score: int(c.get(1)),
+            version: text(c.get(2)),
+        })
+        .collect();
+    (int(out.first()), int(out.get(1)), hints)
+}
+
+impl Delivery {
+    fn warn_hint(&self, what: &str, error: &RepoError) {
+        if let Some(state) = &self.sharded
+            && let Some(suppressed) = state.errors.allow()
+        {
+            warn!(
+                event = "hint_failed",
+                what, %error, suppressed,
+                "cannot update a hint bucket; the audit repairs it (firings may be late, not lost)"
+            );
+        }
+    }
+
+    /// Tells `space`'s bucket that tenants have work from (at most) the
+    /// given times on. A no-op on a standalone server. A failure is logged:
+    /// the work is in Redis, and the audit writes its hint.
+    pub(super) async fn hint_work<'t>(
+        &self,
+        space: &Space,
+        work: impl IntoIterator<Item = (&'t str, i64)>,
+    ) {
+        let Some(slot) = space.slot() else { return };
+        let mut earliest: BTreeMap<&str, i64> = BTreeMap::new();
+        for (tenant, at) in work {
+            let e = earliest.entry(tenant).or_insert(at);
+            *e = (*e).min(at);
+        }
+        if earliest.is_empty() {
+            return;
+        }
+        let bucket = Bucket::of(slot);
+        let mut call = self.scripts.hint.key(bucket.hints());
+        call.key(bucket.versions());
+        for (tenant, at) in earliest {
+            call.arg(tenant_hint(slot, tenant)).arg(at.max(0));
+        }
+        if let Err(e) = self.conn.invoke::<i64>(&call).await {
+            self.warn_hint("work", &e.into());
+        }
+    }
+
+    /// Tells `space`'s bucket that it holds leases ending from `at` on.
+    pub(super) async fn hint_lease(&self, space: &Space, at: i64) {
+        let Some(slot) = space.slot() else { return };
+        let bucket = Bucket::of(slot);
+        let mut call = self.scripts.hint.key(bucket.lease_hints());
+        call.key(bucket.versions()).arg(slot).arg(at.max(0));
+        if let Err(e) = self.conn.invoke::<i64>(&call).await {
+            self.warn_hint("lease", &e.into());
+        }
+    }
+
+    /// Tells `space`'s bucket that it holds dead letters.
+    pub(super) async fn hint_dead(&self, space: &Space) {
+        let Some(slot) = space.slot() else { return };
+        let add = redis::cmd("SADD")
+            .arg(Bucket::of(slot).dead_slots())
+            .arg(slot)
+            .clone();
+        if let Err(e) = self.conn.query::<i64>(&add).await {
+            self.warn_hint("dead letters", &e.into());
+        }
+    }
+
+    /// The dead-letter lists: the one of a standalone server, or each
+    /// slot's that has had letters.
+    pub(super) async fn dead_lists(&self) -> Result<Vec<String>, RepoError> {
+        if self.sharded.is_none() {
+            return Ok(vec![Space::standalone().dead()]);
+        }
+        let mut pipe = redis::pipe();
+        for bucket in Bucket::all() {
+            pipe.smembers(bucket.dead_slots());
+        }
+        let slots: Vec<Vec<u16>> = self.conn.pipe(&pipe).await?;
+        let mut slots: Vec<u16> = slots.into_iter().flatten().collect();
+        slots.sort_unstable();
+        Ok(slots
+            .into_iter()
+            .map(|s| Space::of_slot(s).dead())
+            .collect())
+    }
+
+    /// Reads the hints of every bucket in `zset` due within `lead`.
+    async fn due_hints(
+        &self,
+        zset: fn(Bucket) -> String,
+        lead: i64,
+        limit: usize,
+        skip: &[String],
+    ) -> Result<(i64, Option<i64>, Vec<Hint>), RepoError> {
+        let calls: Vec<_> = Bucket::all()
+            .map(|b| {
+                let mut call = self.scripts.hints_due.key(zset(b));
+                call.key(b.versions()).arg(lead).arg(limit).arg(skip);
+                call
+            })
+            .collect();
+        let answers =
+            futures::future::join_all(calls.iter().map(|c| self.conn.invoke::<Vec<Value>>(c)))
+                .await;
+        let (mut now, mut next, mut hints) = (0, None::<i64>, Vec::new());
+        for answer in answers {
+            let (n, after, due) = parse_due(&answer?);
+            now = now.max(n);
+            if after >= 0 {
+                next = Some(next.map_or(after, |x| x.min(after)));
+            }
+            hints.extend(due);
+        }
+        hints.sort_by_key(|h| h.score);
+        Ok((now, next, hints))
+    }
+
+    /// Applies claims' updates to hints, each only if its version is
+    /// unchanged: `(slot, member, version read, new score or -1)`.
+    async fn settle_hints(&self, zset: fn(Bucket) -> String, updates: Vec<(u16, Hint)>) {
+        let mut by_bucket: BTreeMap<Bucket, Vec<Hint>> = BTreeMap::new();
+        for (slot, hint) in updates {
+            by_bucket.entry(Bucket::of(slot)).or_default().push(hint);
+        }
+        let calls: Vec<_> = by_bucket
+            .into_iter()
+            .map(|(b, hints)| {
+                let mut call = self.scripts.hint_cas.key(zset(b));
+                call.key(b.versions());
+                for h in hints {
+                    call.arg(h.member).arg(h.version).arg(h.score);
+                }
+                call
+            })
+            .collect();
+        for r in futures::future::join_all(calls.iter().map(|c| self.conn.invoke::<i64>(c))).await {
+            if let Err(e) = r {
+                self.warn_hint("claim", &e.into());
+            }
+        }
+    }
+
+    /// The cluster's claim: the due (slot, tenant) hints of every bucket,
+    /// earliest first, up to `limit` pairs, each claimed with an equal
+    /// share of `limit`; then each hint is set to its pair's next entry.
+    /// Firings claimed are always returned (a pair that failed is logged:
+    /// its hint stays, so the next sweep tries it again).
+    pub(super) async fn claim_sharded(
+        &self,
+        limit: usize,
+        lease_ms: u64,
+        skip: &[String],
+    ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
+        let (now, mut next, mut due) = self.due_hints(Bucket::hints, LEAD_MS, limit, skip).await?;
+        due.truncate(limit);
+        if due.is_empty() {
+            return Ok((now, next, Vec::new()));
+        }
+        let share = limit.div_ceil(due.len()).max(1);
+        let claims = due.into_iter().filter_map(|hint| {
+            let (slot, tenant) = parse_tenant_hint(&hint.member)?;
+            let tenant = tenant.to_owned();
+            Some(async move {
+                let space = Space::of_slot(slot);
+                let mut call = self.scripts.claim_one.key(space.due(&tenant));
+                call.key(space.ready())
+                    .key(space.leases())
+                    .key(space.meta())
+                    .arg(&tenant)
+                    .arg(LEAD_MS)
+                    .arg(lease_ms)
+                    .arg(share)
+                    .arg(space.fired())
+                    .arg(FIRED_TTL_MS);
+                let out = self.conn.invoke_once::<Vec<Value>>(&call).await;
+                (slot, space, hint, out)
+            })
+        });
+        let mut firings = Vec::new();
+        let mut updates = Vec::new();
+        let mut failed = None;
+        for (slot, space, hint, out) in futures::future::join_all(claims).await {
+            let out = match out {
+                Ok(out) => out,
+                Err(e) => {
+                    failed = Some(e);
+                    continue;
+                }
+            };
+            let (at, after, first_lease) = (int(out.first()), int(out.get(1)), int(out.get(2)));
+            let claimed = self.firings(out.get(3..).unwrap_or_default(), at);
+            if !claimed.is_empty() {
+                self.hint_lease(&space, first_lease).await;
+            }
+            firings.extend(claimed);
+            if after >= 0 {
+                next = Some(next.map_or(after, |n| n.min(after)));
+            }
+            updates.push((
+                slot,
+                Hint {
+                    score: after,
+                    ..hint
+                },
+            ));
+        }
+        if let Some(e) = failed {
+            self.warn_hint("claim", &e.into());
+        }
+        self.settle_hints(Bucket::hints, updates).await;
+        Ok((now, next, firings))
+    }
+
+    /// The cluster's reaper: slots whose lease hint has ended have their
+    /// ended leases put back in their indexes (the same script as
+    /// standalone), and the hints set again. Also runs this host's turn of
+    /// the audit. Returns how many leases had ended.
+    pub(super) async fn reap_sharded(&self) -> Result<u64, RepoError> {
+        self.audit_if_due().await;
+        let (_, _, due) = self
+            .due_hints(Bucket::lease_hints, 0, REAP_SLOTS, &[])
+            .await?;
+        let reaps = due.into_iter().filter_map(|hint| {
+            let slot: u16 = hint.member.parse().ok()?;
+            Some(async move {
+                let space = Space::of_slot(slot);
+                let mut call = self.scripts.reap.key(space.leases());
+                call.key(space.legacy_due()).key(space.ready());
+                let out = self.conn.invoke_once::<Vec<Value>>(&call).await;
+                (slot, space, hint, out)
+            })
+        });
+        let mut ended = 0;
+        let mut updates = Vec::new();
+        for (slot, space, hint, out) in futures::future::join_all(reaps).await {
+            let out = out?;
+            ended += u64::try_from(int(out.first())).unwrap_or(0);
+            let tenants: Vec<String> = out
+                .get(2..)
+                .unwrap_or_default()
+                .iter()
+                .map(|v| text(Some(v)))
+                .collect();
+            self.hint_work(&space, tenants.iter().map(|t| (t.as_str(), 0)))
+                .await;
+            updates.push((
+                slot,
+                Hint {
+                    score: int(out.get(1)),
+                    ..hint
+                },
+            ));
+        }
+        self.settle_hints(Bucket::lease_hints, updates).await;
+        Ok(ended)
+    }
+
+    /// This host's turn of the audit, once per [`AUDIT_EVERY`].
+    async fn audit_if_due(&self) {
+        let Some(state) = &self.sharded else { return };
+        {
+            let Ok(mut last) = state.audited.lock() else {
+                return;
+            };
+            if last.is_some_and(|t| t.elapsed() < AUDIT_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let bucket = Bucket(state.next_audit.fetch_add(1, Ordering::Relaxed) % super::BUCKETS);
+        match self.audit(bucket).await {
+            Ok(n) => debug!(
+                event = "hints_audited",
+                bucket = bucket.0,
+                hints = n,
+                "hint bucket audited"
+            ),
+            Err(e) => self.warn_hint("audit", &e),
+        }
+    }
+
+    /// Writes the hints of every slot of `bucket` from its ready set and its
+    /// first lease (an early hint costs one claim that finds nothing; a
+    /// missing one would leave work unseen). Returns how many it wrote.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn audit(&self, bucket: Bucket) -> Result<usize, RepoError> {
+        let mut pipe = redis::pipe();
+        for slot in bucket.slots() {
+            let space = Space::of_slot(slot);
+            pipe.cmd("ZRANGE")
+                .arg(space.ready())
+                .arg(0)
+                .arg(-1)
+                .arg("WITHSCORES");
+            pipe.cmd("ZRANGE")
+                .arg(space.leases())
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES");
+        }
+        let found: Vec<Vec<(String, f64)>> = self.conn.pipe(&pipe).await?;
+        let mut work = self.scripts.hint.key(bucket.hints());
+        work.key(bucket.versions());
+        let mut leases = self.scripts.hint.key(bucket.lease_hints());
+        leases.key(bucket.versions());
+        let (mut n_work, mut n_leases) = (0, 0);
+        for (slot, pair) in bucket.slots().zip(found.chunks(2)) {
+            for (tenant, at) in pair.first().into_iter().flatten() {
+                work.arg(tenant_hint(slot, tenant)).arg(*at as i64);
+                n_work += 1;
+            }
+            for (_, at) in pair.get(1).into_iter().flatten() {
+                leases.arg(slot).arg(*at as i64);
+                n_leases += 1;
+            }
+        }
+        if n_work > 0 {
+            let _: i64 = self.conn.invoke(&work).await?;
+        }
+        if n_leases > 0 {
+            let _: i64 = self.conn.invoke(&leases).await?;
+        }
+        Ok(n_work + n_leases)
+    }
+
+    /// What the sharded state holds, counted from the hints: the entries of
+    /// each hinted (slot, tenant) pair, the leases and retry metadata of
+    /// each hinted slot, and the dead letters of each slot that has had
+    /// some.
+    pub(super) async fn sharded_gauges(&self) -> Result<Gauges, RepoError> {
+        let mut pipe = redis::pipe();
+        for bucket in Bucket::all() {
+            pipe.zrange(bucket.hints(), 0, -1)
+                .zrange(bucket.lease_hints(), 0, -1);
+        }
+        let hinted: Vec<Vec<String>> = self.conn.pipe(&pipe).await?;
+        let mut pending = redis::pipe();
+        let mut slots = std::collections::BTreeSet::new();
+        for (i, members) in hinted.iter().enumerate() {
+            for member in members {
+                if i % 2 == 0 {
+                    if let Some((slot, tenant)) = parse_tenant_hint(member) {
+                        pending.zcard(Space::of_slot(slot).due(tenant));
+                        slots.insert(slot);
+                    }
+                } else if let Ok(slot) = member.parse::<u16>() {
+                    slots.insert(slot);
+                }
+            }
+        }
+        let mut held = redis::pipe();
+        for slot in &slots {
+            let space = Space::of_slot(*slot);
+            held.zcard(space.leases()).hlen(space.meta());
+        }
+        let mut dead = redis::pipe();
+        for list in self.dead_lists().await? {
+            dead.llen(list);
+        }
+        let pending: Vec<u64> = self.conn.pipe(&pending).await?;
+        let held: Vec<u64> = self.conn.pipe(&held).await?;
+        let dead: Vec<u64> = self.conn.pipe(&dead).await?;
+        Ok(Gauges {
+            pending: pending.iter().sum(),
+            leases: held.iter().step_by(2).sum(),
+            retries: held.iter().skip(1).step_by(2).sum(),
+            dead_letters: dead.iter().sum(),
+        })
+    }
+}
