@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 use crate::admin::{AdminListen, AdminServer, Token};
 use crate::delivery::Delivery;
 use crate::dispatch::{Concurrency, Dispatcher, InFlight};
-use crate::listener::{Listener, NotifyError};
+use crate::listener::{ClusterListener, Listener, NotifyError};
 use crate::manifest::{Manifest, RuntimeConfig};
 use crate::plugins::PluginSet;
 use crate::pools::{PoolAlias, Pools};
@@ -305,6 +305,10 @@ impl Host {
         let mut aliases = manifest.listener.pools.clone();
         aliases.sort();
         aliases.dedup();
+        // On a cluster every alias is DB 0: one listener hears them all.
+        if pools.cluster_seeds().is_some() {
+            aliases.truncate(1);
+        }
         let mut deliveries = BTreeMap::new();
         for alias in &aliases {
             let delivery = Delivery::for_pool(&pools, *alias)?
@@ -320,13 +324,14 @@ impl Host {
         let mut keyevents = Vec::new();
         for alias in &aliases {
             let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-            let listener = Listener::new(
-                *alias,
-                pools.get(*alias)?,
-                manifest.listener.notify_keyspace_events,
-                stats.clone(),
-            );
-            listeners.spawn(listener.run(event_tx, cancel.child_token()));
+            let (pool, mode) = (pools.get(*alias)?, manifest.listener.notify_keyspace_events);
+            if pools.cluster_seeds().is_some() {
+                let listener = ClusterListener::new(*alias, pool, mode, stats.clone());
+                listeners.spawn(listener.run(event_tx, cancel.child_token()));
+            } else {
+                let listener = Listener::new(*alias, pool, mode, stats.clone());
+                listeners.spawn(listener.run(event_tx, cancel.child_token()));
+            }
             keyevents.push((*alias, event_rx));
         }
         done(Stage::Listeners, t);

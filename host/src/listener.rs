@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+use crate::backend::Node;
 use crate::manifest::{NotifyMode, RedisUrl};
 use crate::millis;
 use crate::pools::{Pool, PoolAlias};
@@ -78,6 +79,8 @@ pub enum KeyEvent {
     Subscribed {
         /// The pool.
         pool: PoolAlias,
+        /// On a cluster, the node (the keys missed are that node's).
+        node: Option<Node>,
     },
 }
 
@@ -135,11 +138,12 @@ impl From<tokio::time::error::Elapsed> for SessionError {
     }
 }
 
-/// Listens to one pool's expiry events.
+/// Listens to one pool's expiry events (on a cluster, one node's).
 pub struct Listener {
     alias: PoolAlias,
     client: redis::Client,
     url: RedisUrl,
+    node: Option<Node>,
     mode: NotifyMode,
     stats: Arc<Stats>,
 }
@@ -153,8 +157,32 @@ impl Listener {
             stats,
             client: pool.client().clone(),
             url: pool.url().clone(),
+            node: None,
             mode,
         }
+    }
+
+    /// A listener for one node of the cluster `pool` is on (reached with
+    /// the seed URL's scheme and credentials).
+    ///
+    /// # Errors
+    /// A node address the client refuses.
+    pub fn for_node(
+        alias: PoolAlias,
+        pool: &Pool,
+        node: &Node,
+        mode: NotifyMode,
+        stats: Arc<Stats>,
+    ) -> Result<Self, redis::RedisError> {
+        let url = pool.url().at(&node.host, node.port);
+        Ok(Self {
+            alias,
+            stats,
+            client: redis::Client::open(url.as_str())?,
+            url,
+            node: Some(node.clone()),
+            mode,
+        })
     }
 
     /// The channel of one keyevent.
@@ -182,17 +210,20 @@ impl Listener {
         let mut lost_at: Option<Instant> = None;
         let mut subscribed_once = false;
         loop {
+            let mut up = false;
             let result = self
                 .session(
                     &tx,
                     &cancel,
                     &mut lost_at,
-                    &mut subscribed_once,
+                    (&mut subscribed_once, &mut up),
                     &mut backoff,
                 )
                 .await;
             let now = Instant::now();
-            self.stats.metrics.listener_lost(self.alias);
+            if up {
+                self.stats.metrics.listener_lost(self.alias);
+            }
             match result {
                 Ok(()) => return Ok(()),
                 Err(SessionError::Fatal(e)) if !subscribed_once => return Err(e),
@@ -218,7 +249,7 @@ impl Listener {
         tx: &mpsc::Sender<KeyEvent>,
         cancel: &CancellationToken,
         lost_at: &mut Option<Instant>,
-        subscribed_once: &mut bool,
+        (subscribed_once, up): (&mut bool, &mut bool),
         backoff: &mut Duration,
     ) -> Result<(), SessionError> {
         let channel = self.channel();
@@ -242,6 +273,7 @@ impl Listener {
         self.stats
             .metrics
             .listener_subscribed(self.alias, *subscribed_once);
+        *up = true;
         if let Some(t) = lost_at.take() {
             warn!(
                 event = "listener_reconnected",
@@ -253,7 +285,10 @@ impl Listener {
         info!(event = "listening", pool = %self.alias, server = %self.url.server(), %channel, "listening for expiries");
         *subscribed_once = true;
         if tx
-            .send(KeyEvent::Subscribed { pool: self.alias })
+            .send(KeyEvent::Subscribed {
+                pool: self.alias,
+                node: self.node.clone(),
+            })
             .await
             .is_err()
         {
@@ -292,6 +327,123 @@ impl Listener {
                         Err(_) => return Err(SessionError::Retry("health check timed out".into())),
                     }
                 }
+            }
+        }
+    }
+}
+
+/// How often a cluster listener reads the nodes again.
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(5);
+/// How soon it tries again while it knows no node.
+const TOPOLOGY_RETRY: Duration = Duration::from_millis(500);
+
+/// Listens to a Redis Cluster's expiry events: keyspace notifications come
+/// only from the node that holds the key, so it runs a [`Listener`] per
+/// node, replicas included (a promoted replica is subscribed before it
+/// owns a single expiry), and reads the nodes (`CLUSTER NODES`) every
+/// [`TOPOLOGY_EVERY`]: a node added gets a listener, a node gone or failed
+/// loses its own, and a node that became a primary has its trigger keys
+/// indexed (events of the failover window may be lost). A node that is
+/// down is retried by its own listener without holding up the others.
+pub struct ClusterListener {
+    alias: PoolAlias,
+    pool: Pool,
+    mode: NotifyMode,
+    stats: Arc<Stats>,
+}
+
+impl ClusterListener {
+    /// A listener for the cluster `pool` is on (not yet connected).
+    pub fn new(alias: PoolAlias, pool: &Pool, mode: NotifyMode, stats: Arc<Stats>) -> Self {
+        Self {
+            alias,
+            pool: pool.clone(),
+            mode,
+            stats,
+        }
+    }
+
+    /// Runs until `cancel`, forwarding every node's events to `tx`.
+    ///
+    /// # Errors
+    /// A node's configuration refusing keyevent notifications (see
+    /// [`Listener::run`]).
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<KeyEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(), NotifyError> {
+        let conn = self.pool.conn();
+        let mut listening: std::collections::BTreeMap<Node, CancellationToken> = Default::default();
+        let mut primaries: Option<Vec<Node>> = None;
+        let mut tasks = tokio::task::JoinSet::new();
+        let errors = crate::throttle::Throttle::new(Duration::from_secs(10));
+        loop {
+            match conn.primaries().await {
+                Ok(Some(topology)) => {
+                    for node in &topology.nodes {
+                        if listening.contains_key(node) {
+                            continue;
+                        }
+                        match Listener::for_node(
+                            self.alias,
+                            &self.pool,
+                            node,
+                            self.mode,
+                            self.stats.clone(),
+                        ) {
+                            Ok(listener) => {
+                                let token = cancel.child_token();
+                                tasks.spawn(listener.run(tx.clone(), token.clone()));
+                                info!(event = "node_listened", pool = %self.alias, %node, "listening to a cluster node");
+                                listening.insert(node.clone(), token);
+                            }
+                            Err(e) => {
+                                warn!(event = "node_unlistenable", pool = %self.alias, %node, error = %e, "cannot listen to a cluster node");
+                            }
+                        }
+                    }
+                    listening.retain(|node, token| {
+                        let keep = topology.nodes.contains(node);
+                        if !keep {
+                            info!(event = "node_forgotten", pool = %self.alias, %node, "a cluster node left or failed; no longer listened");
+                            token.cancel();
+                        }
+                        keep
+                    });
+                    if let Some(before) = &primaries {
+                        for node in topology.primaries.iter().filter(|n| !before.contains(n)) {
+                            warn!(event = "node_promoted", pool = %self.alias, %node, "a cluster node became a primary; indexing its trigger keys");
+                            let event = KeyEvent::Subscribed {
+                                pool: self.alias,
+                                node: Some(node.clone()),
+                            };
+                            if tx.send(event).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                    }
+                    primaries = Some(topology.primaries);
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    if let Some(suppressed) = errors.allow() {
+                        warn!(event = "topology_failed", pool = %self.alias, error = %e, suppressed, "cannot read the cluster's nodes; retrying");
+                    }
+                }
+            }
+            let wait = if listening.is_empty() {
+                TOPOLOGY_RETRY
+            } else {
+                TOPOLOGY_EVERY
+            };
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    while tasks.join_next().await.is_some() {}
+                    return Ok(());
+                }
+                Some(Ok(Err(e))) = tasks.join_next() => return Err(e),
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -259,7 +259,8 @@ impl Metrics {
     /// The listener of `pool` subscribed; `again` after losing its connection.
     pub fn listener_subscribed(&self, pool: PoolAlias, again: bool) {
         let labels = vec![("pool", pool.to_string())];
-        self.listener_connected.get_or_create(&labels).set(1);
+        // One subscription per server: on a cluster, one per node.
+        self.listener_connected.get_or_create(&labels).inc();
         let reconnects = self.listener_reconnects.get_or_create(&labels);
         if again {
             reconnects.inc();
@@ -268,16 +269,19 @@ impl Metrics {
 
     /// The listener of `pool` lost its subscription.
     pub fn listener_lost(&self, pool: PoolAlias) {
-        self.listener_connected
-            .get_or_create(&vec![("pool", pool.to_string())])
-            .set(0);
+        let gauge = self
+            .listener_connected
+            .get_or_create(&vec![("pool", pool.to_string())]);
+        if gauge.dec() <= 0 {
+            gauge.set(0);
+        }
     }
 
     /// Whether the listener of `pool` is subscribed now.
     pub fn listener_up(&self, pool: PoolAlias) -> bool {
         self.listener_connected
             .get(&vec![("pool", pool.to_string())])
-            .is_some_and(|g| g.get() == 1)
+            .is_some_and(|g| g.get() >= 1)
     }
 
     /// Sets the count of expired keys not run for `reason` (kept by

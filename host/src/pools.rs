@@ -109,6 +109,16 @@ impl RedisUrl {
         RedisUrl(url)
     }
 
+    /// This URL with another host and port (scheme, credentials and DB
+    /// kept): a cluster node found from a seed.
+    pub fn at(&self, host: &str, port: u16) -> RedisUrl {
+        let mut url = self.0.clone();
+        if url.set_host(Some(host)).is_err() || url.set_port(Some(port)).is_err() {
+            return self.clone();
+        }
+        RedisUrl(url)
+    }
+
     /// The DB this URL names (0 when none).
     pub fn db(&self) -> u32 {
         if self.0.scheme().contains("unix") {

@@ -56,7 +56,7 @@ pub async fn pump(
         let mut steps: Vec<Step> = Vec::new();
         for event in batch.drain(..) {
             match event {
-                KeyEvent::Subscribed { pool } => steps.push(Step::IndexAll(pool)),
+                KeyEvent::Subscribed { pool, node } => steps.push(Step::IndexAll(pool, node)),
                 KeyEvent::Key {
                     pool, kind, key, ..
                 } => {
@@ -72,13 +72,16 @@ pub async fn pump(
         }
         for step in steps {
             match step {
-                Step::IndexAll(pool) => match pump.delivery.index_all().await {
-                    Ok(n) => {
-                        info!(event = "triggers_indexed", %pool, indexed = n, "indexed the trigger keys present");
-                        pump.wake.notify_one();
+                Step::IndexAll(pool, node) => {
+                    match pump.delivery.index_present(node.as_ref()).await {
+                        Ok(n) => {
+                            let node = node.map(|n| n.to_string()).unwrap_or_default();
+                            info!(event = "triggers_indexed", %pool, node, indexed = n, "indexed the trigger keys present");
+                            pump.wake.notify_one();
+                        }
+                        Err(e) => pump.failed(&e),
                     }
-                    Err(e) => pump.failed(&e),
-                },
+                }
                 Step::Run(kind, keys) => {
                     if !pump.apply(kind, keys).await {
                         return;
@@ -91,8 +94,9 @@ pub async fn pump(
 
 /// One step of a pump batch.
 enum Step {
-    /// The listener (re)subscribed: index every trigger key present.
-    IndexAll(crate::pools::PoolAlias),
+    /// The listener (re)subscribed: index every trigger key present (on
+    /// a cluster, the node's).
+    IndexAll(crate::pools::PoolAlias, Option<crate::backend::Node>),
     /// Consecutive keyevents of one kind.
     Run(EventKind, Vec<String>),
 }

@@ -9,6 +9,7 @@ mod support;
 mod admin;
 mod browser;
 mod cli;
+mod cluster;
 mod compat;
 mod delivery;
 mod dispatch;

@@ -138,6 +138,11 @@ impl RedisServer {
         c
     }
 
+    /// Whether its process is running.
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// Stops the server (SIGKILL by PID) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -189,6 +194,149 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Where a test's Redis is: one server, or a cluster. The host under test
+/// and the library are pointed at it the same way.
+pub trait Backend {
+    /// Points a `symphony-host` command at it (the override variables).
+    fn point(&self, cmd: &mut Command);
+    /// What the library's pools connect to.
+    fn target(&self) -> symphony_host::pools::RedisTarget;
+    /// A log to show when a wait fails.
+    fn log_path(&self) -> PathBuf;
+}
+
+impl Backend for RedisServer {
+    fn point(&self, cmd: &mut Command) {
+        cmd.env("SYMPHONY_REDIS_URL", self.url());
+    }
+    fn target(&self) -> symphony_host::pools::RedisTarget {
+        let url: symphony_host::manifest::RedisUrl = self.url().parse().unwrap();
+        symphony_host::pools::RedisTarget::Servers(symphony_host::manifest::seed_pool_urls(&url))
+    }
+    fn log_path(&self) -> PathBuf {
+        RedisServer::log_path(self)
+    }
+}
+
+/// A Redis Cluster of the test's own: 3 primaries and 3 replicas on free
+/// loopback ports, each in its own temp dir, stopped by PID on drop.
+pub struct RedisCluster {
+    /// Every node; the first three were created primaries.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the six servers, creates the cluster (`redis-cli --cluster
+    /// create ... --cluster-replicas 1`), and waits until every node says
+    /// `cluster_state:ok` and a first write through the cluster succeeds.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                RedisServer::start_with(&[
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                ])
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok(Duration::from_secs(30));
+        cluster
+    }
+
+    /// Waits until every live node says `cluster_state:ok` and a write
+    /// through the cluster succeeds.
+    pub fn wait_ok(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let states: Vec<bool> = self
+                .nodes
+                .iter()
+                .filter(|n| n.running())
+                .map(|n| {
+                    redis::cmd("CLUSTER")
+                        .arg("INFO")
+                        .query::<String>(&mut n.conn(0))
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                })
+                .collect();
+            let written = states.iter().all(|ok| *ok)
+                && self.client().get_connection().is_ok_and(|mut c| {
+                    redis::cmd("SET")
+                        .arg("probe")
+                        .arg("1")
+                        .query::<()>(&mut c)
+                        .is_ok()
+                });
+            if written {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster was not ok within {timeout:?}: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The seed URLs, comma-separated (`SYMPHONY_REDIS_CLUSTER`).
+    pub fn seeds(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A cluster client (routes by slot, follows `MOVED`).
+    pub fn client(&self) -> redis::cluster::ClusterClient {
+        redis::cluster::ClusterClient::new(
+            self.nodes
+                .iter()
+                .filter(|n| n.running())
+                .map(RedisServer::url)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    }
+
+    /// A connection through the cluster, as any application has.
+    pub fn conn(&self) -> redis::cluster::ClusterConnection {
+        self.client().get_connection().unwrap()
+    }
+}
+
+impl Backend for RedisCluster {
+    fn point(&self, cmd: &mut Command) {
+        cmd.env("SYMPHONY_REDIS_CLUSTER", self.seeds());
+    }
+    fn target(&self) -> symphony_host::pools::RedisTarget {
+        symphony_host::pools::RedisTarget::Cluster(self.seeds().parse().unwrap())
+    }
+    fn log_path(&self) -> PathBuf {
+        self.nodes[0].log_path()
     }
 }
 
@@ -247,19 +395,19 @@ pub struct Host {
 impl Host {
     /// Starts `symphony-host --log-format json run` on a manifest with
     /// `plugins` against `redis`, and waits until it listens.
-    pub fn start(redis: &RedisServer, plugins: &str) -> Host {
+    pub fn start(redis: &impl Backend, plugins: &str) -> Host {
         Self::start_with(redis, plugins, "")
     }
 
     /// As [`Host::start`], with extra manifest text (before the plugins).
-    pub fn start_with(redis: &RedisServer, plugins: &str, extra: &str) -> Host {
+    pub fn start_with(redis: &impl Backend, plugins: &str, extra: &str) -> Host {
         Self::start_in(tempfile::tempdir().unwrap(), redis, plugins, extra)
     }
 
     /// As [`Host::start_with`], with the manifest in `dir` (which the host keeps).
     pub fn start_in(
         dir: tempfile::TempDir,
-        redis: &RedisServer,
+        redis: &impl Backend,
         plugins: &str,
         extra: &str,
     ) -> Host {
@@ -274,7 +422,7 @@ impl Host {
     /// As [`Host::start_with`], with more arguments to `run` (before the
     /// manifest).
     pub fn start_with_args(
-        redis: &RedisServer,
+        redis: &impl Backend,
         plugins: &str,
         extra: &str,
         run_args: &[&str],
@@ -289,14 +437,14 @@ impl Host {
     }
 
     /// Starts the host on `manifest` against `redis` without waiting.
-    pub fn spawn(manifest: &Path, redis: &RedisServer, dir: tempfile::TempDir) -> Host {
+    pub fn spawn(manifest: &Path, redis: &impl Backend, dir: tempfile::TempDir) -> Host {
         Self::spawn_inner(manifest, redis, dir, true, "info", &[])
     }
 
     /// As [`Host::spawn`], with `RUST_LOG` set to `filter`.
     pub fn spawn_logging(
         manifest: &Path,
-        redis: &RedisServer,
+        redis: &impl Backend,
         dir: tempfile::TempDir,
         filter: &str,
     ) -> Host {
@@ -306,7 +454,7 @@ impl Host {
     /// As [`Host::spawn`], but the manifest's `[redis]` is used as written.
     pub fn spawn_without_override(
         manifest: &Path,
-        redis: &RedisServer,
+        redis: &impl Backend,
         dir: tempfile::TempDir,
     ) -> Host {
         Self::spawn_inner(manifest, redis, dir, false, "info", &[])
@@ -314,17 +462,17 @@ impl Host {
 
     fn spawn_inner(
         manifest: &Path,
-        redis: &RedisServer,
+        redis: &impl Backend,
         dir: tempfile::TempDir,
         override_url: bool,
         filter: &str,
         run_args: &[&str],
     ) -> Host {
         let mut cmd = host_cmd();
+        cmd.env_remove("SYMPHONY_REDIS_URL")
+            .env_remove("SYMPHONY_REDIS_CLUSTER");
         if override_url {
-            cmd.env("SYMPHONY_REDIS_URL", redis.url());
-        } else {
-            cmd.env_remove("SYMPHONY_REDIS_URL");
+            redis.point(&mut cmd);
         }
         let mut child = cmd
             .args(["--log-format", "json", "run"])
@@ -532,6 +680,29 @@ pub fn wait_settled(redis: &RedisServer, tenant: &str, timeout: Duration) {
     }
 }
 
+/// Waits until nothing is left to run on `redis`, a server or a cluster:
+/// the library's gauges count no pending entry and no lease.
+pub fn wait_drained(redis: &impl Backend, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let gauges = std::cell::Cell::new(None);
+        let out = &gauges;
+        with_pools(redis, |pools| async move {
+            let delivery = symphony_host::delivery::Delivery::new(&pools).unwrap();
+            out.set(Some(delivery.gauges().await.unwrap()));
+        });
+        let g = gauges.get().unwrap();
+        if g.pending == 0 && g.leases == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for every firing to settle: {g:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Sets `key` in `db` to expire after `ttl_ms`, the way any client would.
 pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
     let _: () = redis::cmd("SET")
@@ -565,7 +736,7 @@ pub fn run_ok(cmd: &mut Command) -> String {
 /// Schedules triggers through the host library (as the host API, the CLI and
 /// plugins do): each key and its due-time index entry in one script.
 /// `triggers` are `(tenant, action, id, ttl_ms)`.
-pub fn arm(redis: &RedisServer, triggers: &[(String, String, String, u64)]) {
+pub fn arm(redis: &impl Backend, triggers: &[(String, String, String, u64)]) {
     use symphony_host::repo::TriggerRepo;
     with_pools(redis, |pools| async move {
         let mut tasks = tokio::task::JoinSet::new();
@@ -590,20 +761,16 @@ pub fn arm(redis: &RedisServer, triggers: &[(String, String, String, u64)]) {
 
 /// Runs `f` with the host library's pools on `redis`, as an embedding
 /// application would.
-pub fn with_pools<F, Fut>(redis: &RedisServer, f: F)
+pub fn with_pools<F, Fut>(redis: &impl Backend, f: F)
 where
     F: FnOnce(symphony_host::pools::Pools) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
-    use symphony_host::manifest::{RedisUrl, seed_pool_urls};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let url: RedisUrl = redis.url().parse().unwrap();
-        f(symphony_host::pools::Pools::new(&seed_pool_urls(&url)).unwrap()).await
-    });
+    rt.block_on(async { f(symphony_host::pools::Pools::connect(&redis.target()).unwrap()).await });
 }
 
 /// `n` triggers of `action` for tenant `acme`, ids `0..n`, due evenly over

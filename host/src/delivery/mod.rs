@@ -73,7 +73,7 @@ pub use self::finisher::Finisher;
 pub use self::held::Held;
 use self::scripts::{SCRIPTS, Scripts};
 pub use self::space::{BUCKETS, Bucket, Space};
-use crate::backend::{RedisConn, ScanCursor, slot_of};
+use crate::backend::{Node, RedisConn, ScanCursor, slot_of};
 use crate::error::RepoError;
 use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
@@ -537,6 +537,48 @@ impl Delivery {
             cursor = next;
         }
         Ok(indexed)
+    }
+
+    /// Indexes the trigger keys with a TTL that `node` holds (a cluster
+    /// node whose listener (re)subscribed, or that was promoted; a replica
+    /// holds none of its own: nothing is done), or, with no node, every
+    /// key ([`index_all`](Self::index_all)). Returns how many.
+    ///
+    /// # Errors
+    /// Redis failing.
+    pub async fn index_present(&self, node: Option<&Node>) -> Result<u64, RepoError> {
+        let Some(node) = node else {
+            return self.index_all().await;
+        };
+        let primary = self
+            .conn
+            .primaries()
+            .await?
+            .is_some_and(|t| t.primaries.contains(node));
+        if !primary {
+            return Ok(0);
+        }
+        let pattern = format!("*:{TRIGGER_MARKER}:*");
+        let (mut at, mut indexed) = (0u64, 0);
+        loop {
+            let scan = redis::cmd("SCAN")
+                .arg(at)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(KEYS_PER_CALL)
+                .clone();
+            let (next, keys): (u64, Vec<String>) = self.conn.query_node(node, &scan).await?;
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
+                .collect();
+            indexed += self.index(&keys).await?;
+            if next == 0 {
+                return Ok(indexed);
+            }
+            at = next;
+        }
     }
 
     /// Claims up to `limit` firings due within [`LEAD_MS`], with a lease of
