@@ -121,3 +121,54 @@ fn cancelled_triggers_never_run_on_a_cluster() {
         assert_eq!(counts.len(), 100, "{action}");
     }
 }
+
+/// Operations over many keys walk every primary; a generic key that would
+/// alias a typed record in the shared DB 0 is refused.
+#[test]
+fn repositories_over_many_keys_cover_every_primary() {
+    use serde_json::json;
+    use symphony_host::repo::{GenericRepo, RepoError, SharedStateRepo, UserRepo};
+    let cluster = RedisCluster::start();
+    with_pools(&cluster, |pools| async move {
+        let users = UserRepo::new(&pools, "acme").unwrap();
+        for i in 0..300 {
+            let data = json!({"n": i, "name": format!("user {i}")});
+            users
+                .upsert(&format!("u{i}"), data.as_object().unwrap(), None)
+                .await
+                .unwrap();
+        }
+        for i in [0, 150, 299] {
+            let found = users.find_by_field("n", &json!(i)).await.unwrap();
+            assert_eq!(
+                found.unwrap()["name"],
+                json!(format!("user {i}")),
+                "n = {i}"
+            );
+        }
+        let states = SharedStateRepo::new(&pools, "acme").unwrap();
+        for i in 0..100 {
+            states
+                .upsert(
+                    (&format!("s{i}"), "u1"),
+                    json!({"k": i}).as_object().unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        assert_eq!(states.list_states("u1").await.unwrap().len(), 100);
+        assert_eq!(states.clear_all_states("u1").await.unwrap(), 100);
+        assert!(states.list_states("u1").await.unwrap().is_empty());
+
+        let generic = GenericRepo::new(&pools, "acme").unwrap();
+        generic.set("notes:1", &json!("fine"), None).await.unwrap();
+        assert_eq!(generic.get("notes:1").await.unwrap(), Some(json!("fine")));
+        let refused = generic.set("user:u1", &json!("x"), None).await;
+        assert!(
+            matches!(&refused, Err(RepoError::InvalidInput(m)) if m.contains("user")),
+            "{refused:?}"
+        );
+        assert_eq!(users.get("u2").await.unwrap().unwrap()["n"], json!(2));
+    });
+}

@@ -8,6 +8,10 @@ use super::codec::{dumps, loads};
 use crate::keys::{self, generic_key};
 use crate::pools::{PoolAlias, Pools};
 
+/// The second parts of the typed repositories' keys (`{t}:{word}:...`):
+/// on a cluster a generic key may not start with one of them.
+const SHARED_WORDS: [&str; 6] = ["user", "state", "df", "EXPTRIGGER", "SS", "batch"];
+
 /// A tenant's generic values.
 #[derive(Clone)]
 pub struct GenericRepo {
@@ -28,6 +32,24 @@ impl GenericRepo {
         })
     }
 
+    /// `{t}:{key}`. On a Redis Cluster every alias shares DB 0, so a key
+    /// whose first part names a typed repository (`user:u1`, `df:...`,
+    /// `EXPTRIGGER:...`) would be that repository's record, or a trigger:
+    /// it is refused there (`docs/compat.md`, "On a Redis Cluster").
+    fn key(&self, key: &str) -> Result<String, RepoError> {
+        let full = generic_key(&self.tenant, key)?;
+        if self.conn.is_cluster() {
+            let first = key.split(':').next().unwrap_or(key);
+            if key.contains(':') && SHARED_WORDS.contains(&first) {
+                return Err(RepoError::InvalidInput(format!(
+                    "generic key {key:?}: on a Redis Cluster every pool shares DB 0, and a key \
+                     starting with {first:?}: is the {first} repository's"
+                )));
+            }
+        }
+        Ok(full)
+    }
+
     /// `SET {t}:{key} dumps(value) [EX ttl]`.
     ///
     /// # Errors
@@ -39,7 +61,7 @@ impl GenericRepo {
         ttl_secs: Option<u32>,
     ) -> Result<(), RepoError> {
         let mut cmd = redis::cmd("SET");
-        cmd.arg(generic_key(&self.tenant, key)?).arg(dumps(value));
+        cmd.arg(self.key(key)?).arg(dumps(value));
         if let Some(ttl) = ttl_secs.filter(|t| *t > 0) {
             cmd.arg("EX").arg(ttl);
         }
@@ -51,7 +73,7 @@ impl GenericRepo {
     /// # Errors
     /// An empty key, or Redis failing.
     pub async fn get(&self, key: &str) -> Result<Option<Value>, RepoError> {
-        let raw = super::capped::get(&self.conn, &generic_key(&self.tenant, key)?).await?;
+        let raw = super::capped::get(&self.conn, &self.key(key)?).await?;
         Ok(raw.map(|r| loads(&r)))
     }
 
@@ -62,7 +84,7 @@ impl GenericRepo {
     pub async fn delete(&self, key: &str) -> Result<bool, RepoError> {
         let n: u64 = self
             .conn
-            .query(redis::cmd("DEL").arg(generic_key(&self.tenant, key)?))
+            .query(redis::cmd("DEL").arg(self.key(key)?))
             .await?;
         Ok(n > 0)
     }
