@@ -178,6 +178,34 @@ impl RedisConn {
         })
     }
 
+    /// `WAIT n timeout_ms` on the node that owns `key` (on a standalone
+    /// server, the server): how many replicas have every write this
+    /// connection made there so far.
+    ///
+    /// # Errors
+    /// Redis failing or unreachable.
+    pub async fn wait_replicas(&self, key: &str, n: u32, timeout_ms: u64) -> RedisResult<u64> {
+        let wait = redis::cmd("WAIT").arg(n).arg(timeout_ms).clone();
+        match &self.0 {
+            Backend::Standalone(_) => self.query_once(&wait).await,
+            Backend::Cluster(conn) => {
+                let route = redis::cluster_routing::Route::new(
+                    slot_of(key),
+                    redis::cluster_routing::SlotAddr::Master,
+                );
+                let value = conn
+                    .clone()
+                    .route_command(
+                        wait,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await
+                    .map_err(count_err)?;
+                Ok(redis::from_redis_value(value)?)
+            }
+        }
+    }
+
     /// Deletes `keys` (none: nothing); returns how many existed. On a
     /// cluster one `DEL` per slot, sent together.
     ///

@@ -81,12 +81,18 @@ impl Target {
     /// A manifest that does not load, or a URL the client refuses.
     pub fn pools(&self) -> anyhow::Result<Pools> {
         let over = RedisOverride::from_options(self.redis_url.clone(), self.redis_cluster.clone());
-        let target = match (&self.manifest, over) {
-            (Some(path), over) => Manifest::load(path)?.redis_target(over.as_ref()),
-            (None, Some(over)) => over.target(),
-            (None, None) => RedisTarget::Servers(seed_pool_urls(&RedisUrl::local())),
+        let (target, wait) = match (&self.manifest, over) {
+            (Some(path), over) => {
+                let manifest = Manifest::load(path)?;
+                (
+                    manifest.redis_target(over.as_ref()),
+                    manifest.redis.wait_replicas,
+                )
+            }
+            (None, Some(over)) => (over.target(), 0),
+            (None, None) => (RedisTarget::Servers(seed_pool_urls(&RedisUrl::local())), 0),
         };
-        Pools::connect(&target)
+        Ok(Pools::connect(&target)?.with_wait_replicas(wait))
     }
 
     fn delivery(&self) -> anyhow::Result<Delivery> {

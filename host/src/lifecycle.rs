@@ -251,7 +251,8 @@ impl Host {
         done(Stage::Admin, t);
 
         let t = Instant::now();
-        let pools = Pools::connect(&manifest.redis_target(options.redis.as_ref()))?;
+        let pools = Pools::connect(&manifest.redis_target(options.redis.as_ref()))?
+            .with_wait_replicas(manifest.redis.wait_replicas);
         done(Stage::Pools, t);
 
         let t = Instant::now();

@@ -108,6 +108,12 @@ pub struct RedisConfig {
     /// A Redis Cluster's seed nodes, instead of `url` and `pools`: every
     /// alias is in the cluster's DB 0 (see `docs/compat.md`).
     pub cluster: Option<Spanned<ClusterSeeds>>,
+    /// Replicas that must have an armed trigger before arming returns
+    /// (`WAIT`, up to 1 s; fewer is an error, and the trigger stays armed
+    /// on the primary): closes the window in which a failover loses a
+    /// trigger just armed. 0 (default): no wait.
+    #[serde(default)]
+    pub wait_replicas: u32,
 }
 
 /// `[listener]`: where and how expiries are heard.

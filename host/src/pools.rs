@@ -379,6 +379,8 @@ pub struct Pools {
     control: Option<tokio::runtime::Handle>,
     /// The cluster every alias is on, if it is one.
     cluster: Option<ClusterSeeds>,
+    /// Replicas that must acknowledge an arming (`[redis] wait_replicas`).
+    wait_replicas: u32,
 }
 
 /// How long a command may wait for its reply before failing.
@@ -427,6 +429,7 @@ impl Pools {
             pools: pools.into(),
             control: tokio::runtime::Handle::try_current().ok(),
             cluster: None,
+            wait_replicas: 0,
         })
     }
 
@@ -493,7 +496,20 @@ impl Pools {
             pools: pools.into(),
             control: tokio::runtime::Handle::try_current().ok(),
             cluster: Some(seeds.clone()),
+            wait_replicas: 0,
         })
+    }
+
+    /// Arming a trigger waits until `n` replicas of its node have it
+    /// (`WAIT`), so a failover right after cannot lose it; 0: no wait.
+    pub fn with_wait_replicas(mut self, n: u32) -> Pools {
+        self.wait_replicas = n;
+        self
+    }
+
+    /// Replicas that must acknowledge an arming (0: none).
+    pub fn wait_replicas(&self) -> u32 {
+        self.wait_replicas
     }
 
     /// The cluster the pools are on, or `None` for servers.

@@ -133,6 +133,9 @@ impl Reloader {
                 "[redis] (a pool URL or the cluster)",
             ));
         }
+        if new.redis.wait_replicas != self.started.redis.wait_replicas {
+            return Err(ReloadError::NeedsRestart("[redis] wait_replicas"));
+        }
         if new.listener != self.started.listener {
             return Err(ReloadError::NeedsRestart("[listener]"));
         }

@@ -231,7 +231,8 @@ pub struct RedisCluster {
 impl RedisCluster {
     /// Starts the six servers, creates the cluster (`redis-cli --cluster
     /// create ... --cluster-replicas 1`), and waits until every node says
-    /// `cluster_state:ok` and a first write through the cluster succeeds.
+    /// `cluster_state:ok`, every replica is in sync, and a first write
+    /// through the cluster succeeds.
     pub fn start() -> RedisCluster {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
@@ -242,6 +243,11 @@ impl RedisCluster {
                     "nodes.conf",
                     "--cluster-node-timeout",
                     "1000",
+                    // A replica syncs at once (the default waits 5 s for
+                    // more replicas): the tests wait for every replica to
+                    // be in sync, so a failover can promote it.
+                    "--repl-diskless-sync-delay",
+                    "0",
                 ])
             })
             .collect();
@@ -266,8 +272,9 @@ impl RedisCluster {
         cluster
     }
 
-    /// Waits until every live node says `cluster_state:ok` and a write
-    /// through the cluster succeeds.
+    /// Waits until every live node says `cluster_state:ok`, every replica
+    /// is in sync with its primary, and a write through the cluster
+    /// succeeds.
     pub fn wait_ok(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -282,7 +289,16 @@ impl RedisCluster {
                         .is_ok_and(|info| info.contains("cluster_state:ok"))
                 })
                 .collect();
-            let written = states.iter().all(|ok| *ok)
+            let synced = self.nodes.iter().filter(|n| n.running()).all(|n| {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(&mut n.conn(0))
+                    .is_ok_and(|info| {
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    })
+            });
+            let written = synced
+                && states.iter().all(|ok| *ok)
                 && self.client().get_connection().is_ok_and(|mut c| {
                     redis::cmd("SET")
                         .arg("probe")

@@ -4,6 +4,12 @@ use std::sync::Arc;
 
 use super::{Delivery, Held, KEYS_PER_CALL};
 
+/// How long a batch of finished firings is retried before its leases are
+/// left to end (and the reaper to run those firings again). A failover
+/// takes a few seconds; a lease that ends meanwhile is reaped as it would
+/// be without the retry.
+const FINISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Records finished firings in batches: the jobs that end while one batch
 /// is written share the next one (a `ZREM` of many members), so a burst
 /// costs Redis one command per batch rather than one per job.
@@ -22,13 +28,22 @@ impl Finisher {
         tracker.spawn(async move {
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, KEYS_PER_CALL).await > 0 {
-                // `done_many` is idempotent, and retries a dropped connection.
-                if let Err(e) = delivery.done_many(&batch).await {
-                    tracing::error!(
-                        event = "finish_failed",
-                        firings = batch.len(), error = %e,
-                        "cannot record finished firings in Redis; their leases will run them again"
-                    );
+                // `done_many` is idempotent: a batch that fails (Redis
+                // restarting, a cluster primary failing over) is written
+                // again, with backoff, for up to `FINISH_PATIENCE`.
+                let started = std::time::Instant::now();
+                let mut wait = std::time::Duration::from_millis(50);
+                while let Err(e) = delivery.done_many(&batch).await {
+                    if started.elapsed() + wait > FINISH_PATIENCE {
+                        tracing::error!(
+                            event = "finish_failed",
+                            firings = batch.len(), error = %e,
+                            "cannot record finished firings in Redis; their leases will run them again"
+                        );
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(1));
                 }
                 batch.clear();
             }

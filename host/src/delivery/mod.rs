@@ -99,6 +99,8 @@ pub const INTERNAL_PREFIX: &str = "symphony:";
 /// Entries are claimed this long before they are due, then run at the due
 /// time. A cancel in the last `LEAD_MS` before the due time is too late.
 pub const LEAD_MS: i64 = 25;
+/// How long an arming waits for `[redis] wait_replicas` replicas.
+pub const WAIT_MS: u64 = 1000;
 /// How long a fired mark stays.
 const FIRED_TTL_MS: i64 = 120_000;
 /// Separator between a trigger key and a firing's tag in index members.
@@ -189,6 +191,8 @@ pub struct Delivery {
     max_pending: u32,
     /// On a Redis Cluster: a [`Space`] per slot and the hint buckets.
     sharded: Option<Arc<sharded::State>>,
+    /// Replicas that must acknowledge an arming (0: none).
+    wait_replicas: u32,
 }
 
 /// Dead letters kept by default (`[delivery] max_dead_letters`).
@@ -216,7 +220,9 @@ impl Delivery {
     /// # Errors
     /// When the pool is not configured.
     pub fn for_pool(pools: &Pools, pool: PoolAlias) -> Result<Self, RepoError> {
-        Ok(Self::with_conn(pool, pools.get(pool)?.conn()))
+        let mut delivery = Self::with_conn(pool, pools.get(pool)?.conn());
+        delivery.wait_replicas = pools.wait_replicas();
+        Ok(delivery)
     }
 
     /// Delivery over the expiry pool on `tenant`'s connection (for a
@@ -226,7 +232,9 @@ impl Delivery {
     /// When the expiry pool is not configured.
     pub fn for_tenant(pools: &Pools, tenant: &str) -> Result<Self, RepoError> {
         let conn = pools.conn_for(PoolAlias::Expiry, tenant)?;
-        Ok(Self::with_conn(PoolAlias::Expiry, conn))
+        let mut delivery = Self::with_conn(PoolAlias::Expiry, conn);
+        delivery.wait_replicas = pools.wait_replicas();
+        Ok(delivery)
     }
 
     fn with_conn(pool: PoolAlias, conn: RedisConn) -> Self {
@@ -237,6 +245,7 @@ impl Delivery {
             dead_cap: DEFAULT_MAX_DEAD_LETTERS,
             max_pending: 0,
             sharded: conn.is_cluster().then(Arc::default),
+            wait_replicas: 0,
             conn,
         }
     }
@@ -413,6 +422,7 @@ impl Delivery {
             return Err(self.over_pending(key));
         }
         self.hint_work(&space, [(tenant_of(key), due)]).await;
+        self.replicated(key).await?;
         Ok(due)
     }
 
@@ -443,6 +453,9 @@ impl Delivery {
             }
             self.hint_work(space, chunk.iter().map(|(key, _)| (tenant_of(key), first)))
                 .await;
+            if let Some((key, _)) = chunk.first() {
+                self.replicated(key).await?;
+            }
             Ok::<u64, RepoError>(n.unsigned_abs())
         }))
         .await;
@@ -450,6 +463,27 @@ impl Delivery {
             armed += n?;
         }
         Ok(armed)
+    }
+
+    /// With `[redis] wait_replicas`, waits (up to [`WAIT_MS`]) until that
+    /// many replicas of `key`'s node have every write made so far on this
+    /// connection, the arming included.
+    async fn replicated(&self, key: &str) -> Result<(), RepoError> {
+        if self.wait_replicas == 0 {
+            return Ok(());
+        }
+        let acked = self
+            .conn
+            .wait_replicas(key, self.wait_replicas, WAIT_MS)
+            .await?;
+        if acked < u64::from(self.wait_replicas) {
+            return Err(RepoError::Unavailable(format!(
+                "the trigger {key:?} is armed on its primary, but only {acked} of {} replicas \
+                 had it within {WAIT_MS} ms ([redis] wait_replicas); arm it again to be sure",
+                self.wait_replicas
+            )));
+        }
+        Ok(())
     }
 
     /// Deletes `key` and its index entry; returns whether the key existed.

@@ -30,6 +30,9 @@ use crate::throttle::Throttle;
 /// 16 × this, fewer with more hosts).
 pub const AUDIT_EVERY: Duration = Duration::from_secs(10);
 
+/// Most hints kept to be written again (see `State::unwritten`).
+const UNWRITTEN_MAX: usize = 100_000;
+
 /// Most slots with ended leases one reap looks at per bucket.
 const REAP_SLOTS: usize = 1000;
 
@@ -41,6 +44,20 @@ pub(super) struct State {
     next_audit: AtomicU16,
     /// Rate of the warnings about hints that could not be written.
     errors: Throttle,
+    /// Hints that could not be written (their bucket's node failing
+    /// over): `(lease?, slot, member, score)`, written again before the
+    /// next sweep, so their work is not left for the audit.
+    unwritten: Mutex<Vec<HintWrite>>,
+}
+
+/// A hint to lower (or add), with a new version.
+#[derive(Debug, Clone)]
+struct HintWrite {
+    /// A lease hint (member: the slot), or a tenant's (`slot:tenant`).
+    lease: bool,
+    slot: u16,
+    member: String,
+    score: i64,
 }
 
 impl Default for State {
@@ -49,6 +66,7 @@ impl Default for State {
             audited: Mutex::new(None),
             next_audit: AtomicU16::new(fastrand::u16(..super::BUCKETS)),
             errors: Throttle::new(Duration::from_secs(10)),
+            unwritten: Mutex::new(Vec::new()),
         }
     }
 }
@@ -123,26 +141,87 @@ impl Delivery {
         if earliest.is_empty() {
             return;
         }
-        let bucket = Bucket::of(slot);
-        let mut call = self.scripts.hint.key(bucket.hints());
-        call.key(bucket.versions());
-        for (tenant, at) in earliest {
-            call.arg(tenant_hint(slot, tenant)).arg(at.max(0));
+        let hints = earliest
+            .into_iter()
+            .map(|(tenant, at)| HintWrite {
+                lease: false,
+                slot,
+                member: tenant_hint(slot, tenant),
+                score: at.max(0),
+            })
+            .collect();
+        self.write_hints(hints).await;
+    }
+
+    /// Writes hints (`hint`: lowered, new version), one call per bucket
+    /// and kind; those that fail are kept to be written again.
+    async fn write_hints(&self, hints: Vec<HintWrite>) {
+        let mut calls: BTreeMap<(Bucket, bool), Vec<HintWrite>> = BTreeMap::new();
+        for hint in hints {
+            calls
+                .entry((Bucket::of(hint.slot), hint.lease))
+                .or_default()
+                .push(hint);
         }
-        if let Err(e) = self.conn.invoke::<i64>(&call).await {
-            self.warn_hint("work", &e.into());
+        let writes = calls
+            .into_iter()
+            .map(|((bucket, lease), hints)| async move {
+                let zset = if lease {
+                    bucket.lease_hints()
+                } else {
+                    bucket.hints()
+                };
+                let mut call = self.scripts.hint.key(zset);
+                call.key(bucket.versions());
+                for hint in &hints {
+                    call.arg(&hint.member).arg(hint.score);
+                }
+                match self.conn.invoke::<i64>(&call).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err((hints, RepoError::from(e))),
+                }
+            });
+        for result in futures::future::join_all(writes).await {
+            if let Err((hints, e)) = result {
+                self.warn_hint(
+                    if hints.first().is_some_and(|h| h.lease) {
+                        "lease"
+                    } else {
+                        "work"
+                    },
+                    &e,
+                );
+                if let Some(state) = &self.sharded
+                    && let Ok(mut kept) = state.unwritten.lock()
+                {
+                    // Bounded: past it, the audit writes the rest.
+                    let room = UNWRITTEN_MAX.saturating_sub(kept.len());
+                    kept.extend(hints.into_iter().take(room));
+                }
+            }
         }
+    }
+
+    /// Writes again the hints that could not be written before.
+    async fn rewrite_hints(&self) {
+        let Some(state) = &self.sharded else { return };
+        let kept = match state.unwritten.lock() {
+            Ok(mut kept) if !kept.is_empty() => std::mem::take(&mut *kept),
+            _ => return,
+        };
+        self.write_hints(kept).await;
     }
 
     /// Tells `space`'s bucket that it holds leases ending from `at` on.
     pub(super) async fn hint_lease(&self, space: &Space, at: i64) {
         let Some(slot) = space.slot() else { return };
-        let bucket = Bucket::of(slot);
-        let mut call = self.scripts.hint.key(bucket.lease_hints());
-        call.key(bucket.versions()).arg(slot).arg(at.max(0));
-        if let Err(e) = self.conn.invoke::<i64>(&call).await {
-            self.warn_hint("lease", &e.into());
-        }
+        self.write_hints(vec![HintWrite {
+            lease: true,
+            slot,
+            member: slot.to_string(),
+            score: at.max(0),
+        }])
+        .await;
     }
 
     /// Tells `space`'s bucket that it holds dead letters.
@@ -243,6 +322,7 @@ impl Delivery {
         lease_ms: u64,
         skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
+        self.rewrite_hints().await;
         let (now, mut next, mut due) = self.due_hints(Bucket::hints, LEAD_MS, limit, skip).await?;
         due.truncate(limit);
         if due.is_empty() {
