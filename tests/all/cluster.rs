@@ -301,3 +301,55 @@ fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
         &twice[..twice.len().min(20)]
     );
 }
+
+/// 3000 slots move from one primary to another (`redis-cli --cluster
+/// reshard`, keys and all, the delivery state with them) while triggers
+/// are armed and fire: 0 lost, 0 run twice.
+#[test]
+fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
+    let cluster = RedisCluster::start();
+    let hosts: Vec<Host> = (0..2).map(|_| Host::start(&cluster, &counter())).collect();
+    let refs: Vec<&Host> = hosts.iter().collect();
+    let (api, plain) = (5000, 2000);
+    let target = cluster.target();
+    let arming = std::thread::spawn(move || {
+        arm_through_failures(target, "ver_rs", api, (1500, 8000), Duration::from_secs(5), 0)
+    });
+    let keys: Vec<(String, u64)> = (0..plain)
+        .map(|i| (format!("acme:EXPTRIGGER:ver_rsp:{i}"), 2 + (i % 8) as u64))
+        .collect();
+    setex_with_redis_cli(&cluster, &keys);
+    let owners = primaries(&cluster);
+    let (from, to) = (&owners[0], &owners[1]);
+    let started = Instant::now();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard"])
+        .arg(format!("127.0.0.1:{}", cluster.nodes[from.0].port))
+        .args(["--cluster-from", &from.1, "--cluster-to", &to.1])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .expect("run redis-cli --cluster reshard");
+    assert!(
+        out.status.success(),
+        "reshard failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reshard_ms = started.elapsed().as_millis();
+    let failed = arming.join().unwrap();
+    let (twice_api, ran_api) = settle_runs(&refs, "ver_rs", api, Duration::from_secs(60));
+    let (twice_plain, ran_plain) = settle_runs(&refs, "ver_rsp", plain, Duration::from_secs(30));
+    wait_drained(&cluster, Duration::from_secs(30));
+    let (p50, p99) = lateness_ms(&refs, "ver_rs");
+    println!(
+        "reshard of 3000 slots ({reshard_ms} ms) while {api} library and {plain} SETEX triggers \
+         fire: {} + {} lost, {} + {} run twice ({failed} armings retried); lateness p50 {p50} ms, \
+         p99 {p99} ms",
+        api - ran_api,
+        plain - ran_plain,
+        twice_api.len(),
+        twice_plain.len()
+    );
+    assert!(twice_api.is_empty() && twice_plain.is_empty(), "{twice_api:?} {twice_plain:?}");
+    assert_eq!((ran_api, ran_plain), (api, plain), "lost in the reshard");
+}
