@@ -1,6 +1,8 @@
 //! The host on a real Redis Cluster (3 primaries, 3 replicas): triggers of
 //! every slot, armed through the library and by plain `SETEX` through
-//! `redis-cli -c`, run exactly once across hosts; cancels hold.
+//! `redis-cli -c`, run exactly once across hosts, through a failover and a
+//! resharding. (The repository suite, the cancel test and the dead-letter
+//! test run on both backends: `repos.rs`, `delivery.rs`.)
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
@@ -80,46 +82,6 @@ fn three_hosts_on_a_cluster_run_20000_triggers_of_every_slot_exactly_once() {
          (armed in {armed_ms} ms): 0 lost, 0 run twice; lateness p50 {p50} ms, p99 {p99} ms \
          (SETEX: p50 {cli50} ms, p99 {cli99} ms)"
     );
-}
-
-#[test]
-fn cancelled_triggers_never_run_on_a_cluster() {
-    let cluster = RedisCluster::start();
-    let host = Host::start(&cluster, &counter());
-    arm(&cluster, &spread("ver_api", 200, 1500, 500));
-    let keys: Vec<(String, u64)> = (0..200)
-        .map(|i| (format!("acme:EXPTRIGGER:ver_raw:{i}"), 2))
-        .collect();
-    setex_with_redis_cli(&cluster, &keys);
-    with_pools(&cluster, |pools| async move {
-        let repo = symphony_host::repo::TriggerRepo::new(&pools, "acme").unwrap();
-        for i in (0..200).step_by(2) {
-            assert!(repo.delete("ver_api", &i.to_string()).await.unwrap());
-        }
-    });
-    let mut conn = cluster.conn();
-    for i in (0..200).step_by(2) {
-        let n: i64 = redis::cmd("DEL")
-            .arg(format!("acme:EXPTRIGGER:ver_raw:{i}"))
-            .query(&mut conn)
-            .unwrap();
-        assert_eq!(n, 1);
-    }
-    wait_dispatched(&[&host], "ver_api", 100, Duration::from_secs(20));
-    wait_dispatched(&[&host], "ver_raw", 100, Duration::from_secs(20));
-    wait_drained(&cluster, Duration::from_secs(20));
-    for action in ["ver_api", "ver_raw"] {
-        let counts = dispatch_counts(&[&host], action);
-        let cancelled_ran: Vec<&String> = counts
-            .keys()
-            .filter(|id| id.parse::<u32>().is_ok_and(|i| i % 2 == 0))
-            .collect();
-        assert!(
-            cancelled_ran.is_empty(),
-            "{action}: cancelled triggers ran: {cancelled_ran:?}"
-        );
-        assert_eq!(counts.len(), 100, "{action}");
-    }
 }
 
 /// Operations over many keys walk every primary; a generic key that would
@@ -313,7 +275,14 @@ fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
     let (api, plain) = (5000, 2000);
     let target = cluster.target();
     let arming = std::thread::spawn(move || {
-        arm_through_failures(target, "ver_rs", api, (1500, 8000), Duration::from_secs(5), 0)
+        arm_through_failures(
+            target,
+            "ver_rs",
+            api,
+            (1500, 8000),
+            Duration::from_secs(5),
+            0,
+        )
     });
     let keys: Vec<(String, u64)> = (0..plain)
         .map(|i| (format!("acme:EXPTRIGGER:ver_rsp:{i}"), 2 + (i % 8) as u64))
@@ -350,6 +319,9 @@ fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
         twice_api.len(),
         twice_plain.len()
     );
-    assert!(twice_api.is_empty() && twice_plain.is_empty(), "{twice_api:?} {twice_plain:?}");
+    assert!(
+        twice_api.is_empty() && twice_plain.is_empty(),
+        "{twice_api:?} {twice_plain:?}"
+    );
     assert_eq!((ran_api, ran_plain), (api, plain), "lost in the reshard");
 }

@@ -199,11 +199,10 @@ fn plain_setex_triggers_from_another_client_run_exactly_once() {
     );
 }
 
-#[test]
-fn cancelled_triggers_never_run() {
-    let redis = RedisServer::start();
+fn cancelled_triggers_never_run(cluster: bool) {
+    let redis = start_backend(cluster);
     let host = Host::start(&redis, &counter());
-    let mut db8 = redis.conn(8);
+    let mut db8 = redis.db(8);
     // 200 through our API, 200 by plain SETEX; half of each cancelled.
     arm(&redis, &spread("ver_api", 200, 1500, 500));
     for i in 0..200 {
@@ -224,7 +223,7 @@ fn cancelled_triggers_never_run() {
     }
     wait_dispatched(&[&host], "ver_api", 100, Duration::from_secs(20));
     wait_dispatched(&[&host], "ver_raw", 100, Duration::from_secs(20));
-    wait_settled(&redis, "acme", Duration::from_secs(20));
+    wait_drained(&redis, Duration::from_secs(20));
     for action in ["ver_api", "ver_raw"] {
         let counts = dispatch_counts(&[&host], action);
         let cancelled_ran: Vec<&String> = counts
@@ -265,9 +264,8 @@ fn lateness_at_200_per_second() {
     assert!(p(0.99) < 100_000, "p99 lateness {} µs", p(0.99));
 }
 
-#[test]
-fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
-    let redis = RedisServer::start();
+fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli(cluster: bool) {
+    let redis = start_backend(cluster);
     let failing = plugin_entry_with(
         "failing",
         "recorder",
@@ -290,17 +288,25 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
         .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
 
-    let cli = |args: &[&str]| run_ok(host_cmd().args(args).args(["--redis-url", &redis.url()]));
+    let command = |args: &[&str]| {
+        let mut cmd = host_cmd();
+        cmd.args(args);
+        redis.point(&mut cmd);
+        cmd
+    };
+    let cli = |args: &[&str]| run_ok(&mut command(args));
+    // The letter's list: `symphony:dead`, or on a cluster its slot's.
+    let list = std::cell::RefCell::new(String::new());
+    let out = &list;
+    with_pools(&redis, |pools| async move {
+        let delivery = symphony_host::delivery::Delivery::new(&pools).unwrap();
+        *out.borrow_mut() = delivery.space_of("acme:EXPTRIGGER:fail_always:x_1").dead();
+    });
+    let list = list.into_inner();
     // An entry another client pushed is reported, not silently dropped, and
     // neither `list` nor `retry` trips on it.
-    let _: u64 = redis
-        .conn(8)
-        .rpush("symphony:dead", "not a letter")
-        .unwrap();
-    let out = host_cmd()
-        .args(["dead", "list", "--redis-url", &redis.url()])
-        .output()
-        .unwrap();
+    let _: u64 = redis.db(8).rpush(&list, "not a letter").unwrap();
+    let out = command(&["dead", "list"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success()
@@ -326,7 +332,7 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
     // The second letter and the foreign entry.
     assert!(cli(&["dead", "purge"]).contains("purged 2 dead letter(s)"));
     assert_eq!(cli(&["dead", "list"]).trim(), "");
-    let len: u64 = redis.conn(8).llen("symphony:dead").unwrap();
+    let len: u64 = redis.db(8).llen(&list).unwrap();
     assert_eq!(len, 0);
 }
 
@@ -422,4 +428,27 @@ fn entries_of_the_old_single_index_are_migrated_and_run_once() {
             .len(),
         3
     );
+}
+
+/// These tests run on a standalone server and on a 3-primary cluster.
+mod standalone {
+    #[test]
+    fn cancelled_triggers_never_run() {
+        super::cancelled_triggers_never_run(false)
+    }
+    #[test]
+    fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
+        super::failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli(false)
+    }
+}
+
+mod cluster {
+    #[test]
+    fn cancelled_triggers_never_run() {
+        super::cancelled_triggers_never_run(true)
+    }
+    #[test]
+    fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
+        super::failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli(true)
+    }
 }

@@ -10,13 +10,13 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 /// A host running the driver plugin, and a way to run scripts through it.
-pub struct Driver {
-    pub redis: RedisServer,
+pub struct Driver<R: Backend = RedisServer> {
+    pub redis: R,
     pub host: Host,
     next: u32,
 }
 
-impl Driver {
+impl Driver<RedisServer> {
     pub fn start() -> Driver {
         Self::start_with("")
     }
@@ -41,17 +41,32 @@ impl Driver {
             next: 0,
         }
     }
+}
 
+impl Driver<Box<dyn Backend>> {
+    /// A driver on a fresh server, or on a fresh cluster.
+    pub fn on(cluster: bool, extra: &str) -> Self {
+        let redis = start_backend(cluster);
+        let host = Host::start_with(&redis, &plugin_entry("driver", "driver", &["drive"]), extra);
+        Driver {
+            redis,
+            host,
+            next: 0,
+        }
+    }
+}
+
+impl<R: Backend> Driver<R> {
     /// Runs `calls` in the plugin for `tenant`; returns one result per call.
     pub fn run(&mut self, tenant: &str, calls: Value) -> Vec<Value> {
         self.next += 1;
         let n = self.next;
-        let mut db15 = self.redis.conn(15);
+        let mut db15 = self.redis.db(15);
         let _: () = db15
             .set(format!("{tenant}:script:{n}"), calls.to_string())
             .unwrap();
         set_expiring(
-            &mut self.redis.conn(8),
+            &mut self.redis.db(8),
             format!("{tenant}:EXPTRIGGER:drive:{n}").as_bytes(),
             1,
         );
@@ -89,17 +104,16 @@ impl Driver {
     }
 
     pub fn hgetall(&self, db: u32, key: &str) -> HashMap<String, String> {
-        self.redis.conn(db).hgetall(key).unwrap()
+        self.redis.db(db).hgetall(key).unwrap()
     }
 
     pub fn ttl(&self, db: u32, key: &str) -> i64 {
-        self.redis.conn(db).ttl(key).unwrap()
+        self.redis.db(db).ttl(key).unwrap()
     }
 }
 
-#[test]
-fn user_records() {
-    let mut d = Driver::start();
+fn user_records(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     d.ok(
         t,
@@ -183,9 +197,8 @@ fn user_records() {
     assert_eq!(d.ok(t, json!(["user.exists", "u2"])), json!(false));
 }
 
-#[test]
-fn typed_errors_reach_the_plugin() {
-    let mut d = Driver::start();
+fn typed_errors_reach_the_plugin(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     let (kind, msg) = d.err(t, json!(["user.get", ""]));
     assert_eq!(
@@ -247,9 +260,8 @@ fn an_unreachable_pool_is_a_typed_unavailable_error() {
     assert_eq!(d.ok("acme", json!(["generic.get", "x"])), json!(null));
 }
 
-#[test]
-fn handler_state_with_atomic_merge() {
-    let mut d = Driver::start();
+fn handler_state_with_atomic_merge(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     d.ok(
         t,
@@ -300,9 +312,8 @@ fn handler_state_with_atomic_merge() {
     assert_eq!(d.ok(t, json!(["state.get", "chat", "u:1"])), json!(null));
 }
 
-#[test]
-fn table_rows() {
-    let mut d = Driver::start();
+fn table_rows(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     d.ok(
         t,
@@ -404,9 +415,8 @@ fn table_rows() {
     );
 }
 
-#[test]
-fn shared_state_lists_names_as_stored() {
-    let mut d = Driver::start();
+fn shared_state_lists_names_as_stored(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     d.ok(t, json!(["shared.upsert", "conv:x", "u:1", {"a": 1}]));
     d.ok(t, json!(["shared.upsert", "my_state", "u:1", {"b": "two"}]));
@@ -451,9 +461,8 @@ fn shared_state_lists_names_as_stored() {
     );
 }
 
-#[test]
-fn batches_and_the_pending_set() {
-    let mut d = Driver::start();
+fn batches_and_the_pending_set(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     for (i, msg) in ["one", "two", "three"].iter().enumerate() {
         let len = d.ok(
@@ -462,7 +471,7 @@ fn batches_and_the_pending_set() {
         );
         assert_eq!(len, json!(i + 1));
     }
-    let mut db10 = d.redis.conn(10);
+    let mut db10 = d.redis.db(10);
     let raw: Vec<String> = db10.lrange("acme:batch:wa:ent1:act:x", 0, -1).unwrap();
     assert_eq!(raw[0], r#"{"text": "one"}"#);
     let ttl: i64 = db10.ttl("acme:batch:wa:ent1:act:x").unwrap();
@@ -486,12 +495,11 @@ fn batches_and_the_pending_set() {
     assert_eq!(d.ok(t, json!(["batch.is-pending", "wa"])), json!(false));
 }
 
-#[test]
-fn generic_values_and_triggers_and_publish() {
-    let mut d = Driver::start();
+fn generic_values_and_triggers_and_publish(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     let t = "acme";
     d.ok(t, json!(["generic.set", "a:b", {"x": 1}, 60]));
-    let mut db15 = d.redis.conn(15);
+    let mut db15 = d.redis.db(15);
     let raw: String = db15.get("acme:a:b").unwrap();
     assert_eq!(raw, r#"{"x": 1}"#);
     assert!(d.ttl(15, "acme:a:b") <= 60);
@@ -502,7 +510,7 @@ fn generic_values_and_triggers_and_publish() {
     assert_eq!(d.ok(t, json!(["generic.delete", "a:b"])), json!(true));
     assert_eq!(d.ok(t, json!(["generic.get", "a:b"])), json!(null));
 
-    let mut db8 = d.redis.conn(8);
+    let mut db8 = d.redis.db(8);
     d.ok(t, json!(["trigger.set", "remind:me", "i:1", 600_000]));
     d.ok(t, json!(["trigger.set", "other", "i:1", 600_000]));
     d.ok(t, json!(["trigger.set", "other", "i:2", 600_000]));
@@ -526,30 +534,32 @@ fn generic_values_and_triggers_and_publish() {
     );
 
     // Publish goes to {tenant}:{channel}.
-    let mut sub = redis::Client::open(d.redis.url())
+    let mut sub = redis::Client::open(d.redis.server_url())
         .unwrap()
         .get_connection()
         .unwrap();
     let mut ps = sub.as_pubsub();
     ps.subscribe("acme:events").unwrap();
     ps.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    assert_eq!(
-        d.ok(t, json!(["pubsub.publish", "events", {"a": [1, 2]}])),
-        json!(1)
-    );
+    // The count is of the receivers on the node that took the PUBLISH: on
+    // a cluster that may not be the subscriber's (the message is forwarded
+    // to every node all the same).
+    let receivers = d.ok(t, json!(["pubsub.publish", "events", {"a": [1, 2]}]));
+    if !d.redis.is_cluster() {
+        assert_eq!(receivers, json!(1));
+    }
     let msg = ps.get_message().unwrap();
     assert_eq!(msg.get_channel_name(), "acme:events");
     assert_eq!(msg.get_payload::<String>().unwrap(), r#"{"a": [1, 2]}"#);
 }
 
-#[test]
-fn concurrent_appends_and_merges_lose_nothing() {
-    let mut d = Driver::start_with("");
+fn concurrent_appends_and_merges_lose_nothing(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     // 20 dispatches at once, each appending 10 items to the same field and
     // merging its own field into the same state.
     let writers = 20;
-    let mut db15 = d.redis.conn(15);
-    let mut db8 = d.redis.conn(8);
+    let mut db15 = d.redis.db(15);
+    let mut db8 = d.redis.db(8);
     for w in 0..writers {
         let mut calls = Vec::new();
         for i in 0..10 {
@@ -591,14 +601,13 @@ fn concurrent_appends_and_merges_lose_nothing() {
     }
 }
 
-#[test]
-fn crafted_ids_and_patterns_stay_inside_the_tenant() {
-    let mut d = Driver::start();
+fn crafted_ids_and_patterns_stay_inside_the_tenant(cluster: bool) {
+    let mut d = Driver::on(cluster, "");
     // Another tenant's data, and look-alike tenants.
-    let mut db11 = d.redis.conn(11);
-    let mut db10 = d.redis.conn(10);
-    let mut db9 = d.redis.conn(9);
-    let mut db8 = d.redis.conn(8);
+    let mut db11 = d.redis.db(11);
+    let mut db10 = d.redis.db(10);
+    let mut db9 = d.redis.db(9);
+    let mut db8 = d.redis.db(8);
     for tenant in ["other", "acme2", "acm"] {
         let _: () = db11
             .hset(format!("{tenant}:user:u1"), "name", "secret")
@@ -658,7 +667,7 @@ fn crafted_ids_and_patterns_stay_inside_the_tenant() {
     d.ok(t, json!(["generic.set", "other:user:u1", "x", null]));
     assert!(
         d.redis
-            .conn(15)
+            .db(15)
             .exists::<_, bool>("acme:other:user:u1")
             .unwrap()
     );
@@ -693,3 +702,33 @@ fn crafted_ids_and_patterns_stay_inside_the_tenant() {
         );
     }
 }
+
+/// Each test above runs on a standalone server and on a 3-primary cluster.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod standalone {
+            $(#[test]
+            fn $name() {
+                super::$name(false)
+            })*
+        }
+        mod cluster {
+            $(#[test]
+            fn $name() {
+                super::$name(true)
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    user_records,
+    typed_errors_reach_the_plugin,
+    handler_state_with_atomic_merge,
+    table_rows,
+    shared_state_lists_names_as_stored,
+    batches_and_the_pending_set,
+    generic_values_and_triggers_and_publish,
+    concurrent_appends_and_merges_lose_nothing,
+    crafted_ids_and_patterns_stay_inside_the_tenant,
+);

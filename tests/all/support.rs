@@ -206,9 +206,111 @@ pub trait Backend {
     fn target(&self) -> symphony_host::pools::RedisTarget;
     /// A log to show when a wait fails.
     fn log_path(&self) -> PathBuf;
+    /// A connection to the DB an alias's seed DB `db` is in (on a cluster,
+    /// DB 0 through the cluster).
+    fn db(&self, db: u32) -> AnyConn;
+    /// The URL of one server (on a cluster, the first node's).
+    fn server_url(&self) -> String;
+    /// Whether it is a cluster.
+    fn is_cluster(&self) -> bool;
+}
+
+/// A test connection to a server's DB or through a cluster.
+pub enum AnyConn {
+    Server(redis::Connection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
+}
+
+impl redis::ConnectionLike for AnyConn {
+    fn req_packed_command(&mut self, cmd: &[u8]) -> redis::RedisResult<redis::Value> {
+        match self {
+            AnyConn::Server(c) => c.req_packed_command(cmd),
+            AnyConn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+    fn req_packed_commands(
+        &mut self,
+        cmd: &[u8],
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisResult<Vec<redis::Value>> {
+        match self {
+            AnyConn::Server(c) => c.req_packed_commands(cmd, offset, count),
+            AnyConn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+    fn req_command(&mut self, cmd: &redis::Cmd) -> redis::RedisResult<redis::Value> {
+        match self {
+            AnyConn::Server(c) => c.req_command(cmd),
+            AnyConn::Cluster(c) => c.req_command(cmd),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            AnyConn::Server(c) => c.get_db(),
+            AnyConn::Cluster(c) => c.get_db(),
+        }
+    }
+    fn supports_pipelining(&self) -> bool {
+        match self {
+            AnyConn::Server(c) => c.supports_pipelining(),
+            AnyConn::Cluster(c) => c.supports_pipelining(),
+        }
+    }
+    fn check_connection(&mut self) -> bool {
+        match self {
+            AnyConn::Server(c) => c.check_connection(),
+            AnyConn::Cluster(c) => c.check_connection(),
+        }
+    }
+    fn is_open(&self) -> bool {
+        match self {
+            AnyConn::Server(c) => c.is_open(),
+            AnyConn::Cluster(c) => c.is_open(),
+        }
+    }
+}
+
+impl<B: Backend + ?Sized> Backend for Box<B> {
+    fn point(&self, cmd: &mut Command) {
+        (**self).point(cmd)
+    }
+    fn target(&self) -> symphony_host::pools::RedisTarget {
+        (**self).target()
+    }
+    fn log_path(&self) -> PathBuf {
+        (**self).log_path()
+    }
+    fn db(&self, db: u32) -> AnyConn {
+        (**self).db(db)
+    }
+    fn server_url(&self) -> String {
+        (**self).server_url()
+    }
+    fn is_cluster(&self) -> bool {
+        (**self).is_cluster()
+    }
+}
+
+/// A fresh server or cluster, as `cluster` says.
+pub fn start_backend(cluster: bool) -> Box<dyn Backend> {
+    if cluster {
+        Box::new(RedisCluster::start())
+    } else {
+        Box::new(RedisServer::start())
+    }
 }
 
 impl Backend for RedisServer {
+    fn db(&self, db: u32) -> AnyConn {
+        AnyConn::Server(self.conn(db))
+    }
+    fn server_url(&self) -> String {
+        self.url()
+    }
+    fn is_cluster(&self) -> bool {
+        false
+    }
     fn point(&self, cmd: &mut Command) {
         cmd.env("SYMPHONY_REDIS_URL", self.url());
     }
@@ -345,6 +447,15 @@ impl RedisCluster {
 }
 
 impl Backend for RedisCluster {
+    fn db(&self, _db: u32) -> AnyConn {
+        AnyConn::Cluster(Box::new(self.conn()))
+    }
+    fn server_url(&self) -> String {
+        self.nodes[0].url()
+    }
+    fn is_cluster(&self) -> bool {
+        true
+    }
     fn point(&self, cmd: &mut Command) {
         cmd.env("SYMPHONY_REDIS_CLUSTER", self.seeds());
     }
@@ -720,7 +831,7 @@ pub fn wait_drained(redis: &impl Backend, timeout: Duration) {
 }
 
 /// Sets `key` in `db` to expire after `ttl_ms`, the way any client would.
-pub fn set_expiring(conn: &mut redis::Connection, key: &[u8], ttl_ms: u64) {
+pub fn set_expiring(conn: &mut impl redis::ConnectionLike, key: &[u8], ttl_ms: u64) {
     let _: () = redis::cmd("SET")
         .arg(key)
         .arg("")

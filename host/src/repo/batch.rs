@@ -31,7 +31,8 @@ impl BatchRepo {
     }
 
     /// Appends `data` to the batch and marks the tenant pending for `service`,
-    /// in one transaction. Unlike mimeiapify, the list gets a TTL (renewed on
+    /// in one transaction (on a Redis Cluster, where the two keys are in
+    /// different slots, one transaction for the list, then the mark). Unlike mimeiapify, the list gets a TTL (renewed on
     /// every enqueue) so an abandoned batch does not stay for ever. Returns
     /// the new length.
     ///
@@ -50,9 +51,20 @@ impl BatchRepo {
         pipe.atomic()
             .rpush(&key, dumps(data))
             .expire(&key, i64::from(DEFAULT_TTL_SECS))
-            .ignore()
-            .sadd(&pending, &self.tenant)
             .ignore();
+        if self.conn.is_cluster() {
+            // The list and the pending set are in different slots: the
+            // item is pushed (with its TTL) atomically, then the tenant
+            // marked pending. A failure between leaves the item pushed and
+            // the call failed; enqueuing again marks it.
+            let (len,): (u64,) = self.conn.pipe_once(&pipe).await?;
+            let _: u64 = self
+                .conn
+                .query(redis::cmd("SADD").arg(&pending).arg(&self.tenant))
+                .await?;
+            return Ok(len);
+        }
+        pipe.sadd(&pending, &self.tenant).ignore();
         let (len,): (u64,) = self.conn.pipe_once(&pipe).await?;
         Ok(len)
     }
