@@ -25,6 +25,9 @@
 //! 7. `admin`: the burst with 1 host, the admin server off, then on with a
 //!    client reading `/metrics` and the dashboard's overview every second;
 //!    alternated, 5 pairs (1 with `--quick`).
+//! 8. `cluster`: the burst on a standalone server and on a 3-primary Redis
+//!    Cluster, 1 and 3 hosts (1 with `--quick`), with CPU per job in the
+//!    hosts and in each primary, and with every key in one slot.
 //!
 //! The end-to-end sections run the host on the tests' manifest header
 //! (`support::write_manifest`: their compile cache, a 2 s timeout, otherwise
@@ -47,7 +50,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::{
-    Host, RedisServer, host_cmd, plugin, plugin_entry_with, root, run_ok, write_manifest,
+    Backend, Host, RedisCluster, RedisServer, host_cmd, plugin, plugin_entry_with, root, run_ok,
+    write_manifest,
 };
 use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
 use symphony_host::plugins::PluginSet;
@@ -91,8 +95,8 @@ const QUICK: Sizes = Sizes {
     reloads: 2,
 };
 
-const SECTIONS: [&str; 7] = [
-    "overhead", "schedule", "burst", "steady", "reload", "rss", "admin",
+const SECTIONS: [&str; 8] = [
+    "overhead", "schedule", "burst", "steady", "reload", "rss", "admin", "cluster",
 ];
 
 /// One line of the summary: a figure against its target.
@@ -194,6 +198,9 @@ fn main() {
     }
     if run("admin") {
         admin_cost(sizes, &mut report);
+    }
+    if run("cluster") {
+        cluster_section(sizes, &mut report);
     }
     println!("## Against the targets\n");
     if sizes.quick {
@@ -457,7 +464,7 @@ fn poly_entry(extra: &str) -> String {
 }
 
 /// Starts a host on the benchmark plugin.
-fn start_host(redis: &RedisServer) -> Host {
+fn start_host(redis: &impl Backend) -> Host {
     let runtime = std::env::var("BENCH_RUNTIME").unwrap_or_default();
     Host::start_with(redis, &poly_entry(""), &runtime)
 }
@@ -592,6 +599,11 @@ fn redis_cpu_secs(redis: &RedisServer) -> f64 {
         .arg("cpu")
         .query(&mut redis.conn(0))
         .unwrap();
+    cpu_of_info(&info)
+}
+
+/// `used_cpu_sys` + `used_cpu_user` of an `INFO cpu` answer.
+fn cpu_of_info(info: &str) -> f64 {
     info.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -959,4 +971,137 @@ fn admin_cost(sizes: Sizes, report: &mut Report) {
         "≥ 98 %",
         ratio >= 0.98,
     );
+}
+
+/// What one burst on a backend measured.
+struct ClusterRun {
+    rate: f64,
+    p99_ms: f64,
+    host_cpu_us: f64,
+    /// CPU per job in each primary (one entry standalone).
+    node_cpu_us: Vec<f64>,
+    exact: bool,
+}
+
+/// A burst of `n` due within 1 s on `redis` with `hosts` hosts; `nodes`
+/// are the servers whose CPU is counted (the primaries). `tag` puts every
+/// trigger key in the slot of that hash tag (`None`: spread over all).
+fn burst_on(
+    redis: &impl Backend,
+    nodes: &[&RedisServer],
+    hosts: usize,
+    n: usize,
+    run: &str,
+    tag: Option<&str>,
+) -> ClusterRun {
+    let mut running: Vec<Host> = (0..hosts).map(|_| start_host(redis)).collect();
+    let rt = runtime();
+    let _enter = rt.enter();
+    let pools = Pools::connect(&redis.target()).unwrap();
+    let repo = TriggerRepo::new(&pools, "bench").unwrap();
+    let run = match tag {
+        Some(tag) => format!("{run}{{{tag}}}"),
+        None => run.to_owned(),
+    };
+    let first_due = Instant::now() + Duration::from_secs(3);
+    rt.block_on(arm_spread(&repo, &run, n, first_due, Duration::from_secs(1)));
+    let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
+    let node_cpu = || -> Vec<f64> {
+        nodes
+            .iter()
+            .map(|node| {
+                let info: String = redis::cmd("INFO")
+                    .arg("cpu")
+                    .query(&mut node.conn(0))
+                    .unwrap();
+                cpu_of_info(&info)
+            })
+            .collect()
+    };
+    let (cpu_before, nodes_before) = (host_cpu(&running), node_cpu());
+    let done = wait_count(&running, &run, n, Duration::from_secs(300));
+    let host_cpu_us = (host_cpu(&running) - cpu_before) * 1e6 / n as f64;
+    let node_cpu_us = node_cpu()
+        .iter()
+        .zip(&nodes_before)
+        .map(|(after, before)| (after - before) * 1e6 / n as f64)
+        .collect();
+    let f = figures(&running, &run);
+    for h in &mut running {
+        h.terminate(Duration::from_secs(30));
+    }
+    ClusterRun {
+        rate: f.ran as f64 / (f.start_span_ms / 1000.0).max(0.001),
+        p99_ms: quantile(&f.late_ms, 0.99),
+        host_cpu_us,
+        node_cpu_us,
+        exact: done && f.ran == n && f.distinct == n,
+    }
+}
+
+/// Section 8, `cluster`: the burst on a standalone server and on a
+/// 3-primary cluster (3 replicas), with 1 and 3 hosts, in the same run; CPU
+/// per job in the hosts and in each primary; and on the cluster with every
+/// key in one slot against keys over all 16 384, to show the hosts' cost
+/// per job does not follow the number of slots.
+fn cluster_section(sizes: Sizes, report: &mut Report) {
+    let n = sizes.burst;
+    println!("## 8. Cluster: the burst ({n} due within 1 s) on a standalone server and on a 3-primary cluster\n");
+    println!(
+        "| backend | hosts | keys over | dispatch rate | lateness p99 | host CPU per job | redis CPU per job, each primary | redis CPU per job, all |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    let host_counts: &[usize] = if sizes.quick { &[1] } else { &[1, 3] };
+    let mut rows = Vec::new();
+    for &hosts in host_counts {
+        let redis = RedisServer::start();
+        let r = burst_on(&redis, &[&redis], hosts, n, &format!("sa{hosts}-"), None);
+        rows.push(("standalone", hosts, "1 server", r));
+        let cluster = RedisCluster::start();
+        let primaries: Vec<&RedisServer> = cluster
+            .nodes
+            .iter()
+            .filter(|node| {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut node.conn(0))
+                    .unwrap();
+                info.contains("role:master")
+            })
+            .collect();
+        let r = burst_on(&cluster, &primaries, hosts, n, &format!("cl{hosts}-"), None);
+        rows.push(("cluster, 3 primaries", hosts, "16 384 slots", r));
+        if hosts == 1 {
+            let r = burst_on(&cluster, &primaries, hosts, n, "one-", Some("b"));
+            rows.push(("cluster, 3 primaries", hosts, "1 slot", r));
+        }
+    }
+    for (backend, hosts, over, r) in &rows {
+        let each: Vec<String> = r.node_cpu_us.iter().map(|c| format!("{c:.1}")).collect();
+        println!(
+            "| {backend} | {hosts} | {over} | {:.0}/s | {:.0} ms | {:.0} µs | {} µs | {:.1} µs |",
+            r.rate,
+            r.p99_ms,
+            r.host_cpu_us,
+            each.join(" / "),
+            r.node_cpu_us.iter().sum::<f64>()
+        );
+        report.require(
+            &format!("cluster section, {backend}, {hosts} host(s), keys over {over}: every trigger ran exactly once"),
+            r.exact,
+        );
+    }
+    println!();
+    let busiest = |r: &ClusterRun| r.node_cpu_us.iter().copied().fold(0.0, f64::max);
+    if let (Some(sa), Some(cl)) = (
+        rows.iter().find(|r| r.0 == "standalone" && r.1 == 1),
+        rows.iter().find(|r| r.0 != "standalone" && r.1 == 1 && r.2 != "1 slot"),
+    ) {
+        report.check(
+            "cluster: redis CPU per job on the busiest primary, against standalone's server",
+            format!("{:.1} vs {:.1} µs", busiest(&cl.3), busiest(&sa.3)),
+            "lower",
+            busiest(&cl.3) < busiest(&sa.3),
+        );
+    }
 }
