@@ -1004,7 +1004,13 @@ fn burst_on(
         None => run.to_owned(),
     };
     let first_due = Instant::now() + Duration::from_secs(3);
-    rt.block_on(arm_spread(&repo, &run, n, first_due, Duration::from_secs(1)));
+    rt.block_on(arm_spread(
+        &repo,
+        &run,
+        n,
+        first_due,
+        Duration::from_secs(1),
+    ));
     let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
     let node_cpu = || -> Vec<f64> {
         nodes
@@ -1046,7 +1052,9 @@ fn burst_on(
 /// per job does not follow the number of slots.
 fn cluster_section(sizes: Sizes, report: &mut Report) {
     let n = sizes.burst;
-    println!("## 8. Cluster: the burst ({n} due within 1 s) on a standalone server and on a 3-primary cluster\n");
+    println!(
+        "## 8. Cluster: the burst ({n} due within 1 s) on a standalone server and on a 3-primary cluster\n"
+    );
     println!(
         "| backend | hosts | keys over | dispatch rate | lateness p99 | host CPU per job | redis CPU per job, each primary | redis CPU per job, all |"
     );
@@ -1095,7 +1103,8 @@ fn cluster_section(sizes: Sizes, report: &mut Report) {
     let busiest = |r: &ClusterRun| r.node_cpu_us.iter().copied().fold(0.0, f64::max);
     if let (Some(sa), Some(cl)) = (
         rows.iter().find(|r| r.0 == "standalone" && r.1 == 1),
-        rows.iter().find(|r| r.0 != "standalone" && r.1 == 1 && r.2 != "1 slot"),
+        rows.iter()
+            .find(|r| r.0 != "standalone" && r.1 == 1 && r.2 != "1 slot"),
     ) {
         report.check(
             "cluster: redis CPU per job on the busiest primary, against standalone's server",

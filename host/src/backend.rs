@@ -34,7 +34,83 @@ enum Backend {
     /// One server (or a primary behind a proxy or sentinel's address).
     Standalone(ConnectionManager),
     /// A Redis Cluster (DB 0).
-    Cluster(ClusterConnection),
+    Cluster(Arc<Cluster>),
+}
+
+/// A Redis Cluster connection that is replaced by a fresh one when it has
+/// answered nothing but failures for [`REPLACE_AFTER`]: the `redis`
+/// crate's cluster connection can stay wedged after a resharding, every
+/// request timing out while the nodes answer others (seen with 1.8.1).
+pub(crate) struct Cluster {
+    client: redis::cluster::ClusterClient,
+    config: redis::cluster::ClusterConfig,
+    conn: arc_swap::ArcSwap<ClusterConnection>,
+    /// Since when (ms since the epoch) calls have failed without a success
+    /// in between; 0: the last call succeeded.
+    failing_since: std::sync::atomic::AtomicI64,
+}
+
+/// How long a cluster connection may fail every call before it is replaced.
+const REPLACE_AFTER: i64 = 5_000;
+
+impl Cluster {
+    /// A cluster connection of `client` (connecting in the background).
+    pub(crate) fn new(
+        client: redis::cluster::ClusterClient,
+        config: redis::cluster::ClusterConfig,
+    ) -> Self {
+        let conn = client.get_pending_async_connection_with_config(config.clone());
+        Cluster {
+            client,
+            config,
+            conn: arc_swap::ArcSwap::from_pointee(conn),
+            failing_since: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    fn current(&self) -> ClusterConnection {
+        (**self.conn.load()).clone()
+    }
+
+    /// Notes how a call ended; replaces the connection when it has failed
+    /// (connection trouble or timeouts, not server errors) for too long.
+    fn observe<T>(&self, result: &RedisResult<T>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let failed = match result {
+            Ok(_) => false,
+            Err(e) => e.is_timeout() || e.is_io_error() || e.is_connection_dropped(),
+        };
+        if !failed {
+            if result.is_ok() {
+                self.failing_since.store(0, Relaxed);
+            }
+            return;
+        }
+        let now = crate::unix_ms();
+        let since = match self
+            .failing_since
+            .compare_exchange(0, now, Relaxed, Relaxed)
+        {
+            Ok(_) => return,
+            Err(since) => since,
+        };
+        if now - since >= REPLACE_AFTER
+            && self
+                .failing_since
+                .compare_exchange(since, 0, Relaxed, Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                event = "cluster_connection_replaced",
+                failing_ms = now - since,
+                "the Redis Cluster connection failed every call for too long; replaced by a fresh one"
+            );
+            let fresh = self
+                .client
+                .get_pending_async_connection_with_config(self.config.clone());
+            self.conn.store(Arc::new(fresh));
+        }
+    }
 }
 
 /// Counts a failed call in [`crate::metrics::REDIS_ERRORS`].
@@ -58,8 +134,8 @@ impl RedisConn {
     }
 
     /// A Redis Cluster's connection.
-    pub(crate) fn cluster(conn: ClusterConnection) -> Self {
-        RedisConn(Backend::Cluster(conn))
+    pub(crate) fn cluster(conn: Cluster) -> Self {
+        RedisConn(Backend::Cluster(Arc::new(conn)))
     }
 
     /// Whether this connection is to a Redis Cluster.
@@ -74,18 +150,18 @@ impl RedisConn {
     /// # Errors
     /// Redis failing or unreachable, or an answer that is not a node list.
     pub async fn primaries(&self) -> RedisResult<Option<Topology>> {
-        let Backend::Cluster(conn) = &self.0 else {
+        let Backend::Cluster(cluster) = &self.0 else {
             return Ok(None);
         };
-        let text: String = redis::from_redis_value(
-            conn.clone()
-                .route_command(
-                    redis::cmd("CLUSTER").arg("NODES").clone(),
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-                )
-                .await
-                .map_err(count_err)?,
-        )?;
+        let answer = cluster
+            .current()
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await;
+        cluster.observe(&answer);
+        let text: String = redis::from_redis_value(answer.map_err(count_err)?)?;
         Ok(Some(Topology::parse(&text)))
     }
 
@@ -97,9 +173,9 @@ impl RedisConn {
     pub async fn query_node<T: FromRedisValue>(&self, node: &Node, cmd: &Cmd) -> RedisResult<T> {
         match &self.0 {
             Backend::Standalone(_) => self.query(cmd).await,
-            Backend::Cluster(conn) => {
-                let value = conn
-                    .clone()
+            Backend::Cluster(cluster) => {
+                let answer = cluster
+                    .current()
                     .route_command(
                         cmd.clone(),
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -107,9 +183,9 @@ impl RedisConn {
                             port: node.port,
                         }),
                     )
-                    .await
-                    .map_err(count_err)?;
-                Ok(redis::from_redis_value(value)?)
+                    .await;
+                cluster.observe(&answer);
+                Ok(redis::from_redis_value(answer.map_err(count_err)?)?)
             }
         }
     }
@@ -188,20 +264,20 @@ impl RedisConn {
         let wait = redis::cmd("WAIT").arg(n).arg(timeout_ms).clone();
         match &self.0 {
             Backend::Standalone(_) => self.query_once(&wait).await,
-            Backend::Cluster(conn) => {
+            Backend::Cluster(cluster) => {
                 let route = redis::cluster_routing::Route::new(
                     slot_of(key),
                     redis::cluster_routing::SlotAddr::Master,
                 );
-                let value = conn
-                    .clone()
+                let answer = cluster
+                    .current()
                     .route_command(
                         wait,
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
                     )
-                    .await
-                    .map_err(count_err)?;
-                Ok(redis::from_redis_value(value)?)
+                    .await;
+                cluster.observe(&answer);
+                Ok(redis::from_redis_value(answer.map_err(count_err)?)?)
             }
         }
     }
@@ -440,7 +516,15 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
             Backend::Standalone(c) => c.req_packed_command(cmd),
-            Backend::Cluster(c) => c.req_packed_command(cmd),
+            Backend::Cluster(cluster) => {
+                let cluster = cluster.clone();
+                async move {
+                    let answer = cluster.current().req_packed_command(cmd).await;
+                    cluster.observe(&answer);
+                    answer
+                }
+                .boxed()
+            }
         }
     }
 
@@ -456,17 +540,21 @@ impl ConnectionLike for RedisConn {
             // belong to different slots, so each goes to its own node; the
             // cluster connection pipelines those that share one. Replies
             // keep the pipeline's order. A transaction goes as it is.
-            Backend::Cluster(c) => {
-                if pipeline.is_transaction() {
-                    return c.req_packed_commands(pipeline, offset, count);
-                }
-                let c = c.clone();
+            Backend::Cluster(cluster) => {
+                let cluster = cluster.clone();
                 async move {
-                    let calls = pipeline.cmd_iter().skip(offset).take(count).map(|cmd| {
-                        let mut c = c.clone();
-                        async move { c.req_packed_command(cmd).await }
-                    });
-                    futures::future::try_join_all(calls).await
+                    let mut c = cluster.current();
+                    let answer = if pipeline.is_transaction() {
+                        c.req_packed_commands(pipeline, offset, count).await
+                    } else {
+                        let calls = pipeline.cmd_iter().skip(offset).take(count).map(|cmd| {
+                            let mut c = c.clone();
+                            async move { c.req_packed_command(cmd).await }
+                        });
+                        futures::future::try_join_all(calls).await
+                    };
+                    cluster.observe(&answer);
+                    answer
                 }
                 .boxed()
             }

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::Deserialize;
 
-use crate::backend::RedisConn;
+use crate::backend::{Cluster, RedisConn};
 
 /// mimeiapify's pool aliases (`RedisClient.POOL_DB_MAPPING`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -385,6 +385,9 @@ pub struct Pools {
 
 /// How long a command may wait for its reply before failing.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request to a cluster may take, its retries and redirections
+/// included.
+const CLUSTER_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a (re)connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -460,15 +463,17 @@ impl Pools {
         .retries(6)
         .min_retry_wait(20)
         .max_retry_wait(500)
+        // Every request, retries and redirections (MOVED, ASK, TRYAGAIN
+        // while slots move) included, ends within this: without it a
+        // request caught in a resharding could wait for ever.
+        .overall_response_timeout(Some(CLUSTER_REQUEST_TIMEOUT))
         .build()
         .with_context(|| format!("invalid Redis Cluster seeds {seeds}"))?;
         let config = redis::cluster::ClusterConfig::new()
             .set_connection_timeout(CONNECT_TIMEOUT)
             .set_response_timeout(RESPONSE_TIMEOUT);
         let conns: Vec<RedisConn> = (0..CONNECTIONS_PER_POOL.max(1))
-            .map(|_| {
-                RedisConn::cluster(client.get_pending_async_connection_with_config(config.clone()))
-            })
+            .map(|_| RedisConn::cluster(Cluster::new(client.clone(), config.clone())))
             .collect();
         let (first, others) = conns
             .split_first()

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -44,6 +44,7 @@ pub async fn pump(
         stats,
         not_trigger_log: Throttle::new(Duration::from_secs(10)),
         errors: Throttle::new(Duration::from_secs(10)),
+        cancel: cancel.clone(),
     };
     let mut batch = Vec::with_capacity(PUMP_BATCH);
     loop {
@@ -92,6 +93,10 @@ pub async fn pump(
     }
 }
 
+/// How long a batch of keyevents is tried again while Redis fails (a
+/// restart, a failover, a cluster connection being replaced).
+const RETRY_FOR: Duration = Duration::from_secs(30);
+
 /// One step of a pump batch.
 enum Step {
     /// The listener (re)subscribed: index every trigger key present (on
@@ -109,6 +114,7 @@ struct Pump {
     stats: Arc<Stats>,
     not_trigger_log: Throttle,
     errors: Throttle,
+    cancel: CancellationToken,
 }
 
 impl Pump {
@@ -139,8 +145,38 @@ impl Pump {
         }
     }
 
-    /// Applies a run of one kind of event; false when shutting down.
+    /// Applies a run of one kind of event, trying again with backoff while
+    /// Redis fails (every step is idempotent), for up to [`RETRY_FOR`];
+    /// false when shutting down.
     async fn apply(&self, kind: EventKind, keys: Vec<String>) -> bool {
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.apply_once(kind, &keys).await {
+                Some(Ok(())) => return true,
+                None => return false,
+                Some(Err(e)) => {
+                    self.failed(&e);
+                    if started.elapsed() + wait > RETRY_FOR {
+                        return true;
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// One try of [`apply`](Self::apply); `None` when shutting down.
+    async fn apply_once(
+        &self,
+        kind: EventKind,
+        keys: &[String],
+    ) -> Option<Result<(), crate::repo::RepoError>> {
+        let keys = keys.to_vec();
         let result = match kind {
             EventKind::Expire => self
                 .delivery
@@ -148,28 +184,23 @@ impl Pump {
                 .await
                 .map(|_| self.wake.notify_one()),
             EventKind::Del => self.delivery.unindex(&keys).await.map(drop),
-            EventKind::Expired => match self.delivery.claim_expired(&keys, self.lease_ms).await {
-                Ok(claimed) => {
-                    // Indexed keys are left to the sweep, maybe made due now.
-                    self.wake.notify_one();
-                    let mut claimed = claimed.into_iter();
-                    while let Some(firing) = claimed.next() {
-                        if let Err(unsent) = self.firings.send(firing).await {
-                            // Shutting down: give them back for another host.
-                            let unsent = std::iter::once(unsent.0).chain(claimed);
-                            self.delivery.release_all(unsent.map(|f| f.member)).await;
-                            return false;
-                        }
+            EventKind::Expired => {
+                let (claimed, failed) = self.delivery.claim_expired(&keys, self.lease_ms).await;
+                // Indexed keys are left to the sweep, maybe made due now.
+                self.wake.notify_one();
+                let mut claimed = claimed.into_iter();
+                while let Some(firing) = claimed.next() {
+                    if let Err(unsent) = self.firings.send(firing).await {
+                        // Shutting down: give them back for another host.
+                        let unsent = std::iter::once(unsent.0).chain(claimed);
+                        self.delivery.release_all(unsent.map(|f| f.member)).await;
+                        return None;
                     }
-                    Ok(())
                 }
-                Err(e) => Err(e),
-            },
+                failed.map_or(Ok(()), Err)
+            }
         };
-        if let Err(e) = result {
-            self.failed(&e);
-        }
-        true
+        Some(result)
     }
 
     fn failed(&self, e: &crate::repo::RepoError) {

@@ -308,6 +308,26 @@ fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
     let failed = arming.join().unwrap();
     let (twice_api, ran_api) = settle_runs(&refs, "ver_rs", api, Duration::from_secs(60));
     let (twice_plain, ran_plain) = settle_runs(&refs, "ver_rsp", plain, Duration::from_secs(30));
+    if std::env::var_os("DEBUG_RESHARD").is_some() {
+        for (i, h) in hosts.iter().enumerate() {
+            for e in h
+                .events(|e| e["level"] != "INFO" && e["target"] != "log")
+                .iter()
+                .take(20)
+            {
+                eprintln!("host {i}: {e}");
+            }
+            let runs = h.events(|e| e["event"] == "dispatch");
+            eprintln!(
+                "host {i}: {} dispatches, last at {}",
+                runs.len(),
+                runs.last()
+                    .map(|e| e["timestamp"].to_string())
+                    .unwrap_or_default()
+            );
+        }
+        eprintln!("now {:?}", std::time::SystemTime::now());
+    }
     wait_drained(&cluster, Duration::from_secs(30));
     let (p50, p99) = lateness_ms(&refs, "ver_rs");
     println!(

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use super::{Delivery, Held, KEYS_PER_CALL};
 
 /// How long a batch of finished firings is retried before its leases are
-/// left to end (and the reaper to run those firings again). A failover
-/// takes a few seconds; a lease that ends meanwhile is reaped as it would
-/// be without the retry.
-const FINISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+/// left to end (and the reaper to run those firings again): half the
+/// default lease. A failover takes a few seconds; a lease that ends
+/// meanwhile is reaped as it would be without the retry.
+const FINISH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Records finished firings in batches: the jobs that end while one batch
 /// is written share the next one (a `ZREM` of many members), so a burst

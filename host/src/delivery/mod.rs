@@ -683,15 +683,16 @@ impl Delivery {
     }
 
     /// `expired` keyevents for `keys`: claims each firing no host has.
-    ///
-    /// # Errors
-    /// Redis failing.
+    /// Returns the firings claimed, and the error of a call that failed (the
+    /// others still run, and what they claimed is returned, held by this
+    /// host: calling again with the same keys claims nothing twice).
     pub async fn claim_expired(
         &self,
         keys: &[String],
         lease_ms: u64,
-    ) -> Result<Vec<Firing>, RepoError> {
+    ) -> (Vec<Firing>, Option<RepoError>) {
         let mut firings = Vec::new();
+        let mut failed = None;
         for (space, keys) in self.by_space(keys, |k| k.as_str()) {
             for chunk in keys.chunks(KEYS_PER_CALL) {
                 let mut call = self.scripts.claim_expired.key(space.ready());
@@ -703,7 +704,13 @@ impl Delivery {
                 for key in chunk {
                     call.key(*key).key(space.due(tenant_of(key)));
                 }
-                let out: Vec<String> = self.conn.invoke_once(&call).await?;
+                let out: Vec<String> = match self.conn.invoke_once(&call).await {
+                    Ok(out) => out,
+                    Err(e) => {
+                        failed = Some(e.into());
+                        continue;
+                    }
+                };
                 let before = firings.len();
                 for claimed in out.chunks_exact(3) {
                     let [member, due, meta] = claimed else {
@@ -727,7 +734,7 @@ impl Delivery {
                 }
             }
         }
-        Ok(firings)
+        (firings, failed)
     }
 
     /// Puts firings whose lease ended back in the index, and moves up to

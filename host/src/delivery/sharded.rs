@@ -404,17 +404,16 @@ impl Delivery {
         });
         let mut ended = 0;
         let mut updates = Vec::new();
-        for (slot, space, hint, out) in futures::future::join_all(reaps).await {
+        let mut back = Vec::new();
+        for (slot, _, hint, out) in futures::future::join_all(reaps).await {
             let out = out?;
             ended += u64::try_from(int(out.first())).unwrap_or(0);
-            let tenants: Vec<String> = out
-                .get(2..)
-                .unwrap_or_default()
-                .iter()
-                .map(|v| text(Some(v)))
-                .collect();
-            self.hint_work(&space, tenants.iter().map(|t| (t.as_str(), 0)))
-                .await;
+            back.extend(out.get(2..).unwrap_or_default().iter().map(|v| HintWrite {
+                lease: false,
+                slot,
+                member: tenant_hint(slot, &text(Some(v))),
+                score: 0,
+            }));
             updates.push((
                 slot,
                 Hint {
@@ -423,7 +422,11 @@ impl Delivery {
                 },
             ));
         }
-        self.settle_hints(Bucket::lease_hints, updates).await;
+        futures::future::join(
+            self.write_hints(back),
+            self.settle_hints(Bucket::lease_hints, updates),
+        )
+        .await;
         Ok(ended)
     }
 
