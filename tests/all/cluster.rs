@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
+/// A lease of 8 s (the harness's plugin timeout is 2 s).
+const SHORT_LEASE: &str = "[delivery]\nlease = \"8s\"";
+
 fn counter() -> String {
     plugin_entry_with("ver", "versioned-v1", &["ver_"], "tenants = [\"*\"]")
 }
@@ -215,7 +218,9 @@ fn settle_runs(hosts: &[&Host], action: &str, n: usize, timeout: Duration) -> (V
 #[test]
 fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
     let mut cluster = RedisCluster::start();
-    let hosts: Vec<Host> = (0..2).map(|_| Host::start(&cluster, &counter())).collect();
+    let hosts: Vec<Host> = (0..2)
+        .map(|_| Host::start_with(&cluster, &counter(), SHORT_LEASE))
+        .collect();
     let refs: Vec<&Host> = hosts.iter().collect();
     let n = 4000;
     let victim = primaries(&cluster)[0].0;
@@ -270,7 +275,12 @@ fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
 #[test]
 fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
     let cluster = RedisCluster::start();
-    let hosts: Vec<Host> = (0..2).map(|_| Host::start(&cluster, &counter())).collect();
+    // A claim whose reply is lost while the slots move (a request timing
+    // out) runs when its lease ends: a short lease keeps that within the
+    // test's wait.
+    let hosts: Vec<Host> = (0..2)
+        .map(|_| Host::start_with(&cluster, &counter(), SHORT_LEASE))
+        .collect();
     let refs: Vec<&Host> = hosts.iter().collect();
     let (api, plain) = (5000, 2000);
     let target = cluster.target();

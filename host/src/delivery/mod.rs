@@ -707,6 +707,8 @@ impl Delivery {
                 let out: Vec<String> = match self.conn.invoke_once(&call).await {
                     Ok(out) => out,
                     Err(e) => {
+                        // It may have run unanswered: have its leases looked at.
+                        self.hint_lease(&space, 0).await;
                         failed = Some(e.into());
                         continue;
                     }

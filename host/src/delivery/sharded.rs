@@ -350,11 +350,22 @@ impl Delivery {
         });
         let mut firings = Vec::new();
         let mut updates = Vec::new();
+        let mut leases = Vec::new();
         let mut failed = None;
-        for (slot, space, hint, out) in futures::future::join_all(claims).await {
+        for (slot, _, hint, out) in futures::future::join_all(claims).await {
             let out = match out {
                 Ok(out) => out,
                 Err(e) => {
+                    // The claim may have run without its reply reaching
+                    // us: its leases would have no hint, and be found only
+                    // by the audit. A lease hint due now makes the reaper
+                    // look at the slot (and set the hint right) at once.
+                    leases.push(HintWrite {
+                        lease: true,
+                        slot,
+                        member: slot.to_string(),
+                        score: 0,
+                    });
                     failed = Some(e);
                     continue;
                 }
@@ -362,7 +373,12 @@ impl Delivery {
             let (at, after, first_lease) = (int(out.first()), int(out.get(1)), int(out.get(2)));
             let claimed = self.firings(out.get(3..).unwrap_or_default(), at);
             if !claimed.is_empty() {
-                self.hint_lease(&space, first_lease).await;
+                leases.push(HintWrite {
+                    lease: true,
+                    slot,
+                    member: slot.to_string(),
+                    score: first_lease.max(0),
+                });
             }
             firings.extend(claimed);
             if after >= 0 {
@@ -379,7 +395,12 @@ impl Delivery {
         if let Some(e) = failed {
             self.warn_hint("claim", &e.into());
         }
-        self.settle_hints(Bucket::hints, updates).await;
+        // One call per bucket for each kind, the buckets together.
+        futures::future::join(
+            self.write_hints(leases),
+            self.settle_hints(Bucket::hints, updates),
+        )
+        .await;
         Ok((now, next, firings))
     }
 
