@@ -1055,10 +1055,6 @@ fn cluster_section(sizes: Sizes, report: &mut Report) {
     println!(
         "## 8. Cluster: the burst ({n} due within 1 s) on a standalone server and on a 3-primary cluster\n"
     );
-    println!(
-        "| backend | hosts | keys over | dispatch rate | lateness p99 | host CPU per job | redis CPU per job, each primary | redis CPU per job, all |"
-    );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     let host_counts: &[usize] = if sizes.quick { &[1] } else { &[1, 3] };
     let mut rows = Vec::new();
     for &hosts in host_counts {
@@ -1084,6 +1080,11 @@ fn cluster_section(sizes: Sizes, report: &mut Report) {
             rows.push(("cluster, 3 primaries", hosts, "1 slot", r));
         }
     }
+    arming_cost(sizes);
+    println!(
+        "| backend | hosts | keys over | dispatch rate | lateness p99 | host CPU per job | redis CPU per job, each primary | redis CPU per job, all |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for (backend, hosts, over, r) in &rows {
         let each: Vec<String> = r.node_cpu_us.iter().map(|c| format!("{c:.1}")).collect();
         println!(
@@ -1113,4 +1114,42 @@ fn cluster_section(sizes: Sizes, report: &mut Report) {
             busiest(&cl.3) < busiest(&sa.3),
         );
     }
+}
+
+/// µs per trigger armed one at a time through the library (`TriggerRepo::set`)
+/// on `redis`, with `wait` replicas acknowledging each.
+fn arm_one_by_one(redis: &impl Backend, wait: u32, n: usize) -> f64 {
+    let rt = runtime();
+    rt.block_on(async {
+        let pools = Pools::connect(&redis.target())
+            .unwrap()
+            .with_wait_replicas(wait);
+        let repo = TriggerRepo::new(&pools, "bench").unwrap();
+        let started = Instant::now();
+        for i in 0..n {
+            repo.set(
+                "poly_write",
+                &format!("arm{wait}-{i}"),
+                Duration::from_secs(600),
+            )
+            .await
+            .unwrap();
+        }
+        started.elapsed().as_secs_f64() * 1e6 / n as f64
+    })
+}
+
+/// What `[redis] wait_replicas = 1` costs an arming, against no wait and
+/// against a standalone server (one client arming one at a time).
+fn arming_cost(sizes: Sizes) {
+    let n = if sizes.quick { 200 } else { 5000 };
+    let redis = RedisServer::start();
+    let standalone = arm_one_by_one(&redis, 0, n);
+    let cluster = RedisCluster::start();
+    let no_wait = arm_one_by_one(&cluster, 0, n);
+    let wait = arm_one_by_one(&cluster, 1, n);
+    println!(
+        "Arming one trigger at a time through the library ({n} each): standalone {standalone:.0} µs, \
+         cluster {no_wait:.0} µs, cluster with `wait_replicas = 1` {wait:.0} µs per arming.\n"
+    );
 }

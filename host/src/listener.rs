@@ -341,7 +341,7 @@ const TOPOLOGY_RETRY: Duration = Duration::from_millis(500);
 /// only from the node that holds the key, so it runs a [`Listener`] per
 /// node, replicas included (a promoted replica is subscribed before it
 /// owns a single expiry), and reads the nodes (`CLUSTER NODES`) every
-/// [`TOPOLOGY_EVERY`]: a node added gets a listener, a node gone or failed
+/// 5 s: a node added gets a listener, a node gone or failed
 /// loses its own, and a node that became a primary has its trigger keys
 /// indexed (events of the failover window may be lost). A node that is
 /// down is retried by its own listener without holding up the others.
