@@ -599,11 +599,6 @@ fn redis_cpu_secs(redis: &RedisServer) -> f64 {
         .arg("cpu")
         .query(&mut redis.conn(0))
         .unwrap();
-    cpu_of_info(&info)
-}
-
-/// `used_cpu_sys` + `used_cpu_user` of an `INFO cpu` answer.
-fn cpu_of_info(info: &str) -> f64 {
     info.lines()
         .filter_map(|l| {
             let (k, v) = l.split_once(':')?;
@@ -1012,18 +1007,7 @@ fn burst_on(
         Duration::from_secs(1),
     ));
     let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
-    let node_cpu = || -> Vec<f64> {
-        nodes
-            .iter()
-            .map(|node| {
-                let info: String = redis::cmd("INFO")
-                    .arg("cpu")
-                    .query(&mut node.conn(0))
-                    .unwrap();
-                cpu_of_info(&info)
-            })
-            .collect()
-    };
+    let node_cpu = || -> Vec<f64> { nodes.iter().map(|node| redis_cpu_secs(node)).collect() };
     let (cpu_before, nodes_before) = (host_cpu(&running), node_cpu());
     let done = wait_count(&running, &run, n, Duration::from_secs(300));
     let host_cpu_us = (host_cpu(&running) - cpu_before) * 1e6 / n as f64;
@@ -1063,15 +1047,9 @@ fn cluster_section(sizes: Sizes, report: &mut Report) {
         rows.push(("standalone", hosts, "1 server", r));
         let cluster = RedisCluster::start();
         let primaries: Vec<&RedisServer> = cluster
-            .nodes
-            .iter()
-            .filter(|node| {
-                let info: String = redis::cmd("INFO")
-                    .arg("replication")
-                    .query(&mut node.conn(0))
-                    .unwrap();
-                info.contains("role:master")
-            })
+            .primaries()
+            .into_iter()
+            .map(|(i, _)| &cluster.nodes[i])
             .collect();
         let r = burst_on(&cluster, &primaries, hosts, n, &format!("cl{hosts}-"), None);
         rows.push(("cluster, 3 primaries", hosts, "16 384 slots", r));

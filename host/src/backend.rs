@@ -375,11 +375,14 @@ impl RedisConn {
         cursor: ScanCursor,
         walk: &Topology,
     ) -> RedisResult<(Option<ScanCursor>, Vec<String>)> {
+        if cursor.pass + 1 >= SCAN_PASSES {
+            return Ok((None, Vec::new()));
+        }
         let now = self.primaries().await?;
         let moved = now
             .as_ref()
             .is_some_and(|t| t.slots != walk.slots || t.migrating);
-        if moved && cursor.pass + 1 < SCAN_PASSES {
+        if moved {
             let next = ScanCursor {
                 walk: now.map(Arc::new),
                 node: 0,
@@ -417,6 +420,20 @@ impl ScanCursor {
         walk: None,
         pass: 0,
     };
+
+    /// A walk of `node` alone (a cluster node; on a standalone server, the
+    /// server): one pass, not walked again.
+    pub fn node(node: Node) -> ScanCursor {
+        ScanCursor {
+            at: 0,
+            node: 0,
+            walk: Some(Arc::new(Topology {
+                primaries: vec![node],
+                ..Topology::default()
+            })),
+            pass: SCAN_PASSES - 1,
+        }
+    }
 }
 
 /// A cluster node's address.

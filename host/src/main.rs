@@ -55,18 +55,8 @@ enum Command {
     Run {
         /// The manifest (TOML).
         manifest: PathBuf,
-        /// Redis URL replacing the manifest's (each pool alias keeps its seed DB).
-        #[arg(long, env = "SYMPHONY_REDIS_URL")]
-        redis_url: Option<RedisUrl>,
-        /// Redis Cluster seed URLs, comma-separated, replacing the manifest's
-        /// Redis settings: every pool alias is in the cluster's DB 0.
-        #[arg(
-            long,
-            env = "SYMPHONY_REDIS_CLUSTER",
-            value_name = "URLS",
-            conflicts_with = "redis_url"
-        )]
-        redis_cluster: Option<ClusterSeeds>,
+        #[command(flatten)]
+        redis: RedisArgs,
         /// Where the admin server (health probes, Prometheus metrics)
         /// listens, replacing the manifest's `[admin] listen` (default
         /// 127.0.0.1:9464): IP:PORT, port 0 for a free port, or "off".
@@ -192,11 +182,19 @@ struct Target {
     /// Take the Redis settings from this manifest.
     #[arg(long)]
     manifest: Option<PathBuf>,
-    /// Redis URL (overrides the manifest; the expiry pool uses DB 8).
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+/// Redis settings that replace the manifest's.
+#[derive(Args)]
+struct RedisArgs {
+    /// Redis URL replacing the manifest's (each pool alias keeps its seed
+    /// DB; the expiry pool, with the triggers, is DB 8).
     #[arg(long, env = "SYMPHONY_REDIS_URL")]
     redis_url: Option<RedisUrl>,
-    /// Redis Cluster seed URLs, comma-separated (override the manifest;
-    /// every pool alias is in DB 0).
+    /// Redis Cluster seed URLs, comma-separated, replacing the manifest's
+    /// Redis settings: every pool alias is in the cluster's DB 0.
     #[arg(
         long,
         env = "SYMPHONY_REDIS_CLUSTER",
@@ -210,8 +208,8 @@ impl From<Target> for commands::Target {
     fn from(t: Target) -> Self {
         commands::Target {
             manifest: t.manifest,
-            redis_url: t.redis_url,
-            redis_cluster: t.redis_cluster,
+            redis_url: t.redis.redis_url,
+            redis_cluster: t.redis.redis_cluster,
         }
     }
 }
@@ -288,12 +286,14 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run {
             manifest,
-            redis_url,
-            redis_cluster,
+            redis,
             admin_listen,
         } => {
             let options = symphony_host::RunOptions::default()
-                .with_redis(RedisOverride::from_options(redis_url, redis_cluster))
+                .with_redis(RedisOverride::from_options(
+                    redis.redis_url,
+                    redis.redis_cluster,
+                ))
                 .with_admin_listen(admin_listen);
             symphony_host::run(&manifest, options, shutdown_signal()).await
         }

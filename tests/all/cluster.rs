@@ -138,24 +138,6 @@ fn repositories_over_many_keys_cover_every_primary() {
     });
 }
 
-/// The node id and role of each running node (`ROLE`: master or slave).
-fn primaries(cluster: &RedisCluster) -> Vec<(usize, String)> {
-    cluster
-        .nodes
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.running())
-        .filter_map(|(i, n)| {
-            let mut c = redis::Client::open(n.url()).ok()?.get_connection().ok()?;
-            let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).ok()?;
-            let master =
-                matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
-            let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).ok()?;
-            master.then_some((i, id))
-        })
-        .collect()
-}
-
 /// Arms `n` triggers of `action`, due `first_ms` to `first_ms + spread_ms`
 /// from their arming, over `over` of wall time, through the library with
 /// `[redis] wait_replicas = wait`; an arming that fails (its node failing
@@ -223,7 +205,7 @@ fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
         .collect();
     let refs: Vec<&Host> = hosts.iter().collect();
     let n = 4000;
-    let victim = primaries(&cluster)[0].0;
+    let victim = cluster.primaries()[0].0;
     let target = cluster.target();
     let arming = std::thread::spawn(move || {
         arm_through_failures(target, "ver_fo", n, (1000, 3000), Duration::from_secs(6), 1)
@@ -232,7 +214,7 @@ fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
     std::thread::sleep(Duration::from_secs(3));
     cluster.nodes[victim].stop();
     let promoted = Instant::now();
-    while primaries(&cluster).len() < 3 {
+    while cluster.primaries().len() < 3 {
         assert!(
             promoted.elapsed() < Duration::from_secs(20),
             "no replica took over from the killed primary"
@@ -298,22 +280,20 @@ fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
         .map(|i| (format!("acme:EXPTRIGGER:ver_rsp:{i}"), 2 + (i % 8) as u64))
         .collect();
     setex_with_redis_cli(&cluster, &keys);
-    let owners = primaries(&cluster);
+    let owners = cluster.primaries();
     let (from, to) = (&owners[0], &owners[1]);
     let started = Instant::now();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "reshard"])
-        .arg(format!("127.0.0.1:{}", cluster.nodes[from.0].port))
-        .args(["--cluster-from", &from.1, "--cluster-to", &to.1])
-        .args(["--cluster-slots", "3000", "--cluster-yes"])
-        .output()
-        .expect("run redis-cli --cluster reshard");
-    assert!(
-        out.status.success(),
-        "reshard failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    redis_cli_cluster(&[
+        "reshard",
+        &format!("127.0.0.1:{}", cluster.nodes[from.0].port),
+        "--cluster-from",
+        &from.1,
+        "--cluster-to",
+        &to.1,
+        "--cluster-slots",
+        "3000",
+        "--cluster-yes",
+    ]);
     let reshard_ms = started.elapsed().as_millis();
     let failed = arming.join().unwrap();
     let (twice_api, ran_api) = settle_runs(&refs, "ver_rs", api, Duration::from_secs(60));

@@ -357,18 +357,10 @@ impl RedisCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .output()
-            .expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+        redis_cli_cluster(&args);
         let cluster = RedisCluster { nodes };
         cluster.wait_ok(Duration::from_secs(30));
         cluster
@@ -419,6 +411,24 @@ impl RedisCluster {
         }
     }
 
+    /// The index and node id of each running primary (`ROLE`, `CLUSTER
+    /// MYID`); a node that does not answer is left out.
+    pub fn primaries(&self) -> Vec<(usize, String)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.running())
+            .filter_map(|(i, n)| {
+                let mut c = redis::Client::open(n.url()).ok()?.get_connection().ok()?;
+                let role: Vec<redis::Value> = redis::cmd("ROLE").query(&mut c).ok()?;
+                let master =
+                    matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
+                let id: String = redis::cmd("CLUSTER").arg("MYID").query(&mut c).ok()?;
+                master.then_some((i, id))
+            })
+            .collect()
+    }
+
     /// The seed URLs, comma-separated (`SYMPHONY_REDIS_CLUSTER`).
     pub fn seeds(&self) -> String {
         self.nodes
@@ -444,6 +454,21 @@ impl RedisCluster {
     pub fn conn(&self) -> redis::cluster::ClusterConnection {
         self.client().get_connection().unwrap()
     }
+}
+
+/// `redis-cli --cluster ARGS...` (create, reshard, ...), which must succeed.
+pub fn redis_cli_cluster(args: &[&str]) {
+    let out = Command::new("redis-cli")
+        .arg("--cluster")
+        .args(args)
+        .output()
+        .expect("run redis-cli --cluster");
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Backend for RedisCluster {

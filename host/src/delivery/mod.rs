@@ -202,6 +202,25 @@ fn split_member(member: &str) -> &str {
     member.split(SEP).next().unwrap_or(member)
 }
 
+/// A script's number (an integer, or a score as text), or -1.
+fn reply_int(v: Option<&redis::Value>) -> i64 {
+    v.and_then(|v| match v {
+        redis::Value::Int(n) => Some(*n),
+        other => redis::from_redis_value::<String>(other.clone())
+            .ok()?
+            .parse::<f64>()
+            .ok()
+            .map(|f| f as i64),
+    })
+    .unwrap_or(-1)
+}
+
+/// A script's text, or empty.
+fn reply_text(v: Option<&redis::Value>) -> String {
+    v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+        .unwrap_or_default()
+}
+
 fn meta_of(raw: &str) -> Meta {
     serde_json::from_str(raw).unwrap_or_default()
 }
@@ -269,12 +288,13 @@ impl Delivery {
         self.space_of(member).due(tenant_of(member))
     }
 
-    /// `items` grouped by the space of their key.
-    fn by_space<T>(
+    /// `items` grouped by the space of their key (one group standalone),
+    /// each group cut into calls of at most [`KEYS_PER_CALL`].
+    fn batches<T: Clone>(
         &self,
         items: impl IntoIterator<Item = T>,
         key: impl Fn(&T) -> &str,
-    ) -> std::collections::BTreeMap<Space, Vec<T>> {
+    ) -> Vec<(Space, Vec<T>)> {
         let mut groups: std::collections::BTreeMap<Space, Vec<T>> = Default::default();
         for item in items {
             groups
@@ -283,6 +303,14 @@ impl Delivery {
                 .push(item);
         }
         groups
+            .into_iter()
+            .flat_map(|(space, items)| {
+                items
+                    .chunks(KEYS_PER_CALL)
+                    .map(|chunk| (space.clone(), chunk.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Refuses to arm a new trigger while its tenant has `cap` pending in
@@ -328,20 +356,15 @@ impl Delivery {
         let members = self.held.members();
         let total = members.len();
         let mut lost_total = 0;
-        let calls = self
-            .by_space(members, |m| m.as_str())
+        let calls: Vec<_> = self
+            .batches(members, |m| m.as_str())
             .into_iter()
-            .flat_map(|(space, members)| {
-                members
-                    .chunks(KEYS_PER_CALL)
-                    .map(|chunk| {
-                        let mut call = self.scripts.renew.key(space.leases());
-                        call.arg(lease_ms).arg(chunk);
-                        call
-                    })
-                    .collect::<Vec<_>>()
+            .map(|(space, chunk)| {
+                let mut call = self.scripts.renew.key(space.leases());
+                call.arg(lease_ms).arg(chunk);
+                call
             })
-            .collect::<Vec<_>>();
+            .collect();
         let lost = futures::future::join_all(
             calls
                 .iter()
@@ -435,12 +458,9 @@ impl Delivery {
     /// tenant past the pending-trigger quota (that batch sets nothing).
     pub async fn arm_many(&self, keys: &[(String, u64)], value: &str) -> Result<u64, RepoError> {
         let mut armed = 0;
-        let groups = self.by_space(keys, |(key, _)| key.as_str());
-        let calls = groups
-            .iter()
-            .flat_map(|(space, keys)| keys.chunks(KEYS_PER_CALL).map(move |chunk| (space, chunk)));
+        let calls = self.batches(keys, |(key, _)| key.as_str());
         // Calls to different slots go together (one per slot on a cluster).
-        let results = futures::future::join_all(calls.map(|(space, chunk)| async move {
+        let results = futures::future::join_all(calls.iter().map(|(space, chunk)| async move {
             let mut call = self.scripts.arm_many.key(space.ready());
             call.arg(value).arg(self.max_pending);
             for (key, ttl_ms) in chunk {
@@ -506,15 +526,7 @@ impl Delivery {
         script: &redis::Script,
         keys: &'k [String],
     ) -> Result<Vec<(Space, Vec<&'k String>, T)>, RepoError> {
-        let calls: Vec<(Space, Vec<&String>)> = self
-            .by_space(keys, |k| k.as_str())
-            .into_iter()
-            .flat_map(|(space, keys)| {
-                keys.chunks(KEYS_PER_CALL)
-                    .map(|chunk| (space.clone(), chunk.to_vec()))
-                    .collect::<Vec<_>>()
-            })
-            .collect();
+        let calls = self.batches(keys, |k| k.as_str());
         let results =
             futures::future::join_all(calls.into_iter().map(|(space, chunk)| async move {
                 let mut call = script.key(space.ready());
@@ -564,19 +576,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn index_all(&self) -> Result<u64, RepoError> {
-        let pattern = format!("*:{TRIGGER_MARKER}:*");
-        let mut cursor = Some(ScanCursor::START);
-        let mut indexed = 0;
-        while let Some(at) = cursor {
-            let (next, keys) = self.conn.scan_page(&pattern, at, KEYS_PER_CALL).await?;
-            let keys: Vec<String> = keys
-                .into_iter()
-                .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
-                .collect();
-            indexed += self.index(&keys).await?;
-            cursor = next;
-        }
-        Ok(indexed)
+        self.index_walk(ScanCursor::START).await
     }
 
     /// Indexes the trigger keys with a TTL that `node` holds (a cluster
@@ -598,27 +598,24 @@ impl Delivery {
         if !primary {
             return Ok(0);
         }
+        self.index_walk(ScanCursor::node(node.clone())).await
+    }
+
+    /// Indexes the trigger keys a SCAN walk from `start` finds.
+    async fn index_walk(&self, start: ScanCursor) -> Result<u64, RepoError> {
         let pattern = format!("*:{TRIGGER_MARKER}:*");
-        let (mut at, mut indexed) = (0u64, 0);
-        loop {
-            let scan = redis::cmd("SCAN")
-                .arg(at)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(KEYS_PER_CALL)
-                .clone();
-            let (next, keys): (u64, Vec<String>) = self.conn.query_node(node, &scan).await?;
+        let mut cursor = Some(start);
+        let mut indexed = 0;
+        while let Some(at) = cursor {
+            let (next, keys) = self.conn.scan_page(&pattern, at, KEYS_PER_CALL).await?;
             let keys: Vec<String> = keys
                 .into_iter()
                 .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
                 .collect();
             indexed += self.index(&keys).await?;
-            if next == 0 {
-                return Ok(indexed);
-            }
-            at = next;
+            cursor = next;
         }
+        Ok(indexed)
     }
 
     /// Claims up to `limit` firings due within [`LEAD_MS`], with a lease of
@@ -648,22 +645,15 @@ impl Delivery {
             .arg(FIRED_TTL_MS)
             .arg(skip);
         let out: Vec<redis::Value> = self.conn.invoke_once(&call).await?;
-        let int = |v: Option<&redis::Value>| -> i64 {
-            v.and_then(|v| redis::from_redis_value::<i64>(v.clone()).ok())
-                .unwrap_or(-1)
-        };
-        let now = int(out.first());
-        let next = Some(int(out.get(1))).filter(|n| *n >= 0);
+        let now = reply_int(out.first());
+        let next = Some(reply_int(out.get(1))).filter(|n| *n >= 0);
         let firings = self.firings(out.get(2..).unwrap_or_default(), now);
         Ok((now, next, firings))
     }
 
     /// The firings a claim returned (member, due, meta, ...), now held.
     fn firings(&self, claimed: &[redis::Value], now: i64) -> Vec<Firing> {
-        let text = |v: Option<&redis::Value>| -> String {
-            v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-                .unwrap_or_default()
-        };
+        let text = reply_text;
         claimed
             .chunks(3)
             .map(|chunk| {
@@ -693,47 +683,45 @@ impl Delivery {
     ) -> (Vec<Firing>, Option<RepoError>) {
         let mut firings = Vec::new();
         let mut failed = None;
-        for (space, keys) in self.by_space(keys, |k| k.as_str()) {
-            for chunk in keys.chunks(KEYS_PER_CALL) {
-                let mut call = self.scripts.claim_expired.key(space.ready());
-                call.key(space.leases())
-                    .key(space.meta())
-                    .arg(lease_ms)
-                    .arg(space.fired())
-                    .arg(FIRED_TTL_MS);
-                for key in chunk {
-                    call.key(*key).key(space.due(tenant_of(key)));
-                }
-                let out: Vec<String> = match self.conn.invoke_once(&call).await {
-                    Ok(out) => out,
-                    Err(e) => {
-                        // It may have run unanswered: have its leases looked at.
-                        self.hint_lease(&space, 0).await;
-                        failed = Some(e.into());
-                        continue;
-                    }
-                };
-                let before = firings.len();
-                for claimed in out.chunks_exact(3) {
-                    let [member, due, meta] = claimed else {
-                        continue;
-                    };
-                    firings.push(Firing {
-                        pool: self.pool,
-                        key: split_member(member).to_owned(),
-                        claim: self.held.hold(member),
-                        member: member.clone(),
-                        due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
-                        meta: meta_of(meta),
-                    });
-                }
-                // An indexed key may have been made due now: its tenant's
-                // hint says so; and the claimed ones hold leases here.
-                self.hint_work(&space, chunk.iter().map(|k| (tenant_of(k), 0)))
-                    .await;
-                if firings.len() > before {
+        for (space, chunk) in self.batches(keys, |k| k.as_str()) {
+            let mut call = self.scripts.claim_expired.key(space.ready());
+            call.key(space.leases())
+                .key(space.meta())
+                .arg(lease_ms)
+                .arg(space.fired())
+                .arg(FIRED_TTL_MS);
+            for key in &chunk {
+                call.key(*key).key(space.due(tenant_of(key)));
+            }
+            let out: Vec<String> = match self.conn.invoke_once(&call).await {
+                Ok(out) => out,
+                Err(e) => {
+                    // It may have run unanswered: have its leases looked at.
                     self.hint_lease(&space, 0).await;
+                    failed = Some(e.into());
+                    continue;
                 }
+            };
+            let before = firings.len();
+            for claimed in out.chunks_exact(3) {
+                let [member, due, meta] = claimed else {
+                    continue;
+                };
+                firings.push(Firing {
+                    pool: self.pool,
+                    key: split_member(member).to_owned(),
+                    claim: self.held.hold(member),
+                    member: member.clone(),
+                    due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
+                    meta: meta_of(meta),
+                });
+            }
+            // An indexed key may have been made due now: its tenant's
+            // hint says so; and the claimed ones hold leases here.
+            self.hint_work(&space, chunk.iter().map(|k| (tenant_of(k), 0)))
+                .await;
+            if firings.len() > before {
+                self.hint_lease(&space, 0).await;
             }
         }
         (firings, failed)
@@ -824,10 +812,8 @@ impl Delivery {
         let (tagged, plain): (Vec<&String>, Vec<&String>) =
             members.iter().partition(|m| m.contains(SEP));
         let mut pipe = redis::pipe();
-        for (space, members) in self.by_space(plain, |m| m.as_str()) {
-            for chunk in members.chunks(KEYS_PER_CALL) {
-                pipe.cmd("ZREM").arg(space.leases()).arg(chunk).ignore();
-            }
+        for (space, chunk) in self.batches(plain, |m| m.as_str()) {
+            pipe.cmd("ZREM").arg(space.leases()).arg(chunk).ignore();
         }
         if !pipe.is_empty() {
             let () = self.conn.pipe(&pipe).await?;

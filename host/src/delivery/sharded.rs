@@ -22,7 +22,10 @@ use redis::Value;
 use tracing::{debug, warn};
 
 use super::space::{parse_tenant_hint, tenant_hint};
-use super::{Bucket, Delivery, FIRED_TTL_MS, Firing, Gauges, LEAD_MS, Space};
+use super::{
+    Bucket, Delivery, FIRED_TTL_MS, Firing, Gauges, LEAD_MS, Space, reply_int as int,
+    reply_text as text,
+};
 use crate::error::RepoError;
 use crate::throttle::Throttle;
 
@@ -69,23 +72,6 @@ impl Default for State {
             unwritten: Mutex::new(Vec::new()),
         }
     }
-}
-
-fn int(v: Option<&Value>) -> i64 {
-    v.and_then(|v| match v {
-        Value::Int(n) => Some(*n),
-        other => redis::from_redis_value::<String>(other.clone())
-            .ok()?
-            .parse::<f64>()
-            .ok()
-            .map(|f| f as i64),
-    })
-    .unwrap_or(-1)
-}
-
-fn text(v: Option<&Value>) -> String {
-    v.and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-        .unwrap_or_default()
 }
 
 /// A hint read from a bucket: member, score, version.
