@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// A lease of 8 s (the harness's plugin timeout is 2 s).
-const SHORT_LEASE: &str = "[delivery]\nlease = \"8s\"";
+/// A lease of 30 s: long enough that a host renews it through a wedged
+/// cluster connection being replaced (5 s timeouts) under load, short
+/// enough that a claim whose reply was lost runs within the tests' waits.
+/// (With 8 s, under the full suite's load, a renewal timed out past the
+/// lease and a firing ran twice.)
+const SHORT_LEASE: &str = "[delivery]\nlease = \"30s\"";
 
 fn counter() -> String {
     plugin_entry_with("ver", "versioned-v1", &["ver_"], "tenants = [\"*\"]")
@@ -258,7 +262,7 @@ fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
 fn resharding_3000_slots_mid_run_loses_and_repeats_nothing() {
     let cluster = RedisCluster::start();
     // A claim whose reply is lost while the slots move (a request timing
-    // out) runs when its lease ends: a short lease keeps that within the
+    // out) runs when its lease ends: a lease of 30 s keeps that within the
     // test's wait.
     let hosts: Vec<Host> = (0..2)
         .map(|_| Host::start_with(&cluster, &counter(), SHORT_LEASE))
