@@ -15,6 +15,7 @@
 //! index does (see [`crate::delivery`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -144,6 +145,10 @@ pub struct Listener {
     client: redis::Client,
     url: RedisUrl,
     node: Option<Node>,
+    /// On a cluster: set while the node is a replica. A replica's `expire`
+    /// and `del` events repeat its primary's (it applies the same writes),
+    /// so they are dropped; `expired` it never emits while a replica.
+    replica: Option<Arc<AtomicBool>>,
     mode: NotifyMode,
     stats: Arc<Stats>,
 }
@@ -158,12 +163,15 @@ impl Listener {
             client: pool.client().clone(),
             url: pool.url().clone(),
             node: None,
+            replica: None,
             mode,
         }
     }
 
     /// A listener for one node of the cluster `pool` is on (reached with
-    /// the seed URL's scheme and credentials).
+    /// the seed URL's scheme and credentials); while `replica` is set, the
+    /// node's `expire` and `del` events are dropped (its primary's listener
+    /// hears the same).
     ///
     /// # Errors
     /// A node address the client refuses.
@@ -171,6 +179,7 @@ impl Listener {
         alias: PoolAlias,
         pool: &Pool,
         node: &Node,
+        replica: Arc<AtomicBool>,
         mode: NotifyMode,
         stats: Arc<Stats>,
     ) -> Result<Self, redis::RedisError> {
@@ -181,6 +190,7 @@ impl Listener {
             client: redis::Client::open(url.as_str())?,
             url,
             node: Some(node.clone()),
+            replica: Some(replica),
             mode,
         })
     }
@@ -314,6 +324,9 @@ impl Listener {
                     let Some(kind) = channels.iter().find(|(c, _)| c == name).map(|(_, k)| *k) else {
                         continue;
                     };
+                    if kind != EventKind::Expired && self.replica.as_ref().is_some_and(|r| r.load(Ordering::Relaxed)) {
+                        continue;
+                    }
                     let event = KeyEvent::Key { pool: self.alias, kind, key, heard_at: Instant::now() };
                     tokio::select! {
                         _ = cancel.cancelled() => return Ok(()),
@@ -332,24 +345,34 @@ impl Listener {
     }
 }
 
-/// How often a cluster listener reads the nodes again.
-const TOPOLOGY_EVERY: Duration = Duration::from_secs(5);
+/// How often a cluster listener reads the nodes again: also how long a
+/// promoted replica's `expire` and `del` events may still be dropped as a
+/// replica's (its keys are indexed again once it is seen promoted).
+const TOPOLOGY_EVERY: Duration = Duration::from_secs(1);
 /// How soon it tries again while it knows no node.
 const TOPOLOGY_RETRY: Duration = Duration::from_millis(500);
 
 /// Listens to a Redis Cluster's expiry events: keyspace notifications come
 /// only from the node that holds the key, so it runs a [`Listener`] per
 /// node, replicas included (a promoted replica is subscribed before it
-/// owns a single expiry), and reads the nodes (`CLUSTER NODES`) every
-/// 5 s: a node added gets a listener, a node gone or failed
-/// loses its own, and a node that became a primary has its trigger keys
-/// indexed (events of the failover window may be lost). A node that is
-/// down is retried by its own listener without holding up the others.
+/// owns a single expiry; while a replica, its `expire` and `del` events,
+/// which repeat its primary's, are dropped), and reads the nodes
+/// (`CLUSTER NODES`) every second: a node added gets a listener, a node
+/// gone or failed loses its own, and a node that became a primary has its
+/// trigger keys indexed (events of the failover window may be lost). A
+/// node that is down is retried by its own listener without holding up the
+/// others.
 pub struct ClusterListener {
     alias: PoolAlias,
     pool: Pool,
     mode: NotifyMode,
     stats: Arc<Stats>,
+}
+
+/// A node's listener: how to stop it, and whether the node is a replica.
+struct Listened {
+    stop: CancellationToken,
+    replica: Arc<AtomicBool>,
 }
 
 impl ClusterListener {
@@ -374,7 +397,7 @@ impl ClusterListener {
         cancel: CancellationToken,
     ) -> Result<(), NotifyError> {
         let conn = self.pool.conn();
-        let mut listening: std::collections::BTreeMap<Node, CancellationToken> = Default::default();
+        let mut listening: std::collections::BTreeMap<Node, Listened> = Default::default();
         let mut primaries: Option<Vec<Node>> = None;
         let mut tasks = tokio::task::JoinSet::new();
         let errors = crate::throttle::Throttle::new(Duration::from_secs(10));
@@ -382,32 +405,42 @@ impl ClusterListener {
             match conn.primaries().await {
                 Ok(Some(topology)) => {
                     for node in &topology.nodes {
-                        if listening.contains_key(node) {
+                        let replica = !topology.primaries.contains(node);
+                        if let Some(listened) = listening.get(node) {
+                            listened.replica.store(replica, Ordering::Relaxed);
                             continue;
                         }
+                        let flag = Arc::new(AtomicBool::new(replica));
                         match Listener::for_node(
                             self.alias,
                             &self.pool,
                             node,
+                            flag.clone(),
                             self.mode,
                             self.stats.clone(),
                         ) {
                             Ok(listener) => {
-                                let token = cancel.child_token();
-                                tasks.spawn(listener.run(tx.clone(), token.clone()));
-                                info!(event = "node_listened", pool = %self.alias, %node, "listening to a cluster node");
-                                listening.insert(node.clone(), token);
+                                let stop = cancel.child_token();
+                                tasks.spawn(listener.run(tx.clone(), stop.clone()));
+                                info!(event = "node_listened", pool = %self.alias, %node, replica, "listening to a cluster node");
+                                listening.insert(
+                                    node.clone(),
+                                    Listened {
+                                        stop,
+                                        replica: flag,
+                                    },
+                                );
                             }
                             Err(e) => {
                                 warn!(event = "node_unlistenable", pool = %self.alias, %node, error = %e, "cannot listen to a cluster node");
                             }
                         }
                     }
-                    listening.retain(|node, token| {
+                    listening.retain(|node, listened| {
                         let keep = topology.nodes.contains(node);
                         if !keep {
                             info!(event = "node_forgotten", pool = %self.alias, %node, "a cluster node left or failed; no longer listened");
-                            token.cancel();
+                            listened.stop.cancel();
                         }
                         keep
                     });
