@@ -968,6 +968,68 @@ fn admin_cost(sizes: Sizes, report: &mut Report) {
     );
 }
 
+/// Resets `INFO commandstats` on `nodes`.
+fn reset_command_stats(nodes: &[&RedisServer]) {
+    for node in nodes {
+        let () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query(&mut node.conn(0))
+            .unwrap();
+    }
+}
+
+/// Calls and µs of each command on `nodes` since the last reset (`INFO
+/// commandstats`), summed over the nodes.
+fn command_stats(nodes: &[&RedisServer]) -> HashMap<String, (u64, u64)> {
+    let mut stats: HashMap<String, (u64, u64)> = HashMap::new();
+    for node in nodes {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut node.conn(0))
+            .unwrap();
+        for line in info.lines() {
+            let Some((name, fields)) = line
+                .strip_prefix("cmdstat_")
+                .and_then(|l| l.split_once(':'))
+            else {
+                continue;
+            };
+            let field = |k: &str| -> u64 {
+                fields
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(k)?.strip_prefix('=')?.parse().ok())
+                    .unwrap_or(0)
+            };
+            let e = stats.entry(name.to_owned()).or_default();
+            e.0 += field("calls");
+            e.1 += field("usec");
+        }
+    }
+    stats
+}
+
+/// The commands that cost `nodes` most, per job: where Redis's time goes.
+fn print_command_stats(label: &str, stats: &HashMap<String, (u64, u64)>, jobs: usize) {
+    let mut top: Vec<_> = stats.iter().collect();
+    top.sort_by_key(|(_, (_, usec))| std::cmp::Reverse(*usec));
+    let jobs = jobs.max(1) as f64;
+    let line: Vec<String> = top
+        .iter()
+        .take(8)
+        .map(|(name, (calls, usec))| {
+            format!(
+                "{name} {:.2} calls, {:.1} µs",
+                *calls as f64 / jobs,
+                *usec as f64 / jobs
+            )
+        })
+        .collect();
+    println!(
+        "- {label}, per job (commands inside scripts counted apart too): {}",
+        line.join("; ")
+    );
+}
+
 /// What one burst on a backend measured.
 struct ClusterRun {
     rate: f64,
@@ -1009,7 +1071,9 @@ fn burst_on(
     let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
     let node_cpu = || -> Vec<f64> { nodes.iter().map(|node| redis_cpu_secs(node)).collect() };
     let (cpu_before, nodes_before) = (host_cpu(&running), node_cpu());
+    reset_command_stats(nodes);
     let done = wait_count(&running, &run, n, Duration::from_secs(300));
+    print_command_stats(&format!("{run}: {hosts} host(s)"), &command_stats(nodes), n);
     let host_cpu_us = (host_cpu(&running) - cpu_before) * 1e6 / n as f64;
     let node_cpu_us = node_cpu()
         .iter()

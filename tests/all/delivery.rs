@@ -199,6 +199,66 @@ fn plain_setex_triggers_from_another_client_run_exactly_once() {
     );
 }
 
+/// An arming through the library indexes its key itself and a claim
+/// removes its entry, so neither may cost every host a keyevent to apply:
+/// the arming renames its key into place (no `expire`), the claim renames
+/// it away (no `del`). A plain SETEX and DEL by another client still emit
+/// both, and the listener still acts on them.
+#[test]
+fn armings_and_claims_of_the_library_emit_no_expire_or_del_keyevents() {
+    let redis = RedisServer::start();
+    let host = Host::start(&redis, &counter());
+    let mut sub = redis::Client::open(format!("{}/8", redis.url()))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("__keyevent@8__:expire").unwrap();
+    pubsub.subscribe("__keyevent@8__:del").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let n = 300;
+    arm(&redis, &spread("ver_quiet", n, 500, 500));
+    let mut db8 = redis.db(8);
+    let _: () = db8.set_ex("acme:EXPTRIGGER:ver_loud:0", "", 60).unwrap();
+    let _: i64 = db8.del("acme:EXPTRIGGER:ver_loud:0").unwrap();
+    wait_dispatched(&[&host], "ver_quiet", n, Duration::from_secs(30));
+    assert_exactly_once(&[&host], "ver_quiet", n, "quiet armings");
+    let mut heard: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match pubsub.get_message() {
+            Ok(msg) => heard.push((
+                msg.get_channel_name().to_owned(),
+                msg.get_payload::<String>().unwrap(),
+            )),
+            Err(e) if e.is_timeout() => {}
+            Err(e) => panic!("subscription failed: {e}"),
+        }
+    }
+    let loud: Vec<&(String, String)> = heard
+        .iter()
+        .filter(|(_, k)| k.contains("ver_loud"))
+        .collect();
+    assert_eq!(
+        loud.len(),
+        2,
+        "the plain SETEX and DEL of another client emit `expire` and `del`: heard {loud:?}"
+    );
+    let quiet: Vec<&(String, String)> = heard
+        .iter()
+        .filter(|(_, k)| k.starts_with("acme:EXPTRIGGER:ver_quiet:"))
+        .collect();
+    assert!(
+        quiet.is_empty(),
+        "{} keyevents for triggers the library armed and the host claimed, e.g. {:?}",
+        quiet.len(),
+        quiet.first()
+    );
+    println!("{n} triggers armed through the library and claimed: 0 `expire` or `del` keyevents");
+}
+
 fn cancelled_triggers_never_run(cluster: bool) {
     let redis = start_backend(cluster);
     let host = Host::start(&redis, &counter());

@@ -15,9 +15,11 @@
 //! - **Claim.** Each host sweeps the ready set: a script takes the tenants
 //!   with entries due within [`LEAD_MS`] and, from each, an equal share of
 //!   the batch: entries whose key is still alive (not cancelled) or already
-//!   gone (it expired while no host ran). It removes them, deletes the live
-//!   keys (so Redis never emits `expired` for them), records a lease, and
-//!   returns them. Only one host can take an entry, so each firing runs
+//!   gone (it expired while no host ran). It removes them, takes the live
+//!   keys out of the keyspace by renaming each over `symphony:spent` (so
+//!   Redis never emits `expired` for them, and, unlike a `DEL`, no `del`
+//!   event every host would have to apply), records a lease, and returns
+//!   them. Only one host can take an entry, so each firing runs
 //!   once across any number of hosts. A host skips the tenants of which it
 //!   holds [`CLAIM_AHEAD`] firings already, so one tenant's flood never
 //!   fills its queues while another's trigger is due. The host waits for the

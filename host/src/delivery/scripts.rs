@@ -3,9 +3,10 @@
 //!
 //! Each file's header says which KEYS and ARGV it takes. Most scripts touch
 //! only the keys they are given; the claims and the reaper find tenants'
-//! indexes in Redis ([`KeyUse::Finds`]), always beside a key they are
-//! given (in its [`Space`](super::Space)), so on a cluster every script
-//! stays in one slot. `hint`, `hint_cas` and `hints_due` work on a cluster's
+//! indexes in Redis, and the armings and claims use the space's `spent`
+//! key ([`KeyUse::Finds`]), always beside a key they are given (in its
+//! [`Space`](super::Space)), so on a cluster every script stays in one
+//! slot. `hint`, `hint_cas` and `hints_due` work on a cluster's
 //! hint buckets.
 
 use std::sync::LazyLock;
@@ -15,8 +16,8 @@ use std::sync::LazyLock;
 pub(super) enum KeyUse {
     /// Only its KEYS.
     Declared,
-    /// Its KEYS and tenants' indexes it finds from them (the ready set, the
-    /// leases).
+    /// Its KEYS and keys it names beside them: tenants' indexes found from
+    /// the ready set or the leases, the space's `spent` key.
     Finds,
 }
 
@@ -74,8 +75,8 @@ macro_rules! scripts {
 }
 
 scripts! {
-    arm: Declared,
-    arm_many: Declared,
+    arm: Finds,
+    arm_many: Finds,
     cancel: Declared,
     index: Declared,
     unindex: Declared,
@@ -102,13 +103,15 @@ mod tests {
         // `index_in(ready, m)`: the ready key without `ready`, then `due:`
         // and the tenant, which is what `Space` names.
         assert!(PRELUDE.contains("string.sub(ready_key, 1, -6) .. 'due:' .. tenant_of(m)"));
+        assert!(PRELUDE.contains("string.sub(ready_key, 1, -6) .. 'spent'"));
         for space in [
             super::super::Space::standalone(),
             super::super::Space::of_slot(9),
         ] {
             let ready = space.ready();
-            let beside = format!("{}due:acme", ready.strip_suffix("ready").unwrap());
-            assert_eq!(beside, space.due("acme"));
+            let beside = ready.strip_suffix("ready").unwrap();
+            assert_eq!(format!("{beside}due:acme"), space.due("acme"));
+            assert_eq!(format!("{beside}spent"), space.spent());
         }
     }
 
@@ -119,6 +122,7 @@ mod tests {
             let body = include_str_of(lua.name);
             let computes = body.contains("index_in(")
                 || body.contains("claim_from(")
+                || body.contains("set_quietly(")
                 || body.contains("'symphony:");
             assert_eq!(
                 computes,

@@ -79,6 +79,12 @@ impl Space {
         format!("{}fired:", self.prefix)
     }
 
+    /// Where a claim puts the live trigger key it takes (a RENAME, which
+    /// emits no `del` event; the last one stays, without a TTL).
+    pub fn spent(&self) -> String {
+        format!("{}spent", self.prefix)
+    }
+
     /// The single index of earlier versions (standalone; on a cluster a key
     /// of the slot that never exists).
     pub fn legacy_due(&self) -> String {
@@ -215,6 +221,7 @@ mod tests {
         assert_eq!(s.dead(), "symphony:dead");
         assert_eq!(s.fired(), "symphony:fired:");
         assert_eq!(s.legacy_due(), "symphony:due");
+        assert_eq!(s.spent(), "symphony:spent");
     }
 
     #[test]

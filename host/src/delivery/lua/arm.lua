@@ -1,4 +1,4 @@
--- SET with PX and index, unless the tenant's index holds `max_pending`
+-- SET with PX (quietly: no `expire` event) and index, unless the tenant's index holds `max_pending`
 -- entries already (0: no cap) and this key is not one of them.
 -- KEYS: key, its index, ready. ARGV: value, ttl_ms, max_pending. Returns
 -- the due time, or -1 when refused.
@@ -9,7 +9,7 @@ if max > 0 and not redis.call('ZSCORE', KEYS[2], KEYS[1])
 end
 keep_due_firing(KEYS[1], KEYS[2], now)
 local at = now + tonumber(ARGV[2])
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+set_quietly(KEYS[3], KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], at, KEYS[1])
 ready(KEYS[3], tenant_of(KEYS[1]), at)
 return at

@@ -30,6 +30,28 @@ end
 local function index_in(ready_key, m)
   return string.sub(ready_key, 1, -6) .. 'due:' .. tenant_of(m)
 end
+-- `spend(ready, key)` takes a live trigger key a claim has claimed out of
+-- the keyspace: it is renamed over the space's `spent` key (beside the
+-- ready set, as `Space::spent` names it) rather than deleted, since a
+-- RENAME emits no `del` event (only `rename_from`/`rename_to`, which no
+-- host listens to), so no host pays an index update per claimed key, and
+-- Redis never emits `expired` for it. The spent key is kept without a TTL
+-- (PERSIST): the next RENAME replaces it without an event; one per space.
+local function spend(ready_key, key)
+  local spent = string.sub(ready_key, 1, -6) .. 'spent'
+  redis.call('RENAME', key, spent)
+  redis.call('PERSIST', spent)
+end
+-- `set_quietly(ready, key, value, ttl)` arms a trigger key as `SET key
+-- value PX ttl` would, but set on the space's `spent` key and renamed over
+-- `key`: a RENAME keeps the TTL and emits no `expire` event, so no host
+-- pays an index update for a key the arming script indexes itself. (Keys
+-- other clients arm still emit `expire`, and are indexed from it.)
+local function set_quietly(ready_key, key, value, ttl)
+  local spent = string.sub(ready_key, 1, -6) .. 'spent'
+  redis.call('SET', spent, value, 'PX', ttl)
+  redis.call('RENAME', spent, key)
+end
 local function ready(set, tenant, score)
   redis.call('ZADD', set, 'LT', score, tenant)
 end
@@ -43,8 +65,8 @@ end
 -- `claim_from(c, tenant, share)` claims up to `share` entries of `tenant`
 -- due by `c.now + c.lead` from its index beside `c.ready`, and returns how
 -- many it looked at: entries whose key is still alive (not cancelled) or
--- already gone (it expired while no host ran). It deletes the live keys
--- (so Redis never emits `expired` for them), appends each firing to `c.out`
+-- already gone (it expired while no host ran). It takes the live keys out
+-- with `spend` (so Redis never emits `expired` for them), appends each firing to `c.out`
 -- (member, due, meta) and its lease to `c.leases`, and sets the tenant's
 -- ready score to its next entry. `c`: ready, meta, lead, lease_end, fired
 -- (prefix of the fired marks), fired_ttl, out, leases.
@@ -83,7 +105,7 @@ local function claim_from(c, tenant, share)
         end
       else
         unindexed[#unindexed + 1] = m
-        if pttl ~= -2 then redis.call('DEL', m) end
+        if pttl ~= -2 then spend(c.ready, m) end
         claim_take(c, m, m, score, pttl == -2)
       end
     end
