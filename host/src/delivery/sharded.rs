@@ -241,7 +241,11 @@ impl Delivery {
             .collect())
     }
 
-    /// Reads the hints of every bucket in `zset` due within `lead`.
+    /// Reads the hints of every bucket in `zset` due within `lead`, up to
+    /// `limit` in all: each bucket's earliest `limit / 16` (rounded up). A
+    /// bucket with more due says so by a next time of now, so the next
+    /// sweep comes at once. (Each bucket reading `limit` made a sweep read,
+    /// and look up the version of, 16 times the hints it could claim.)
     async fn due_hints(
         &self,
         zset: fn(Bucket) -> String,
@@ -249,10 +253,11 @@ impl Delivery {
         limit: usize,
         skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Hint>), RepoError> {
+        let each = limit.div_ceil(usize::from(super::BUCKETS)).max(1);
         let calls: Vec<_> = Bucket::all()
             .map(|b| {
                 let mut call = self.scripts.hints_due.key(zset(b));
-                call.key(b.versions()).arg(lead).arg(limit).arg(skip);
+                call.key(b.versions()).arg(lead).arg(each).arg(skip);
                 call
             })
             .collect();
