@@ -589,6 +589,16 @@ fn concurrent_appends_and_merges_lose_nothing(cluster: bool) {
         .wait_for_n("every writer", Duration::from_secs(20), writers, |e| {
             e["event"] == "dispatch" && e["action"] == "drive" && e["outcome"] == "ok"
         });
+    // A call that failed says why in the writer's results.
+    let failed: Vec<String> = (0..writers)
+        .filter_map(|w| {
+            let results: Option<String> = db15.get(format!("acme:result:c{w}")).unwrap();
+            results
+                .filter(|r| r.contains("\"err\""))
+                .map(|r| format!("writer {w}: {r}"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "calls failed:\n{}", failed.join("\n"));
     let raw = d.hgetall(11, "acme:user:shared");
     let items: Vec<String> = serde_json::from_str(&raw["items"]).unwrap();
     assert_eq!(items.len(), writers * 10, "lost appends: {}", raw["items"]);
