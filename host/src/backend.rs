@@ -464,6 +464,8 @@ pub struct Topology {
     slots: Vec<String>,
     /// Whether a slot is being migrated or imported.
     migrating: bool,
+    /// Slot ranges (first, last) and the primary that serves them.
+    ranges: Vec<(u16, u16, Node)>,
 }
 
 impl Topology {
@@ -491,6 +493,12 @@ impl Topology {
             let slots = fields.get(8..).unwrap_or_default();
             if flags.contains("master") && !slots.is_empty() {
                 t.migrating |= slots.iter().any(|s| s.starts_with('['));
+                for range in slots.iter().filter(|s| !s.starts_with('[')) {
+                    let (first, last) = range.split_once('-').unwrap_or((range, range));
+                    if let (Ok(first), Ok(last)) = (first.parse(), last.parse()) {
+                        t.ranges.push((first, last, node.clone()));
+                    }
+                }
                 t.slots.push(format!("{node} {}", slots.join(" ")));
                 t.primaries.push(node.clone());
             }
@@ -499,7 +507,15 @@ impl Topology {
         t.primaries.sort();
         t.nodes.sort();
         t.slots.sort();
+        t.ranges.sort();
         t
+    }
+
+    /// The primary that serves `slot`, as this layout says.
+    pub fn owner_of(&self, slot: u16) -> Option<&Node> {
+        let i = self.ranges.partition_point(|(first, _, _)| *first <= slot);
+        let (_, last, node) = self.ranges.get(i.checked_sub(1)?)?;
+        (slot <= *last).then_some(node)
     }
 }
 
@@ -625,5 +641,24 @@ e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
         let settled = Topology::parse(&text.replace(" [10924->-67ed]", ""));
         assert!(!settled.migrating);
         assert_ne!(settled.slots, t.slots);
+        let owner = |slot| t.owner_of(slot).map(|n| n.port);
+        assert_eq!(owner(0), Some(30001));
+        assert_eq!(owner(5460), Some(30001));
+        assert_eq!(owner(5461), Some(30002));
+        assert_eq!(owner(10924), Some(30003));
+        assert_eq!(owner(16383), Some(30003));
+        let split = Topology::parse("a 127.0.0.1:1@2 master - 0 0 1 connected 0-9 20 30-39\n");
+        let owner = |slot| split.owner_of(slot).map(|n| n.port);
+        assert_eq!(
+            [
+                owner(9),
+                owner(10),
+                owner(20),
+                owner(21),
+                owner(35),
+                owner(40)
+            ],
+            [Some(1), None, Some(1), None, Some(1), None]
+        );
     }
 }

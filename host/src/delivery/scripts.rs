@@ -82,6 +82,7 @@ scripts! {
     unindex: Declared,
     claim: Finds,
     claim_one: Finds,
+    claim_many: Finds,
     claim_expired: Declared,
     reap: Finds,
     hint: Declared,
@@ -112,6 +113,7 @@ mod tests {
             let beside = ready.strip_suffix("ready").unwrap();
             assert_eq!(format!("{beside}due:acme"), space.due("acme"));
             assert_eq!(format!("{beside}spent"), space.spent());
+            assert_eq!(format!("{beside}probe"), space.probe());
         }
     }
 

@@ -14,8 +14,8 @@
 //! writes the hints of every slot's ready set and leases again.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -26,6 +26,7 @@ use super::{
     Bucket, Delivery, FIRED_TTL_MS, Firing, Gauges, LEAD_MS, Space, reply_int as int,
     reply_text as text,
 };
+use crate::backend::{Node, Topology};
 use crate::error::RepoError;
 use crate::throttle::Throttle;
 
@@ -39,6 +40,10 @@ const UNWRITTEN_MAX: usize = 100_000;
 /// Most slots with ended leases one reap looks at per bucket.
 const REAP_SLOTS: usize = 1000;
 
+/// How long the slot layout the claims group pairs by is used before it is
+/// read again (sooner when a node said it does not serve a slot).
+const LAYOUT_EVERY: Duration = Duration::from_secs(1);
+
 /// What a host keeps of the sharded state.
 pub(super) struct State {
     /// When this host last audited a bucket.
@@ -51,6 +56,8 @@ pub(super) struct State {
     /// over): `(lease?, slot, member, score)`, written again before the
     /// next sweep, so their work is not left for the audit.
     unwritten: Mutex<Vec<HintWrite>>,
+    /// The slot layout the claims group pairs by, and when it was read.
+    layout: Mutex<Option<(Instant, Arc<Topology>)>>,
 }
 
 /// A hint to lower (or add), with a new version.
@@ -70,8 +77,16 @@ impl Default for State {
             next_audit: AtomicU16::new(fastrand::u16(..super::BUCKETS)),
             errors: Throttle::new(Duration::from_secs(10)),
             unwritten: Mutex::new(Vec::new()),
+            layout: Mutex::new(None),
         }
     }
+}
+
+/// A due (slot, tenant) pair of a sweep, and the hint that named it.
+struct Pair {
+    slot: u16,
+    tenant: String,
+    hint: Hint,
 }
 
 /// A hint read from a bucket: member, score, version.
@@ -302,11 +317,113 @@ impl Delivery {
         }
     }
 
+    /// The slot layout to group claims by (read again every
+    /// [`LAYOUT_EVERY`]); `None` when it cannot be read: every pair is
+    /// then claimed on its own.
+    async fn layout(&self) -> Option<Arc<Topology>> {
+        let state = self.sharded.as_ref()?;
+        let held = state.layout.lock().ok()?.clone();
+        if let Some((at, layout)) = &held
+            && at.elapsed() < LAYOUT_EVERY
+        {
+            return Some(layout.clone());
+        }
+        match self.conn.primaries().await {
+            Ok(Some(layout)) => {
+                let layout = Arc::new(layout);
+                if let Ok(mut held) = state.layout.lock() {
+                    *held = Some((Instant::now(), layout.clone()));
+                }
+                Some(layout)
+            }
+            _ => held.map(|(_, layout)| layout),
+        }
+    }
+
+    /// Reads the layout again before the next claim.
+    fn forget_layout(&self) {
+        if let Some(state) = &self.sharded
+            && let Ok(mut held) = state.layout.lock()
+        {
+            *held = None;
+        }
+    }
+
+    /// `claim_one` for one pair: its answer (`{now, next, first lease,
+    /// member, due, meta, ...}`) or error.
+    async fn claim_pair(
+        &self,
+        slot: u16,
+        tenant: &str,
+        lease_ms: u64,
+        share: usize,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let space = Space::of_slot(slot);
+        let mut call = self.scripts.claim_one.key(space.due(tenant));
+        call.key(space.ready())
+            .key(space.leases())
+            .key(space.meta())
+            .arg(tenant)
+            .arg(LEAD_MS)
+            .arg(lease_ms)
+            .arg(share)
+            .arg(space.fired())
+            .arg(FIRED_TTL_MS);
+        self.conn.invoke_once(&call).await
+    }
+
+    /// `claim_many` for pairs that `node` serves, as the layout says: per
+    /// pair, its answer in `claim_one`'s form, or `None` for a pair the
+    /// node left out (it does not serve the slot whole: claim it alone).
+    async fn claim_on_node(
+        &self,
+        pairs: &[Pair],
+        lease_ms: u64,
+        share: usize,
+    ) -> redis::RedisResult<Vec<Option<Vec<Value>>>> {
+        let Some(first) = pairs.first() else {
+            return Ok(Vec::new());
+        };
+        let mut call = self
+            .scripts
+            .claim_many
+            .key(Space::of_slot(first.slot).ready());
+        call.arg(LEAD_MS).arg(lease_ms).arg(share).arg(FIRED_TTL_MS);
+        for pair in pairs {
+            call.arg(Space::of_slot(pair.slot).ready())
+                .arg(&pair.tenant);
+        }
+        let out: Vec<Value> = self.conn.invoke_once(&call).await?;
+        let now = out.first().cloned().unwrap_or(Value::Int(0));
+        let mut rest = out.get(1..).unwrap_or_default().iter();
+        let mut answers = Vec::with_capacity(pairs.len());
+        for _ in pairs {
+            let (status, after, lease) = (rest.next(), rest.next(), rest.next());
+            let n = usize::try_from(int(rest.next())).unwrap_or(0);
+            let firings: Vec<Value> = rest.by_ref().take(n * 3).cloned().collect();
+            if int(status) != 1 {
+                answers.push(None);
+                continue;
+            }
+            let mut answer = vec![
+                now.clone(),
+                after.cloned().unwrap_or(Value::Int(-1)),
+                lease.cloned().unwrap_or(Value::Int(-1)),
+            ];
+            answer.extend(firings);
+            answers.push(Some(answer));
+        }
+        Ok(answers)
+    }
+
     /// The cluster's claim: the due (slot, tenant) hints of every bucket,
     /// earliest first, up to `limit` pairs, each claimed with an equal
     /// share of `limit`; then each hint is set to its pair's next entry.
-    /// Firings claimed are always returned (a pair that failed is logged:
-    /// its hint stays, so the next sweep tries it again).
+    /// The pairs of one node (as the slot layout says) are claimed in one
+    /// `claim_many`; a pair alone on its node, of a slot the layout does
+    /// not place, or that its node left out, with `claim_one`. Firings
+    /// claimed are always returned (a pair that failed is logged: its hint
+    /// stays, so the next sweep tries it again).
     pub(super) async fn claim_sharded(
         &self,
         limit: usize,
@@ -320,46 +437,97 @@ impl Delivery {
             return Ok((now, next, Vec::new()));
         }
         let share = limit.div_ceil(due.len()).max(1);
-        let claims = due.into_iter().filter_map(|hint| {
-            let (slot, tenant) = parse_tenant_hint(&hint.member)?;
-            let tenant = tenant.to_owned();
-            Some(async move {
-                let space = Space::of_slot(slot);
-                let mut call = self.scripts.claim_one.key(space.due(&tenant));
-                call.key(space.ready())
-                    .key(space.leases())
-                    .key(space.meta())
-                    .arg(&tenant)
-                    .arg(LEAD_MS)
-                    .arg(lease_ms)
-                    .arg(share)
-                    .arg(space.fired())
-                    .arg(FIRED_TTL_MS);
-                let out = self.conn.invoke_once::<Vec<Value>>(&call).await;
-                (slot, space, hint, out)
-            })
-        });
+        let layout = self.layout().await;
+        let mut by_node: BTreeMap<Option<Node>, Vec<Pair>> = BTreeMap::new();
+        for hint in due {
+            let Some((slot, tenant)) = parse_tenant_hint(&hint.member) else {
+                continue;
+            };
+            let pair = Pair {
+                slot,
+                tenant: tenant.to_owned(),
+                hint,
+            };
+            let node = layout.as_ref().and_then(|l| l.owner_of(slot)).cloned();
+            by_node.entry(node).or_default().push(pair);
+        }
+        let (mut alone, grouped): (Vec<Pair>, Vec<Vec<Pair>>) = {
+            let mut alone = Vec::new();
+            let mut grouped = Vec::new();
+            for (node, pairs) in by_node {
+                if node.is_none() || pairs.len() == 1 {
+                    alone.extend(pairs);
+                } else {
+                    grouped.push(pairs);
+                }
+            }
+            (alone, grouped)
+        };
+        let mut answers: Vec<(Pair, Option<Vec<Value>>)> = Vec::new();
+        let mut failed = None;
+        let many = futures::future::join_all(
+            grouped
+                .iter()
+                .map(|pairs| self.claim_on_node(pairs, lease_ms, share)),
+        )
+        .await;
+        let mut left_out = false;
+        for (pairs, result) in grouped.into_iter().zip(many) {
+            match result {
+                Ok(results) => {
+                    for (pair, answer) in pairs.into_iter().zip(results) {
+                        match answer {
+                            Some(answer) => answers.push((pair, Some(answer))),
+                            None => {
+                                left_out = true;
+                                alone.push(pair);
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The call may have run without its reply reaching us.
+                    left_out = true;
+                    failed = Some(e);
+                    answers.extend(pairs.into_iter().map(|p| (p, None)));
+                }
+            }
+        }
+        if left_out {
+            self.forget_layout();
+        }
+        let single = futures::future::join_all(alone.into_iter().map(|pair| async move {
+            let answer = self
+                .claim_pair(pair.slot, &pair.tenant, lease_ms, share)
+                .await;
+            (pair, answer)
+        }))
+        .await;
+        for (pair, answer) in single {
+            match answer {
+                Ok(answer) => answers.push((pair, Some(answer))),
+                Err(e) => {
+                    failed = Some(e);
+                    answers.push((pair, None));
+                }
+            }
+        }
         let mut firings = Vec::new();
         let mut updates = Vec::new();
         let mut leases = Vec::new();
-        let mut failed = None;
-        for (slot, _, hint, out) in futures::future::join_all(claims).await {
-            let out = match out {
-                Ok(out) => out,
-                Err(e) => {
-                    // The claim may have run without its reply reaching
-                    // us: its leases would have no hint, and be found only
-                    // by the audit. A lease hint due now makes the reaper
-                    // look at the slot (and set the hint right) at once.
-                    leases.push(HintWrite {
-                        lease: true,
-                        slot,
-                        member: slot.to_string(),
-                        score: 0,
-                    });
-                    failed = Some(e);
-                    continue;
-                }
+        for (Pair { slot, hint, .. }, out) in answers {
+            let Some(out) = out else {
+                // The claim may have run without its reply reaching us:
+                // its leases would have no hint, and be found only by the
+                // audit. A lease hint due now makes the reaper look at the
+                // slot (and set the hint right) at once.
+                leases.push(HintWrite {
+                    lease: true,
+                    slot,
+                    member: slot.to_string(),
+                    score: 0,
+                });
+                continue;
             };
             let (at, after, first_lease) = (int(out.first()), int(out.get(1)), int(out.get(2)));
             let claimed = self.firings(out.get(3..).unwrap_or_default(), at);

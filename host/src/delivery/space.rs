@@ -85,6 +85,12 @@ impl Space {
         format!("{}spent", self.prefix)
     }
 
+    /// A key that never exists: `claim_many` reads it to learn whether
+    /// the node serves this space's slot whole (not moved, not migrating).
+    pub fn probe(&self) -> String {
+        format!("{}probe", self.prefix)
+    }
+
     /// The single index of earlier versions (standalone; on a cluster a key
     /// of the slot that never exists).
     pub fn legacy_due(&self) -> String {
