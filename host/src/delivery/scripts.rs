@@ -7,7 +7,7 @@
 //! key ([`KeyUse::Finds`]), always beside a key they are given (in its
 //! [`Space`](super::Space)), so on a cluster every script stays in one
 //! slot. `hint`, `hint_cas` and `hints_due` work on a cluster's
-//! hint buckets.
+//! hint buckets (and name a tenant's pairs beside the bucket's hints).
 
 use std::sync::LazyLock;
 
@@ -17,7 +17,8 @@ pub(super) enum KeyUse {
     /// Only its KEYS.
     Declared,
     /// Its KEYS and keys it names beside them: tenants' indexes found from
-    /// the ready set or the leases, the space's `spent` key.
+    /// the ready set or the leases, the space's `spent` key, a hint
+    /// bucket's pairs of one tenant.
     Finds,
 }
 
@@ -85,9 +86,9 @@ scripts! {
     claim_many: Finds,
     claim_expired: Declared,
     reap: Finds,
-    hint: Declared,
-    hint_cas: Declared,
-    hints_due: Declared,
+    hint: Finds,
+    hint_cas: Finds,
+    hints_due: Finds,
     release: Declared,
     retry: Declared,
     finish: Declared,
@@ -117,6 +118,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_hint_scripts_name_a_tenants_pairs_as_the_host_does() {
+        let bucket = super::super::Bucket(3);
+        assert_eq!(
+            format!("{}:acme", bucket.hints()),
+            bucket.tenant_hints("acme")
+        );
+        for name in ["hint", "hint_cas", "hints_due"] {
+            assert!(
+                include_str_of(name).contains("KEYS[1] .. ':' .. "),
+                "{name}"
+            );
+        }
+    }
+
     /// A script that finds keys says so: a cluster backend must know.
     #[test]
     fn only_scripts_marked_finds_compute_keys() {
@@ -125,6 +141,7 @@ mod tests {
             let computes = body.contains("index_in(")
                 || body.contains("claim_from(")
                 || body.contains("set_quietly(")
+                || body.contains("KEYS[1] .. ':'")
                 || body.contains("'symphony:");
             assert_eq!(
                 computes,

@@ -82,6 +82,31 @@ impl Default for State {
     }
 }
 
+/// Which hints of a bucket a script works on.
+#[derive(Debug, Clone, Copy)]
+enum Hints {
+    /// (slot, tenant) pairs with entries, with the bucket's tenants.
+    Work,
+    /// Slots with leases.
+    Leases,
+}
+
+impl Hints {
+    /// `script` on these hints of `bucket`: KEYS the hints, the versions,
+    /// and for work hints the tenants.
+    fn call(self, script: &redis::Script, bucket: Bucket) -> redis::ScriptInvocation<'_> {
+        let mut call = match self {
+            Hints::Work => script.key(bucket.hints()),
+            Hints::Leases => script.key(bucket.lease_hints()),
+        };
+        call.key(bucket.versions());
+        if let Hints::Work = self {
+            call.key(bucket.tenants());
+        }
+        call
+    }
+}
+
 /// A due (slot, tenant) pair of a sweep, and the hint that named it.
 struct Pair {
     slot: u16,
@@ -167,13 +192,8 @@ impl Delivery {
         let writes = calls
             .into_iter()
             .map(|((bucket, lease), hints)| async move {
-                let zset = if lease {
-                    bucket.lease_hints()
-                } else {
-                    bucket.hints()
-                };
-                let mut call = self.scripts.hint.key(zset);
-                call.key(bucket.versions());
+                let kind = if lease { Hints::Leases } else { Hints::Work };
+                let mut call = kind.call(&self.scripts.hint, bucket);
                 for hint in &hints {
                     call.arg(&hint.member).arg(hint.score);
                 }
@@ -263,7 +283,7 @@ impl Delivery {
     /// and look up the version of, 16 times the hints it could claim.)
     async fn due_hints(
         &self,
-        zset: fn(Bucket) -> String,
+        kind: Hints,
         lead: i64,
         limit: usize,
         skip: &[String],
@@ -271,8 +291,8 @@ impl Delivery {
         let each = limit.div_ceil(usize::from(super::BUCKETS)).max(1);
         let calls: Vec<_> = Bucket::all()
             .map(|b| {
-                let mut call = self.scripts.hints_due.key(zset(b));
-                call.key(b.versions()).arg(lead).arg(each).arg(skip);
+                let mut call = kind.call(&self.scripts.hints_due, b);
+                call.arg(lead).arg(each).arg(skip);
                 call
             })
             .collect();
@@ -294,7 +314,7 @@ impl Delivery {
 
     /// Applies claims' updates to hints, each only if its version is
     /// unchanged: `(slot, member, version read, new score or -1)`.
-    async fn settle_hints(&self, zset: fn(Bucket) -> String, updates: Vec<(u16, Hint)>) {
+    async fn settle_hints(&self, kind: Hints, updates: Vec<(u16, Hint)>) {
         let mut by_bucket: BTreeMap<Bucket, Vec<Hint>> = BTreeMap::new();
         for (slot, hint) in updates {
             by_bucket.entry(Bucket::of(slot)).or_default().push(hint);
@@ -302,8 +322,7 @@ impl Delivery {
         let calls: Vec<_> = by_bucket
             .into_iter()
             .map(|(b, hints)| {
-                let mut call = self.scripts.hint_cas.key(zset(b));
-                call.key(b.versions());
+                let mut call = kind.call(&self.scripts.hint_cas, b);
                 for h in hints {
                     call.arg(h.member).arg(h.version).arg(h.score);
                 }
@@ -431,7 +450,7 @@ impl Delivery {
         skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
         self.rewrite_hints().await;
-        let (now, mut next, mut due) = self.due_hints(Bucket::hints, LEAD_MS, limit, skip).await?;
+        let (now, mut next, mut due) = self.due_hints(Hints::Work, LEAD_MS, limit, skip).await?;
         due.truncate(limit);
         if due.is_empty() {
             return Ok((now, next, Vec::new()));
@@ -557,7 +576,7 @@ impl Delivery {
         // One call per bucket for each kind, the buckets together.
         futures::future::join(
             self.write_hints(leases),
-            self.settle_hints(Bucket::hints, updates),
+            self.settle_hints(Hints::Work, updates),
         )
         .await;
         Ok((now, next, firings))
@@ -569,9 +588,7 @@ impl Delivery {
     /// the audit. Returns how many leases had ended.
     pub(super) async fn reap_sharded(&self) -> Result<u64, RepoError> {
         self.audit_if_due().await;
-        let (_, _, due) = self
-            .due_hints(Bucket::lease_hints, 0, REAP_SLOTS, &[])
-            .await?;
+        let (_, _, due) = self.due_hints(Hints::Leases, 0, REAP_SLOTS, &[]).await?;
         let reaps = due.into_iter().filter_map(|hint| {
             let slot: u16 = hint.member.parse().ok()?;
             Some(async move {
@@ -604,7 +621,7 @@ impl Delivery {
         }
         futures::future::join(
             self.write_hints(back),
-            self.settle_hints(Bucket::lease_hints, updates),
+            self.settle_hints(Hints::Leases, updates),
         )
         .await;
         Ok(ended)
@@ -656,10 +673,8 @@ impl Delivery {
                 .arg("WITHSCORES");
         }
         let found: Vec<Vec<(String, f64)>> = self.conn.pipe(&pipe).await?;
-        let mut work = self.scripts.hint.key(bucket.hints());
-        work.key(bucket.versions());
-        let mut leases = self.scripts.hint.key(bucket.lease_hints());
-        leases.key(bucket.versions());
+        let mut work = Hints::Work.call(&self.scripts.hint, bucket);
+        let mut leases = Hints::Leases.call(&self.scripts.hint, bucket);
         let (mut n_work, mut n_leases) = (0, 0);
         for (slot, pair) in bucket.slots().zip(found.chunks(2)) {
             for (tenant, at) in pair.first().into_iter().flatten() {

@@ -159,6 +159,20 @@ impl Bucket {
         format!("{}hints", self.prefix())
     }
 
+    /// Tenants with pairs in [`hints`](Self::hints), scored by their
+    /// earliest pair here; each tenant's pairs are also in
+    /// [`tenant_hints`](Self::tenant_hints). So a sweep finds the due
+    /// tenants first, and reads only the pairs of those it does not skip.
+    pub fn tenants(self) -> String {
+        format!("{}hinttenants", self.prefix())
+    }
+
+    /// The pairs of `tenant` in [`hints`](Self::hints) (the scripts name it
+    /// from the hints key: `{hints}:{tenant}`).
+    pub fn tenant_hints(self, tenant: &str) -> String {
+        format!("{}:{tenant}", self.hints())
+    }
+
     /// Slots with leases: member `slot`, scored by (at most) the first end.
     pub fn lease_hints(self) -> String {
         format!("{}leasehints", self.prefix())

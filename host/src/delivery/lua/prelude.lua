@@ -52,6 +52,12 @@ local function set_quietly(ready_key, key, value, ttl)
   redis.call('SET', spent, value, 'PX', ttl)
   redis.call('RENAME', spent, key)
 end
+-- `hint_tenant(m)`: the tenant of a hint bucket's member `slot:tenant`.
+local function hint_tenant(m)
+  local c = string.find(m, ':', 1, true)
+  if c then return string.sub(m, c + 1) end
+  return m
+end
 local function ready(set, tenant, score)
   redis.call('ZADD', set, 'LT', score, tenant)
 end
