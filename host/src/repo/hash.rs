@@ -448,7 +448,17 @@ async fn append_to_list(
 ) -> Result<(), RepoError> {
     let script = redis::Script::new(CAS_SCRIPT);
     let ttl = ttl_or_default(ttl);
-    for _ in 0..APPEND_RETRIES {
+    for attempt in 0..APPEND_RETRIES {
+        if attempt > 0 {
+            // Writers that collided retry at random times, over a window
+            // that widens (up to 32 ms): retrying at once, 20 writers of
+            // one list starved one of them for 64 rounds.
+            let window = 1u64 << attempt.min(5);
+            tokio::time::sleep(std::time::Duration::from_micros(fastrand::u64(
+                0..=window * 1000,
+            )))
+            .await;
+        }
         let current = capped::hget(conn, key, field).await?;
         let mut list = match current.as_deref().filter(|r| !r.is_empty()).map(loads) {
             Some(Value::Array(items)) => items,
