@@ -40,6 +40,14 @@ const UNWRITTEN_MAX: usize = 100_000;
 /// Most slots with ended leases one reap looks at per bucket.
 const REAP_SLOTS: usize = 1000;
 
+/// A sweep takes at most `limit / PAIR_SHARE` (slot, tenant) pairs, so
+/// each may give up to this many firings: a pair costs Redis about a dozen
+/// commands whatever it gives, and in a backlog a pair has several due
+/// (a burst of 100 000 over 16 384 slots puts about 6 in each). With one
+/// firing a pair, a burst cost each primary more per job than a standalone
+/// server. Not in a backlog, pairs have one due at a time anyway.
+const PAIR_SHARE: usize = 8;
+
 /// How long the slot layout the claims group pairs by is used before it is
 /// read again (sooner when a node said it does not serve a slot).
 const LAYOUT_EVERY: Duration = Duration::from_secs(1);
@@ -436,8 +444,8 @@ impl Delivery {
     }
 
     /// The cluster's claim: the due (slot, tenant) hints of every bucket,
-    /// earliest first, up to `limit` pairs, each claimed with an equal
-    /// share of `limit`; then each hint is set to its pair's next entry.
+    /// each due tenant an equal share, up to `limit / PAIR_SHARE` pairs,
+    /// each claimed with an equal share of `limit`; then each hint is set to its pair's next entry.
     /// The pairs of one node (as the slot layout says) are claimed in one
     /// `claim_many`; a pair alone on its node, of a slot the layout does
     /// not place, or that its node left out, with `claim_one`. Firings
@@ -450,12 +458,13 @@ impl Delivery {
         skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
         self.rewrite_hints().await;
-        let (now, mut next, mut due) = self.due_hints(Hints::Work, LEAD_MS, limit, skip).await?;
-        due.truncate(limit);
+        let pairs = (limit / PAIR_SHARE).max(1);
+        let (now, mut next, mut due) = self.due_hints(Hints::Work, LEAD_MS, pairs, skip).await?;
+        due.truncate(pairs);
         if due.is_empty() {
             return Ok((now, next, Vec::new()));
         }
-        let share = limit.div_ceil(due.len()).max(1);
+        let share = (limit / due.len()).max(1);
         let layout = self.layout().await;
         let mut by_node: BTreeMap<Option<Node>, Vec<Pair>> = BTreeMap::new();
         for hint in due {
