@@ -1156,6 +1156,26 @@ fn cluster_section(sizes: Sizes, report: &mut Report) {
             busiest(&cl.3) < busiest(&sa.3),
         );
     }
+    // The hosts' cost per job must not follow the number of slots the keys
+    // spread over: all 16 384 against one, within a quarter (a constant
+    // for the grouping and hints of many pairs; per-slot work would be
+    // many times).
+    if let (Some(spread), Some(one)) = (
+        rows.iter()
+            .find(|r| r.0 != "standalone" && r.1 == 1 && r.2 != "1 slot"),
+        rows.iter().find(|r| r.2 == "1 slot"),
+    ) {
+        let ratio = spread.3.host_cpu_us / one.3.host_cpu_us.max(f64::EPSILON);
+        report.check(
+            "cluster: host CPU per job, keys over 16 384 slots against one slot",
+            format!(
+                "{:.0} vs {:.0} µs ({ratio:.2}x)",
+                spread.3.host_cpu_us, one.3.host_cpu_us
+            ),
+            "≤ 1.25x",
+            ratio <= 1.25,
+        );
+    }
 }
 
 /// µs per trigger armed one at a time through the library (`TriggerRepo::set`)
