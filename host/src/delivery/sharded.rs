@@ -3,12 +3,14 @@
 //! (`docs/design.md`, "Redis Cluster: sharded delivery").
 //!
 //! Every step on a slot's [`Space`] is the same single-slot script as on a
-//! standalone server. What is added here: after a step that adds work to a
-//! slot (arming, indexing, a retry, a release, a reap) the host lowers the
-//! (slot, tenant) hint in the slot's [`Bucket`] and gives it a new version;
-//! the sweep reads the 16 buckets' due hints, claims each pair with
-//! `claim_one`, and sets each hint to the pair's next entry only if its
-//! version did not change meanwhile (`hint_cas`). A hint is never later
+//! standalone server, except the claim. What is added here: after a step
+//! that adds work to a slot (arming, indexing, a retry, a release, a reap)
+//! the host lowers the (slot, tenant) hint in the slot's [`Bucket`] (and
+//! the tenant's score in the bucket) and gives it a new version; the sweep
+//! reads the 16 buckets' due tenants and their due pairs, claims the pairs
+//! of each node in one `claim_many` (a pair of a slot its node does not
+//! serve whole with `claim_one`), and sets each hint to the pair's next
+//! entry only if its version did not change meanwhile (`hint_cas`). A hint is never later
 //! than its work, except when a host stops between a slot step and its
 //! hint: the audit (one bucket every [`AUDIT_EVERY`], each host in turn)
 //! writes the hints of every slot's ready set and leases again.
@@ -284,10 +286,10 @@ impl Delivery {
             .collect())
     }
 
-    /// Reads the hints of every bucket in `zset` due within `lead`, up to
-    /// `limit` in all: each bucket's earliest `limit / 16` (rounded up). A
-    /// bucket with more due says so by a next time of now, so the next
-    /// sweep comes at once. (Each bucket reading `limit` made a sweep read,
+    /// Reads the hints of `kind` of every bucket due within `lead`, up to
+    /// `limit` in all: `limit / 16` (rounded up) from each bucket, for work
+    /// hints shared among its due tenants not in `skip`. A bucket with more
+    /// due says so by a next time of now, so the next sweep comes at once. (Each bucket reading `limit` made a sweep read,
     /// and look up the version of, 16 times the hints it could claim.)
     async fn due_hints(
         &self,
