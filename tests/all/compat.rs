@@ -15,16 +15,8 @@ use crate::support::*;
 fn python() -> &'static PathBuf {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("scripts/python-venv.sh"))
-            .output()
-            .expect("run scripts/python-venv.sh");
-        assert!(
-            out.status.success(),
-            "scripts/python-venv.sh failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        let venv = run_ok(Command::new("bash").arg(root().join("scripts/python-venv.sh")));
+        PathBuf::from(venv.trim())
     })
 }
 

@@ -23,16 +23,7 @@ pub fn root() -> PathBuf {
 pub fn plugins_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg(root().join("scripts/build-plugins.sh"))
-            .output()
-            .expect("run scripts/build-plugins.sh");
-        assert!(
-            out.status.success(),
-            "scripts/build-plugins.sh failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("bash").arg(root().join("scripts/build-plugins.sh")));
         root().join("target/plugins")
     })
 }
@@ -458,17 +449,7 @@ impl RedisCluster {
 
 /// `redis-cli --cluster ARGS...` (create, reshard, ...), which must succeed.
 pub fn redis_cli_cluster(args: &[&str]) {
-    let out = Command::new("redis-cli")
-        .arg("--cluster")
-        .args(args)
-        .output()
-        .expect("run redis-cli --cluster");
-    assert!(
-        out.status.success(),
-        "redis-cli --cluster {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_ok(Command::new("redis-cli").arg("--cluster").args(args));
 }
 
 impl Backend for RedisCluster {
@@ -874,12 +855,16 @@ pub fn host_cmd() -> Command {
     cmd
 }
 
-/// Runs `cmd`, asserts it succeeded (showing its stderr if not), returns its stdout.
+/// Runs `cmd`, asserts it succeeded (showing its stdout and stderr if
+/// not), returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "{cmd:?} failed:\n{}",
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
