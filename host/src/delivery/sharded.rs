@@ -481,18 +481,15 @@ impl Delivery {
             let node = layout.as_ref().and_then(|l| l.owner_of(slot)).cloned();
             by_node.entry(node).or_default().push(pair);
         }
-        let (mut alone, grouped): (Vec<Pair>, Vec<Vec<Pair>>) = {
-            let mut alone = Vec::new();
-            let mut grouped = Vec::new();
-            for (node, pairs) in by_node {
-                if node.is_none() || pairs.len() == 1 {
-                    alone.extend(pairs);
-                } else {
-                    grouped.push(pairs);
-                }
+        let mut alone = Vec::new();
+        let mut grouped = Vec::new();
+        for (node, pairs) in by_node {
+            if node.is_none() || pairs.len() == 1 {
+                alone.extend(pairs);
+            } else {
+                grouped.push(pairs);
             }
-            (alone, grouped)
-        };
+        }
         let mut answers: Vec<(Pair, Option<Vec<Value>>)> = Vec::new();
         let mut failed = None;
         let many = futures::future::join_all(

@@ -10,8 +10,11 @@ for i = 1, #ARGV, 3 do
   local m = ARGV[i]
   if (redis.call('HGET', KEYS[2], m) or '') == ARGV[i + 1] then
     local score = tonumber(ARGV[i + 2])
-    local pairs_key
-    if KEYS[3] then pairs_key = KEYS[1] .. ':' .. hint_tenant(m) end
+    local tenant, pairs_key
+    if KEYS[3] then
+      tenant = hint_tenant(m)
+      pairs_key = KEYS[1] .. ':' .. tenant
+    end
     if score < 0 then
       redis.call('ZREM', KEYS[1], m)
       redis.call('HDEL', KEYS[2], m)
@@ -21,7 +24,6 @@ for i = 1, #ARGV, 3 do
       if pairs_key then redis.call('ZADD', pairs_key, score, m) end
     end
     if pairs_key then
-      local tenant = hint_tenant(m)
       local first = redis.call('ZRANGE', pairs_key, 0, 0, 'WITHSCORES')
       if #first > 0 then
         redis.call('ZADD', KEYS[3], first[2], tenant)
