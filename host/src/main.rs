@@ -215,9 +215,8 @@ impl From<Target> for commands::Target {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,wasmtime=warn,cranelift=warn,wasmtime_cache=warn")
-    });
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
     match format {
         // Every field goes through `Escaping`: plugin-controlled text
         // (messages, errors, ids) cannot break a line or forge another.

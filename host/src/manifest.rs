@@ -184,10 +184,10 @@ pub struct RuntimeConfig {
     /// `limits.max_memory_mib`.
     #[serde(default = "default_max_memory_mib")]
     pub max_memory_mib: NonZeroUsize,
-    /// Directory for compiled plugins, keyed by content hash. Defaults to
-    /// `$XDG_CACHE_HOME/symphony-host/compiled` (or
-    /// `~/.cache/symphony-host/compiled`). The cache prunes old files in it:
-    /// give it a directory of its own.
+    /// Directory for compiled plugins, keyed by content hash and mapped from
+    /// there into memory. Defaults to `$XDG_CACHE_HOME/symphony-host/compiled`
+    /// (or `~/.cache/symphony-host/compiled`). Compiled plugins unused for
+    /// 30 days are removed from it; it is as trusted as the host binary.
     pub cache_dir: Option<PathBuf>,
     /// Set to false to compile every plugin at every start.
     #[serde(default = "default_true")]

@@ -19,6 +19,7 @@
 //! - Redis: only through the host functions (`imports`), scoped to the
 //!   tenant of the firing trigger.
 
+mod artifacts;
 mod imports;
 mod output;
 
@@ -31,8 +32,7 @@ use anyhow::Context as _;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
-    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
-    PoolingAllocationConfig, Store, Trap,
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
@@ -40,6 +40,7 @@ use crate::bindings::{Plugin, PluginPre};
 use crate::manifest::{PluginName, RuntimeConfig};
 use crate::policy::{Access, Grants, Policy, Repo};
 use crate::pools::Pools;
+use artifacts::Artifacts;
 use output::{GuestOutput, Stream};
 
 /// How often the epoch advances: the resolution of invocation timeouts, and
@@ -407,6 +408,8 @@ impl WasiView for JobState {
 /// The shared engine and linker.
 pub struct Runtime {
     engine: Engine,
+    /// Compiled plugins on disk (none with `cache = false`).
+    artifacts: Option<Artifacts>,
     linker: Linker<JobState>,
     pools: Pools,
     fuel: bool,
@@ -459,17 +462,6 @@ impl Runtime {
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
             .consume_fuel(fuel);
-        if config.cache {
-            let dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
-            let mut cache = CacheConfig::new();
-            cache.with_directory(&dir);
-            let cache = Cache::new(cache)
-                .map_err(anyhow::Error::from)
-                .with_context(|| format!("cannot use cache directory {}", dir.display()))?;
-            wasm.cache(Some(cache));
-        }
         // Every live instance is a running job (at most `concurrency`) or
         // an idle warm one (at most WARM_SLOTS), and every component is
         // bounded per instance at load time (a component over a bound fails
@@ -502,6 +494,13 @@ impl Runtime {
             .map_err(anyhow::Error::from)
             .context("cannot create the WebAssembly engine")?;
 
+        let artifacts = if config.cache {
+            let dir = config.cache_dir.clone().unwrap_or_else(default_cache_dir);
+            Some(Artifacts::new(dir, &engine)?)
+        } else {
+            None
+        };
+
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)
@@ -524,6 +523,7 @@ impl Runtime {
 
         Ok(Arc::new(Runtime {
             engine,
+            artifacts,
             linker,
             pools,
             fuel,
@@ -589,12 +589,19 @@ impl Runtime {
                 reason,
             });
         }
-        let component =
-            Component::from_binary(&self.engine, &bytes).map_err(|e| LoadError::Compile {
-                plugin: name.clone(),
-                path: path.to_owned(),
-                reason: format!("{e:#}"),
-            })?;
+        let sha256: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let component = match &self.artifacts {
+            Some(artifacts) => artifacts.component(&self.engine, &bytes, &sha256),
+            None => Component::from_binary(&self.engine, &bytes),
+        }
+        .map_err(|e| LoadError::Compile {
+            plugin: name.clone(),
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
+        })?;
         let world = |e: wasmtime::Error| LoadError::World {
             plugin: name.clone(),
             path: path.to_owned(),
@@ -602,12 +609,7 @@ impl Runtime {
         };
         let instance_pre = self.linker.instantiate_pre(&component).map_err(world)?;
         let pre = PluginPre::new(instance_pre).map_err(world)?;
-        let digest = Sha256::digest(&bytes);
-        let digest = digest
-            .iter()
-            .take(6)
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>();
+        let digest = sha256[..12].to_owned();
         Ok(LoadedPlugin {
             name: name.clone(),
             path: path.to_owned(),
