@@ -4,6 +4,7 @@
 //! holds the live one behind an `ArcSwap`, so a later reload can build a new
 //! set to the side and swap it in while in-flight jobs keep their own `Arc`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::manifest::Manifest;
@@ -16,6 +17,11 @@ pub struct PluginSet {
     plugins: Vec<Arc<LoadedPlugin>>,
     /// `(prefix, index into plugins)`, longest prefix first.
     routes: Vec<(String, usize)>,
+    /// The same routes by prefix length, longest first: routing an action
+    /// looks up its own prefixes of those lengths, so its cost follows the
+    /// number of distinct prefix lengths (at most the action's length), not
+    /// the number of plugins.
+    by_length: Vec<(usize, HashMap<String, usize>)>,
 }
 
 /// Every plugin that failed to load (the set is all or nothing).
@@ -55,10 +61,20 @@ impl PluginSet {
             return Err(LoadErrors { errors });
         }
         routes.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        let mut by_length: Vec<(usize, HashMap<String, usize>)> = Vec::new();
+        for (prefix, i) in &routes {
+            match by_length.last_mut() {
+                Some((len, map)) if *len == prefix.len() => {
+                    map.insert(prefix.clone(), *i);
+                }
+                _ => by_length.push((prefix.len(), HashMap::from([(prefix.clone(), *i)]))),
+            }
+        }
         Ok(PluginSet {
             generation,
             plugins,
             routes,
+            by_length,
         })
     }
 
@@ -69,10 +85,10 @@ impl PluginSet {
 
     /// The plugin owning `action`: the one with the longest prefix of it.
     pub fn route(&self, action: &str) -> Option<&Arc<LoadedPlugin>> {
-        self.routes
+        self.by_length
             .iter()
-            .find(|(prefix, _)| action.starts_with(prefix.as_str()))
-            .and_then(|&(_, i)| self.plugins.get(i))
+            .find_map(|(len, map)| map.get(action.get(..*len)?))
+            .and_then(|&i| self.plugins.get(i))
     }
 
     /// The loaded plugins, in manifest order.
