@@ -593,7 +593,9 @@ async fn run_job(
     heard_at: Instant,
 ) -> Outcome {
     let start = Instant::now();
-    let late_us = (crate::unix_ms() - firing.due_ms).saturating_mul(1000);
+    // Due times are whole milliseconds (a key's TTL is); the start is read
+    // to the microsecond.
+    let late_us = crate::unix_us() - firing.due_ms.saturating_mul(1000);
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
     let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);

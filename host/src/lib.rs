@@ -108,6 +108,13 @@ pub(crate) fn unix_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Microseconds since the Unix epoch, by this machine's clock.
+pub(crate) fn unix_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// Options that override the manifest.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
