@@ -7,7 +7,7 @@
 #   scripts/bench.sh --only burst,steady # some sections
 #   scripts/bench.sh --smoke             # debug build, small sizes (CI)
 #
-# Sections: overhead, schedule, burst, steady, reload, rss, admin, cluster.
+# Sections: overhead, schedule, burst, steady, library, reload, rss, admin, cluster.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
