@@ -159,3 +159,38 @@ fn map(engine: &Engine, path: &Path) -> wasmtime::Result<Component> {
     // host binary (`docs/security.md`).
     unsafe { Component::deserialize_file(engine, path) }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Artifacts;
+
+    /// The first load writes the artifact; a later one maps it; an artifact
+    /// that is not one (a torn write by an older build, a disk error) is
+    /// compiled again and replaced, not an error.
+    #[test]
+    fn artifacts_are_written_mapped_and_replaced_when_unusable() {
+        let engine = wasmtime::Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let artifacts = Artifacts::new(dir.path().join("compiled"), &engine).unwrap();
+        let wasm = wat::parse_str("(component (core module))").unwrap();
+        artifacts.component(&engine, &wasm, "c0ffee").unwrap();
+        let path = artifacts.path_of("c0ffee");
+        let written = std::fs::read(&path).unwrap();
+        assert!(written.len() > 100, "no artifact at {}", path.display());
+
+        artifacts.component(&engine, &wasm, "c0ffee").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            written,
+            "a mapped artifact was rewritten"
+        );
+
+        std::fs::write(&path, b"not an artifact").unwrap();
+        artifacts.component(&engine, &wasm, "c0ffee").unwrap();
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            written,
+            "the unusable artifact was not replaced"
+        );
+    }
+}
