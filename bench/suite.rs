@@ -658,7 +658,9 @@ fn burst(sizes: Sizes, hosts: usize, report: &mut Report) -> Measured {
     let arm_took = armed_at.elapsed();
     let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
     let (cpu_before, redis_before) = (host_cpu(&running), redis_cpu_secs(&redis));
+    reset_command_stats(&[&redis]);
     let done = wait_count(&running, "b", n, Duration::from_secs(300));
+    let stats = command_stats(&[&redis]);
     let host_cpu_us = (host_cpu(&running) - cpu_before) * 1e6 / n as f64;
     let redis_cpu_us = (redis_cpu_secs(&redis) - redis_before) * 1e6 / n as f64;
     let f = figures(&running, "b");
@@ -697,6 +699,8 @@ fn burst(sizes: Sizes, hosts: usize, report: &mut Report) -> Measured {
         "| CPU per job: hosts / redis-server (arming excluded) | {host_cpu_us:.0} / {redis_cpu_us:.0} µs |"
     );
     println!("| host peak RSS (VmHWM) | {} MiB |\n", rss_peak.join(", "));
+    print_command_stats("What Redis spent its time on", &stats, n);
+    println!();
     let exact = done && f.ran == n && f.distinct == n;
     let measured = Measured {
         expected: n,
