@@ -2,10 +2,11 @@
 driven the way its docs say to use it, for the `library` section of
 bench/suite.rs (which runs symphony-host on the same workloads first).
 
-    python mimeiapify_bench.py listen <redis-url> <n> <idle-secs>
+    python mimeiapify_bench.py listen <redis-url> <n> <idle-secs> [write|noop]
         Runs the library's own listener (`run_expiry_listener`) with one
         handler for the action `pybench` that makes one Redis write through
-        the library (`RedisGeneric.set`), prints `ready` once subscribed, and
+        the library (`RedisGeneric.set`), or with `noop` does nothing but
+        note its start, prints `ready` once subscribed, and
         when <n> handlers have run (or none for <idle-secs> after the first)
         prints JSON: each id's start times (Unix s), the writes that
         succeeded and failed (by error), and the process's CPU seconds.
@@ -40,7 +41,7 @@ IN_FLIGHT = 32
 MAX_LISTEN_SECS = 900
 
 
-async def listen(url, n, idle_secs):
+async def listen(url, n, idle_secs, write):
     await GlobalSymphony.create(GlobalSymphonyConfig(redis_url=url))
     starts = {}
     outcome = {"ok": 0, "failed": {}}
@@ -49,6 +50,10 @@ async def listen(url, n, idle_secs):
     @expiration_registry.on_expire_action(ACTION)
     async def handler(identifier, full_key):
         starts.setdefault(identifier, []).append(time.time())
+        if not write:
+            outcome["ok"] += 1
+            last[0] = time.monotonic()
+            return
         tenant = full_key.split(":", 1)[0]
         try:
             await RedisGeneric(tenant=tenant).set(f"done:{identifier}", 1)
@@ -140,7 +145,8 @@ async def steady(url, rate, secs):
 if __name__ == "__main__":
     mode, url = sys.argv[1], sys.argv[2]
     if mode == "listen":
-        asyncio.run(listen(url, int(sys.argv[3]), float(sys.argv[4])))
+        write = (sys.argv[5] if len(sys.argv) > 5 else "write") == "write"
+        asyncio.run(listen(url, int(sys.argv[3]), float(sys.argv[4]), write))
     elif mode == "burst":
         asyncio.run(burst(url, int(sys.argv[3]), float(sys.argv[4])))
     elif mode == "steady":
