@@ -794,10 +794,9 @@ fn not_a_component(bytes: &[u8]) -> Option<String> {
 /// `$XDG_CACHE_HOME/symphony-host/compiled`, else
 /// `~/.cache/symphony-host/compiled`, else a temp dir.
 ///
-/// A directory of its own: wasmtime's cache prunes the files of its
-/// directory tree (oldest first) once they pass its size or count limits,
-/// so it must not share one with anything else (the polyglot toolchains live
-/// in `symphony-host/tools`).
+/// A directory of its own: compiled plugins unused for 30 days are pruned
+/// from it, and whoever can write there can run code in the host (the
+/// polyglot toolchains live beside it, in `symphony-host/tools`).
 fn default_cache_dir() -> PathBuf {
     let base = if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
         PathBuf::from(dir)
