@@ -256,6 +256,16 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The manifest at `file` and a runtime for it, in process, its pools on
+/// `redis` (call within a Tokio runtime).
+fn manifest_runtime(file: &Path, redis: &RedisServer) -> (Manifest, Arc<Runtime>) {
+    let manifest = Manifest::load(file).unwrap();
+    let url: RedisUrl = redis.url().parse().unwrap();
+    let pools = Pools::new(&manifest.pool_urls(Some(&url))).unwrap();
+    let runtime = Runtime::new(&manifest.runtime, false, pools).unwrap();
+    (manifest, runtime)
+}
+
 fn pools(redis: &RedisServer) -> Pools {
     let url: RedisUrl = redis.url().parse().unwrap();
     Pools::new(&seed_pool_urls(&url)).unwrap()
@@ -333,10 +343,8 @@ fn overhead(sizes: Sizes, report: &mut Report) {
                 &format!("{common}reuse_instances = 1000000\n")
             ),
         );
-        let manifest = Manifest::load(&write_manifest(dir.path(), &plugins, "")).unwrap();
-        let url: RedisUrl = redis.url().parse().unwrap();
-        let pools = Pools::new(&manifest.pool_urls(Some(&url))).unwrap();
-        let runtime = Runtime::new(&manifest.runtime, false, pools).unwrap();
+        let (manifest, runtime) =
+            manifest_runtime(&write_manifest(dir.path(), &plugins, ""), &redis);
         let set = PluginSet::load(&runtime, &manifest, 0).unwrap();
         let n = if language == "Rust" {
             sizes.overhead_rust
@@ -1236,10 +1244,7 @@ fn load_from_cache(report: &mut Report) {
         );
         let file = dir.path().join("manifest.toml");
         std::fs::write(&file, text).unwrap();
-        let manifest = Manifest::load(&file).unwrap();
-        let url: RedisUrl = redis.url().parse().unwrap();
-        let pools = Pools::new(&manifest.pool_urls(Some(&url))).unwrap();
-        let runtime = Runtime::new(&manifest.runtime, false, pools).unwrap();
+        let (manifest, runtime) = manifest_runtime(&file, &redis);
         let load = || {
             let start = Instant::now();
             drop(PluginSet::load(&runtime, &manifest, 0).unwrap());
@@ -1346,11 +1351,8 @@ fn many_plugins(sizes: Sizes, report: &mut Report) {
     // Routing, in process: the last plugin's action among 10 and among all.
     let rt = runtime();
     let _enter = rt.enter();
-    let url: RedisUrl = redis.url().parse().unwrap();
     let route_ns = |file: &Path, action: &str| {
-        let manifest = Manifest::load(file).unwrap();
-        let pools = Pools::new(&manifest.pool_urls(Some(&url))).unwrap();
-        let runtime = Runtime::new(&manifest.runtime, false, pools).unwrap();
+        let (manifest, runtime) = manifest_runtime(file, &redis);
         let set = PluginSet::load(&runtime, &manifest, 0).unwrap();
         let rounds = 1_000_000;
         let start = Instant::now();
