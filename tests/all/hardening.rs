@@ -549,17 +549,20 @@ fn big_reads_are_refused_in_redis_and_do_not_hold_up_another_tenant() {
         .collect();
     println!("victim's state.get calls in order, µs: {took:?}");
     took.sort_unstable();
-    let p99 = percentile(&took, 0.99);
+    // p95, not p99: the attack spans a third or more of the 100 calls, so
+    // a victim held up behind evil's reads fails this by far, while two or
+    // three calls slowed by another test on the same cores do not.
+    let p95 = percentile(&took, 0.95);
     let hwm = host.proc_status_kib("VmHWM");
     let grew_mib = hwm.saturating_sub(rss_before) / 1024;
     println!(
         "4 jobs reading a 96 MiB list {EVIL_READS} times each: host peak RSS +{grew_mib} MiB; \
-         victim's state.get calls p50 {} ms, p99 {} ms",
+         victim's state.get calls p50 {} ms, p95 {} ms",
         percentile(&took, 0.5) / 1000,
-        p99 / 1000
+        p95 / 1000
     );
     assert!(grew_mib < 64, "host peak RSS grew {grew_mib} MiB");
-    assert!(p99 <= 50_000, "victim calls p99 {p99} µs: {took:?}");
+    assert!(p95 <= 50_000, "victim calls p95 {p95} µs: {took:?}");
 }
 
 /// Per-tenant quotas defer a tenant's work at its rate, logged and counted,

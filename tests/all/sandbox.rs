@@ -250,6 +250,41 @@ fn values_over_the_size_limit_are_refused() {
         ),
         Value::Null
     );
+    // Lists are read in slices in Redis: under the cap, any range comes
+    // back as LRANGE gives it, across slices of 1, 2, 4, ... 128 items.
+    // (From 10: the codec reads "0" and "1" as booleans, as mimeiapify does.)
+    let mut db10 = d.redis.conn(10);
+    for i in 10..210 {
+        let _: () = db10.rpush("acme:batch:s:e:small", i.to_string()).unwrap();
+    }
+    for (start, stop) in [(0, -1), (3, 150), (-50, -1), (190, 500), (-500, 2)] {
+        let want: Vec<i64> = db10.lrange("acme:batch:s:e:small", start, stop).unwrap();
+        let got = d.ok(
+            "acme",
+            serde_json::json!(["batch.get-chunk", "s", "e", "small", start, stop]),
+        );
+        assert_eq!(got, serde_json::json!(want), "range {start}..{stop}");
+    }
+    // Over the cap: items near it are refused after two of them; a big
+    // item after small ones is refused when its slice is read.
+    for (list, items) in [
+        ("near", vec![600; 5]),
+        ("late", [vec![1; 10], vec![2000]].concat()),
+    ] {
+        for n in items {
+            let item = format!("\"{}\"", "x".repeat(n));
+            let _: () = db10.rpush(format!("acme:batch:s:e:{list}"), item).unwrap();
+        }
+        let (kind, msg) = d.err(
+            "acme",
+            serde_json::json!(["batch.get-chunk", "s", "e", list, 0, -1]),
+        );
+        assert_eq!(kind, "invalid-input", "{list}: {msg}");
+        assert!(
+            msg.contains("nothing over the limit was read"),
+            "{list}: {msg}"
+        );
+    }
 }
 
 #[test]

@@ -9,8 +9,9 @@
 //! strings and hash fields by `STRLEN`/`HSTRLEN` before reading, hashes by
 //! `HSCAN` and lists by `LRANGE` in growing slices, each stopping as soon
 //! as the running total passes the cap. Over the cap, the call fails with
-//! `invalid-input` and nothing larger than the cap (plus one element) was
-//! read, in Redis or in the host. Without a cap (the library used directly)
+//! `invalid-input`, and nothing larger than the cap plus one slice was read
+//! in Redis (one element, while no element is larger than those before it;
+//! see the list script), and nothing over the cap in the host. Without a cap (the library used directly)
 //! the plain commands run.
 
 use std::future::Future;
@@ -74,7 +75,10 @@ return {1, out}
 ";
 
 /// KEYS: key. ARGV: cap, start, stop (LRANGE's, negative from the end).
-/// Reads slices of 1, 2, 4, ... 256 items, stopping past the cap.
+/// Reads slices of 1, 2, 4, ... 256 items, stopping past the cap. Once an
+/// item has been read, a slice holds no more items as large as the largest
+/// so far than fit in what is left of the cap, plus one: a list of items
+/// near the cap is refused after two of them, not after a slice of many.
 const LRANGE: &str = r"
 local cap = tonumber(ARGV[1])
 local len = redis.call('LLEN', KEYS[1])
@@ -83,12 +87,16 @@ if s < 0 then s = len + s end
 if e < 0 then e = len + e end
 if s < 0 then s = 0 end
 if e >= len then e = len - 1 end
-local out, total, step, i = {}, 0, 1, s
+local out, total, step, big, i = {}, 0, 1, 0, s
 while i <= e do
-  local j = math.min(i + step - 1, e)
+  local n = step
+  if big > 0 then n = math.min(n, math.floor((cap - total) / big) + 1) end
+  local j = math.min(i + n - 1, e)
   for _, v in ipairs(redis.call('LRANGE', KEYS[1], i, j)) do
-    total = total + #v
+    local size = #v
+    total = total + size
     if total > cap then return {0, total} end
+    if size > big then big = size end
     out[#out + 1] = v
   end
   i = j + 1
