@@ -73,6 +73,7 @@ pub mod fleet;
 pub mod keys;
 pub mod lifecycle;
 pub mod listener;
+pub mod logwriter;
 pub mod manifest;
 pub mod metrics;
 pub mod plugins;

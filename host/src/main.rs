@@ -214,7 +214,12 @@ impl From<Target> for commands::Target {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+/// Sets up logging to stderr, in batches ([`symphony_host::logwriter`]);
+/// the guard writes what is left when dropped.
+fn init_tracing(
+    format: LogFormat,
+) -> std::io::Result<symphony_host::logwriter::FlushGuard<std::io::Stderr>> {
+    let (stderr, guard) = symphony_host::logwriter::Batched::stderr()?;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
     match format {
@@ -223,7 +228,7 @@ fn init_tracing(format: LogFormat) {
         // (The JSON format escapes control characters by itself.)
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .fmt_fields(
                 tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
@@ -244,7 +249,7 @@ fn init_tracing(format: LogFormat) {
         LogFormat::Json => {
             use tracing_subscriber::layer::SubscriberExt as _;
             use tracing_subscriber::util::SubscriberInitExt as _;
-            let mut json = json_subscriber::JsonLayer::stderr();
+            let mut json = json_subscriber::JsonLayer::new(stderr);
             json.with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
                 .with_level("level")
                 .with_flattened_event()
@@ -256,6 +261,7 @@ fn init_tracing(format: LogFormat) {
                 .init();
         }
     }
+    Ok(guard)
 }
 
 async fn shutdown_signal() {
@@ -385,8 +391,17 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    match main_inner(cli).await {
+    let logs = match init_tracing(cli.log_format) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = main_inner(cli).await;
+    // Every log line out before the error, and before the process ends.
+    drop(logs);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
