@@ -18,7 +18,9 @@
 //! 2. `schedule`: triggers set per second through the library's batch path
 //!    (`TriggerRepo::set_many`), one at a time, and through the CLI.
 //! 3. `burst`: 100 000 triggers due within one second, a Rust plugin making
-//!    one repository write each, with 1 and with 3 host processes.
+//!    one repository write each, with 1 and with 3 host processes. Then
+//!    (3c) the floor: what Redis spends per job when the claims keep ahead
+//!    of the TTL and the writes and finishes go in one pipeline per claim.
 //! 4. `steady`: 200/s and 5000/s for 30 s, each due 1 s after it is set.
 //!    Lateness comes from `late_us`, to the microsecond.
 //!    Section `library` (4b): the burst and both steady loads on
@@ -61,9 +63,10 @@ use support::{
     Backend, Host, RedisCluster, RedisServer, host_cmd, plugin, plugin_entry_with, root, run_ok,
     write_manifest,
 };
+use symphony_host::delivery::Delivery;
 use symphony_host::manifest::{Manifest, RedisUrl, seed_pool_urls};
 use symphony_host::plugins::PluginSet;
-use symphony_host::pools::Pools;
+use symphony_host::pools::{PoolAlias, Pools};
 use symphony_host::repo::TriggerRepo;
 use symphony_host::runtime::{Job, Outcome, Runtime};
 
@@ -192,6 +195,7 @@ fn main() {
         for hosts in [1, 3] {
             burst(sizes, hosts, &mut report);
         }
+        redis_floor(sizes);
     }
     if run("steady") {
         for rate in [200, 5000] {
@@ -666,9 +670,11 @@ fn burst(sizes: Sizes, hosts: usize, report: &mut Report) -> Measured {
     let arm_took = armed_at.elapsed();
     let host_cpu = |hosts: &[Host]| hosts.iter().map(|h| cpu_secs(h.pid())).sum::<f64>();
     let (cpu_before, redis_before) = (host_cpu(&running), redis_cpu_secs(&redis));
+    let bench_before = cpu_secs(std::process::id());
     reset_command_stats(&[&redis]);
     let done = wait_count(&running, "b", n, Duration::from_secs(300));
     let stats = command_stats(&[&redis]);
+    let bench_cpu_us = (cpu_secs(std::process::id()) - bench_before) * 1e6 / n as f64;
     let host_cpu_us = (host_cpu(&running) - cpu_before) * 1e6 / n as f64;
     let redis_cpu_us = (redis_cpu_secs(&redis) - redis_before) * 1e6 / n as f64;
     let f = figures(&running, "b");
@@ -706,6 +712,7 @@ fn burst(sizes: Sizes, hosts: usize, report: &mut Report) -> Measured {
     println!(
         "| CPU per job: hosts / redis-server (arming excluded) | {host_cpu_us:.0} / {redis_cpu_us:.0} µs |"
     );
+    println!("| CPU per job in this bench (reading the hosts' lines) | {bench_cpu_us:.1} µs |");
     println!("| host peak RSS (VmHWM) | {} MiB |\n", rss_peak.join(", "));
     print_command_stats("What Redis spent its time on", &stats, n);
     println!();
@@ -749,6 +756,82 @@ fn burst(sizes: Sizes, hosts: usize, report: &mut Report) -> Measured {
         host_cpu_us <= 20.0 && redis_cpu_us <= 12.0,
     );
     measured
+}
+
+/// The least Redis can spend per job with today's scripts: the burst's
+/// triggers claimed ahead of their TTL (so Redis expires none of them),
+/// each job's one write sent in one pipeline per claim, and the finishes
+/// in one `ZREM` per claim, by one client and no host. What the host adds
+/// on top of this (its commands one by one, and the keys it claims after
+/// Redis has expired them) is the difference from the burst's figure.
+fn redis_floor(sizes: Sizes) {
+    /// The host's sweeper claims up to 500 at a time.
+    const CLAIM: usize = 500;
+    let n = sizes.burst;
+    println!("## 3c. The floor: Redis per job, claims ahead of the TTL, writes batched, no host\n");
+    let redis = RedisServer::start();
+    let rt = runtime();
+    let _enter = rt.enter();
+    let pools = pools(&redis);
+    let repo = TriggerRepo::new(&pools, "bench").unwrap();
+    let delivery = Delivery::new(&pools).unwrap();
+    let writes = pools.get(PoolAlias::Default).unwrap().conn();
+    // Due over 2 s from 3 s out: claimed as they come due, 25 ms ahead,
+    // every 10 ms (about 500 a claim in the full run), at once while a
+    // claim comes back full.
+    let first_due = Instant::now() + Duration::from_secs(3);
+    rt.block_on(arm_spread(&repo, "f", n, first_due, Duration::from_secs(2)));
+    let expired_before = info_field(&redis, "stats", "expired_keys");
+    let cpu_before = redis_cpu_secs(&redis);
+    reset_command_stats(&[&redis]);
+    let (claims, jobs) = rt.block_on(async {
+        let (mut claims, mut jobs) = (0usize, 0usize);
+        while jobs < n {
+            let (_, _, firings) = delivery.claim_due(CLAIM, 30_000, &[]).await.unwrap();
+            claims += 1;
+            if firings.len() < CLAIM {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            if firings.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for f in &firings {
+                pipe.cmd("SET")
+                    .arg(format!("bench:written:{}", f.key))
+                    .arg("1")
+                    .ignore();
+            }
+            let () = writes.pipe(&pipe).await.unwrap();
+            let members: Vec<String> = firings.into_iter().map(|f| f.member).collect();
+            delivery.done_many(&members).await.unwrap();
+            jobs += members.len();
+        }
+        (claims, jobs)
+    });
+    let stats = command_stats(&[&redis]);
+    let redis_cpu_us = (redis_cpu_secs(&redis) - cpu_before) * 1e6 / n as f64;
+    let expired = info_field(&redis, "stats", "expired_keys") - expired_before;
+    println!("| figure | value |\n| --- | --- |");
+    println!("| jobs claimed / claims made | {jobs} / {claims} |");
+    println!("| trigger keys Redis expired before their claim | {expired} |");
+    println!("| redis-server CPU per job | {redis_cpu_us:.1} µs |\n");
+    print_command_stats("What Redis spent its time on", &stats, n);
+    println!();
+}
+
+/// A numeric field of `INFO section`.
+fn info_field(redis: &RedisServer, section: &str, field: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg(section)
+        .query(&mut redis.conn(0))
+        .unwrap();
+    info.lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k == field).then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0)
 }
 
 fn steady(sizes: Sizes, rate: usize, report: &mut Report) -> Measured {
