@@ -416,30 +416,24 @@ impl Dispatcher {
         let span = job_span(&job, &plugin, firing.meta.attempts + 1);
         let guest_span = span.clone();
         let task = async move {
-            // The guest runs on the guest threads, so guest code never holds a
-            // thread the control plane (this runtime) needs; its outcome is
-            // recorded from here.
-            let outcome = match guests {
-                Some(handle) => {
-                    let (runtime, plugin, job, firing, stats) = (
-                        runtime.clone(),
-                        plugin.clone(),
-                        job.clone(),
-                        firing.clone(),
-                        stats.clone(),
-                    );
-                    handle
-                        .spawn(
-                            async move {
-                                run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await
-                            }
-                            .instrument(guest_span),
-                        )
-                        .await
-                        .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")))
-                }
-                None => run_job(&runtime, &plugin, job.clone(), &firing, &stats, heard_at).await,
+            // The job starts here and moves to the guest threads at its
+            // guest's first epoch tick, so guest code never holds a thread
+            // the control plane (this runtime) needs for longer than a tick;
+            // its outcome is recorded here.
+            let run = {
+                let (runtime, plugin, job, firing, stats) = (
+                    runtime.clone(),
+                    plugin.clone(),
+                    job.clone(),
+                    firing.clone(),
+                    stats.clone(),
+                );
+                async move { run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await }
+                    .instrument(guest_span)
             };
+            let outcome = crate::runtime::run_job_task(run, guests)
+                .await
+                .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")));
             if let (Some(delivery), Some(finisher)) =
                 (deliveries.get(&firing.pool), finishers.get(&firing.pool))
             {

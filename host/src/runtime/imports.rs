@@ -140,14 +140,20 @@ macro_rules! call {
         };
         // At the tenant's Redis-call quota, the call waits for its token.
         $self.quotas.redis_call(&tenant).await;
-        let control = pools.control().cloned();
+        // From the guest threads, on the control runtime.
+        let control = pools
+            .control()
+            .filter(|_| super::on_guest_thread())
+            .cloned();
         // Replies are capped in Redis, before they reach the host.
         let call = crate::repo::capped::with_cap(max, async move {
             let ($p, $t) = (&pools, tenant.as_str());
             let result: Result<_, RepoError> = $body;
             result
         });
-        // On the control runtime, where the connections' I/O lives.
+        // On the control runtime, where the connections' I/O lives: where
+        // the job runs until its first epoch tick, or spawned there from
+        // the guest threads.
         let result = match control {
             Some(handle) => handle.spawn(call).await.unwrap_or_else(|e| {
                 Err(RepoError::Unavailable(format!("the Redis call's task failed: {e}")))
