@@ -431,9 +431,13 @@ impl Dispatcher {
                 async move { run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await }
                     .instrument(guest_span)
             };
-            let outcome = crate::runtime::run_job_task(run, guests)
-                .await
-                .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}")));
+            let outcome = match guests {
+                Some(guests) => crate::runtime::run_job_task(run, guests)
+                    .await
+                    .unwrap_or_else(|e| Outcome::Trap(format!("the job's task failed: {e}"))),
+                // The runtime is being dropped: no guest threads to move to.
+                None => run.await,
+            };
             if let (Some(delivery), Some(finisher)) =
                 (deliveries.get(&firing.pool), finishers.get(&firing.pool))
             {

@@ -455,35 +455,42 @@ pub(crate) fn on_guest_thread() -> bool {
 /// then on it runs on the guest threads, as every job did before.
 ///
 /// # Errors
-/// The job's task failing on the guest threads (a panic).
-pub async fn run_job_task<F>(
-    job: F,
-    guests: Option<tokio::runtime::Handle>,
-) -> Result<F::Output, tokio::task::JoinError>
+/// The job panicking, here or on the guest threads (its message): the
+/// panic ends the job, not the caller's task.
+pub async fn run_job_task<F>(job: F, guests: tokio::runtime::Handle) -> Result<F::Output, String>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    use std::task::Poll;
     let mut job = Box::pin(job);
-    let Some(guests) = guests else {
-        return Ok(job.await);
-    };
     let finished_here = std::future::poll_fn(|cx| {
         TICKED.with(|t| t.set(false));
-        match job.as_mut().poll(cx) {
-            std::task::Poll::Ready(out) => std::task::Poll::Ready(Some(out)),
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Ready(out)) => Poll::Ready(Some(Ok(out))),
+            Err(panic) => Poll::Ready(Some(Err(panic_message(panic.as_ref())))),
             // Only the guest's own tick sets the flag during this poll.
-            std::task::Poll::Pending if TICKED.with(std::cell::Cell::take) => {
-                std::task::Poll::Ready(None)
-            }
-            std::task::Poll::Pending => std::task::Poll::Pending,
+            Ok(Poll::Pending) if TICKED.with(std::cell::Cell::take) => Poll::Ready(None),
+            Ok(Poll::Pending) => Poll::Pending,
         }
     })
     .await;
     match finished_here {
-        Some(out) => Ok(out),
-        None => guests.spawn(job).await,
+        Some(out) => out,
+        None => guests.spawn(job).await.map_err(|e| e.to_string()),
     }
+}
+
+/// The message of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic");
+    format!("panicked: {text}")
 }
 
 impl GuestThreads {
@@ -907,10 +914,7 @@ mod tests {
             .build()
             .unwrap();
         // A job that never ticks ends where it started.
-        let short = control.block_on(run_job_task(
-            async { on_guest_thread() },
-            Some(handle.clone()),
-        ));
+        let short = control.block_on(run_job_task(async { on_guest_thread() }, handle.clone()));
         assert!(
             !short.unwrap(),
             "a short job should not leave the control runtime"
@@ -927,9 +931,21 @@ mod tests {
             where_ran
         };
         let where_ran = control
-            .block_on(run_job_task(ticking, Some(handle)))
+            .block_on(run_job_task(ticking, handle.clone()))
             .unwrap();
         assert_eq!(where_ran, [false, true, true]);
+        // A job that panics ends with the panic's message; the caller goes on.
+        let panicked = control.block_on(run_job_task(
+            async {
+                let n: u32 = std::hint::black_box(0);
+                if n == 0 {
+                    panic!("boom");
+                }
+                n
+            },
+            handle,
+        ));
+        assert_eq!(panicked.unwrap_err(), "panicked: boom");
     }
 
     #[test]
