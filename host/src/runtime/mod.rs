@@ -449,8 +449,9 @@ pub(crate) fn on_guest_thread() -> bool {
 /// rest of its run.
 ///
 /// Most jobs end, host calls included, well within a tick of guest code
-/// (5 ms): they run with no handoff between threads, which measured 10 µs
-/// of host CPU less per job in the burst and 20 % more jobs a second. A
+/// (5 ms): they run with no handoff between threads, which measured 7 µs
+/// of host CPU less per job in the 1-host burst and 13 % more jobs a
+/// second (`docs/benchmarks.md`). A
 /// CPU-bound guest holds a control thread for at most one tick, once; from
 /// then on it runs on the guest threads, as every job did before.
 ///
