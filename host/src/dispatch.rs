@@ -414,7 +414,6 @@ impl Dispatcher {
         let in_flight = self.in_flight.clone();
         let guests = self.runtime.guest_handle().cloned();
         let span = job_span(&job, &plugin, firing.meta.attempts + 1);
-        let guest_span = span.clone();
         let task = async move {
             // The job starts here and moves to the guest threads at its
             // guest's first epoch tick, so guest code never holds a thread
@@ -429,7 +428,6 @@ impl Dispatcher {
                     stats.clone(),
                 );
                 async move { run_job(&runtime, &plugin, job, &firing, &stats, heard_at).await }
-                    .instrument(guest_span)
             };
             let outcome = match guests {
                 Some(guests) => crate::runtime::run_job_task(run, guests)

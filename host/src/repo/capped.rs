@@ -11,8 +11,8 @@
 //! as the running total passes the cap. Over the cap, the call fails with
 //! `invalid-input`, and nothing larger than the cap plus one slice was read
 //! in Redis (one element, while no element is larger than those before it;
-//! see the list script), and nothing over the cap in the host. Without a cap (the library used directly)
-//! the plain commands run.
+//! see the list script), and nothing over the cap in the host. Without a
+//! cap (the library used directly) the plain commands run.
 
 use std::future::Future;
 use std::sync::LazyLock;

@@ -455,6 +455,8 @@ pub(crate) fn on_guest_thread() -> bool {
 /// CPU-bound guest holds a control thread for at most one tick, once; from
 /// then on it runs on the guest threads, as every job did before.
 ///
+/// The job keeps the caller's span (a job's span) when it moves.
+///
 /// # Errors
 /// The job panicking, here or on the guest threads (its message): the
 /// panic ends the job, not the caller's task.
@@ -480,7 +482,14 @@ where
     .await;
     match finished_here {
         Some(out) => out,
-        None => guests.spawn(job).await.map_err(|e| e.to_string()),
+        None => {
+            use tracing::Instrument as _;
+            let span = tracing::Span::current();
+            guests
+                .spawn(job.instrument(span))
+                .await
+                .map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -921,20 +930,34 @@ mod tests {
             "a short job should not leave the control runtime"
         );
         // A job whose guest ticks (as the epoch callback marks it) goes on,
-        // from its next poll, on the guest threads.
+        // from its next poll, on the guest threads, in the caller's span.
+        // (Spans are recorded only under a subscriber, global for the
+        // guest threads' sake.)
+        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
         let ticking = async {
             let mut where_ran = Vec::new();
             for _ in 0..3 {
-                where_ran.push(on_guest_thread());
+                let span = tracing::Span::current().metadata().map(|m| m.name());
+                where_ran.push((on_guest_thread(), span));
                 TICKED.with(|t| t.set(true));
                 tokio::task::yield_now().await;
             }
             where_ran
         };
         let where_ran = control
-            .block_on(run_job_task(ticking, handle.clone()))
+            .block_on(tracing::Instrument::instrument(
+                run_job_task(ticking, handle.clone()),
+                tracing::info_span!("job"),
+            ))
             .unwrap();
-        assert_eq!(where_ran, [false, true, true]);
+        assert_eq!(
+            where_ran,
+            [
+                (false, Some("job")),
+                (true, Some("job")),
+                (true, Some("job"))
+            ]
+        );
         // A job that panics ends with the panic's message; the caller goes on.
         let panicked = control.block_on(run_job_task(
             async {
