@@ -14,6 +14,7 @@
 //! - [`commands`]: what each subcommand does (`check`, triggers, dead letters).
 //! - [`manifest`]: the TOML manifest, validated by types, errors with line:column.
 //! - [`reload`]: hot reload of the manifest and plugins (file watch, SIGHUP).
+//! - [`author`]: the plugin author's `new`, `build` and `invoke`.
 //!
 //! Redis and its data:
 //! - [`backend`]: [`backend::RedisConn`], the one way host code reaches Redis
@@ -63,6 +64,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod admin;
+pub mod author;
 pub mod backend;
 pub mod bindings;
 pub mod commands;

@@ -83,6 +83,60 @@ enum Command {
     /// Manage the dead-letter list: triggers whose handler failed every attempt.
     #[command(subcommand)]
     Dead(DeadCommand),
+    /// Create a plugin project (Rust, JavaScript or Go) in its own
+    /// directory: a handler, its test, the SDK, the WIT, a README and a
+    /// manifest (`symphony.toml`) that runs it.
+    ///
+    /// Then: `cd NAME && symphony-host build && symphony-host invoke
+    /// symphony.toml acme NAME_hello u1`.
+    New {
+        /// The language: rust, js or go.
+        language: symphony_host::author::Language,
+        /// The plugin's name: lowercase letters, digits, `-` and `_`. It
+        /// names the project, the plugin and its action prefix (`NAME_`).
+        name: String,
+        /// The project's directory (default: ./NAME); it must not exist
+        /// or be empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the plugin project in DIR into a component (dist/NAME.wasm),
+    /// with its language's toolchain, which is installed at pinned
+    /// versions on first use, once per machine.
+    Build {
+        /// The project (default: the current directory).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Write the component here instead of DIR/dist/NAME.wasm.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Run the plugin that owns ACTION once, now, against the configured
+    /// Redis, with the manifest's limits and capabilities; print its logs,
+    /// its outcome and duration, and every Redis command its host calls
+    /// made. Exits non-zero when the plugin fails.
+    ///
+    /// It does not touch the due index or trigger keys, unless the plugin
+    /// calls the trigger repository.
+    Invoke {
+        /// The manifest (TOML).
+        manifest: PathBuf,
+        /// Tenant.
+        tenant: String,
+        /// Action (routes to the plugin by prefix).
+        action: String,
+        /// Identifier.
+        id: String,
+        /// Redis URL replacing the manifest's (standalone only).
+        #[arg(long, env = "SYMPHONY_REDIS_URL")]
+        redis_url: Option<RedisUrl>,
+        /// Run against a throwaway copy: a private redis-server (from PATH)
+        /// holding a copy of the tenant's keys (`TENANT:*` in every pool's
+        /// DB). The plugin reads real data; its writes go to the copy,
+        /// which is deleted afterwards.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 /// Which dead letters `retry` and `purge` act on.
@@ -324,6 +378,73 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 manifest.display()
             );
             Ok(())
+        }
+        Command::New {
+            language,
+            name,
+            dir,
+        } => {
+            let project =
+                symphony_host::author::scaffold::new_project(language, &name, dir.as_deref())?;
+            for file in &project.files {
+                println!("wrote {}", project.dir.join(file).display());
+            }
+            println!(
+                "made {language} plugin {name} in {}; next: cd {} && symphony-host build",
+                project.dir.display(),
+                project.dir.display()
+            );
+            Ok(())
+        }
+        Command::Build { dir, out } => {
+            let built = symphony_host::author::build::build(&dir, out.as_deref())?;
+            println!(
+                "built {} plugin {}: {} ({} KiB)",
+                built.language,
+                built.name,
+                built.path.display(),
+                built.size.div_ceil(1024)
+            );
+            Ok(())
+        }
+        Command::Invoke {
+            manifest,
+            tenant,
+            action,
+            id,
+            redis_url,
+            dry_run,
+        } => {
+            use symphony_host::author::invoke;
+            let over = RedisOverride::from_options(redis_url, None);
+            let request = invoke::Request::new(&tenant, &action, &id, dry_run);
+            let run = invoke::invoke(&manifest, over.as_ref(), &request).await?;
+            if let Some(n) = run.copied {
+                println!(
+                    "dry run: {n} key(s) of tenant {tenant} copied into a throwaway redis-server; nothing was written to the configured Redis"
+                );
+            }
+            println!("plugin {} ran {}", run.plugin, run.key);
+            println!("redis commands ({}):", run.commands.len());
+            for c in &run.commands {
+                let by = if c.in_script { "  script" } else { "" };
+                println!("  db {:<2}{by} {}", c.db, c.args.join(" "));
+            }
+            let ms = run.duration.as_secs_f64() * 1000.0;
+            match run.outcome.detail() {
+                None => {
+                    println!("outcome ok in {ms:.1} ms");
+                    Ok(())
+                }
+                Some(detail) => {
+                    println!("outcome {} in {ms:.1} ms: {detail}", run.outcome.as_str());
+                    anyhow::bail!(
+                        "plugin {} failed: outcome {}: {detail}",
+                        run.plugin,
+                        run.outcome.as_str()
+                    )
+                }
+            }
         }
         Command::Dead(DeadCommand::List { target }) => {
             let list = commands::dead_letters(&target.into()).await?;

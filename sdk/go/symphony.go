@@ -1,7 +1,11 @@
-// Package symphony helps write symphony-host plugins in Go.
+//go:build wasip1
+
+// Package symphony helps write symphony-host plugins in Go. It builds for
+// wasip1 only (GOOS=wasip1 GOARCH=wasm), with the bindings that
+// `symphony-host build` generates, so `go test ./...` on the host skips it.
 //
 // A Go plugin is a package named export_wit_world holding OnExpire; the
-// build (scripts/build-plugins.sh) generates the bindings from the WIT with
+// build (`symphony-host build`) generates the bindings from the WIT with
 // wit-bindgen, adds this package as wit_component/symphony, compiles for
 // wasip1 and makes the module a component. A whole plugin (it is
 // sdk/go/example/example.go, which build-plugins.sh compiles):
