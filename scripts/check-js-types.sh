@@ -30,10 +30,36 @@ if unimported:
 print('check-js-types: every WIT function is typed')
 PY
 
-eval "$(bash "$root/scripts/polyglot-tools.sh")"
-"$TSC" --noEmit --strict --allowJs --checkJs --target es2022 --module es2022 \
-    --moduleResolution bundler \
-    "$root/sdk/js/symphony.d.ts" \
-    "$root/plugins-example/welcome-js/welcome.js" \
+# TypeScript's compiler, pinned, installed once per machine beside the
+# tools `symphony-host build` installs.
+TYPESCRIPT_VERSION=5.9.3
+tools="${SYMPHONY_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/symphony-host/tools}"
+ts="$tools/ts-$TYPESCRIPT_VERSION"
+if [ ! -f "$ts/.ready" ] || [ ! -x "$ts/node_modules/.bin/tsc" ]; then
+    command -v npm >/dev/null || { echo "check-js-types: npm is missing (install Node.js 20+)" >&2; exit 1; }
+    echo "check-js-types: installing typescript $TYPESCRIPT_VERSION" >&2
+    rm -rf "$ts" && mkdir -p "$ts"
+    (cd "$ts" && npm install --silent --no-audit --no-fund "typescript@$TYPESCRIPT_VERSION" >&2)
+    touch "$ts/.ready"
+fi
+tsc() {
+    "$ts/node_modules/.bin/tsc" --noEmit --strict --allowJs --checkJs --target es2022 --module es2022 \
+        --moduleResolution bundler "$@"
+}
+tsc "$root/sdk/js/symphony.d.ts" \
+    "$root"/plugins-example/welcome-js/src/*.js \
     "$root/tests/plugins/poly-js/poly.js"
 echo 'check-js-types: the typings compile and the JavaScript plugins type-check'
+
+# A project made by `symphony-host new js` type-checks against the typings
+# it is given (the host binary: $SYMPHONY_HOST_BIN, else the debug build).
+host="${SYMPHONY_HOST_BIN:-}"
+if [ -z "$host" ]; then
+    (cd "$root" && cargo build --locked --quiet -p symphony-host)
+    host="$root/target/debug/symphony-host"
+fi
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+"$host" new js typed --dir "$tmp/typed" >/dev/null
+tsc "$tmp"/typed/src/*.js "$tmp/typed/symphony/symphony.d.ts"
+echo 'check-js-types: a new JavaScript project type-checks'

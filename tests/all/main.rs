@@ -7,6 +7,7 @@
 mod support;
 
 mod admin;
+mod author;
 mod browser;
 mod cli;
 mod cluster;

@@ -23,7 +23,11 @@ pub fn root() -> PathBuf {
 pub fn plugins_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        run_ok(Command::new("bash").arg(root().join("scripts/build-plugins.sh")));
+        run_ok(
+            Command::new("bash")
+                .arg(root().join("scripts/build-plugins.sh"))
+                .env("SYMPHONY_HOST_BIN", env!("CARGO_BIN_EXE_symphony-host")),
+        );
         root().join("target/plugins")
     })
 }

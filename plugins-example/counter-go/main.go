@@ -1,3 +1,5 @@
+//go:build wasip1
+
 // Example plugin in Go: counts page views per user.
 //
 // On `count_view` for a user id it increments the user field `views`,
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	witTypes "go.bytecodealliance.org/pkg/wit/types"
+	"wit_component/logic"
 	"wit_component/symphony"
 	"wit_component/symphony_plugin_generic"
 	"wit_component/symphony_plugin_shared_state"
@@ -27,12 +30,11 @@ func OnExpire(action, id, key string) witTypes.Result[witTypes.Unit, string] {
 		if err != nil {
 			return err
 		}
-		now := time.Now().UTC().Format(time.RFC3339)
-		update := symphony.MustJSON(map[string]any{"last_view": now, "views": views})
+		update := symphony.MustJSON(logic.Recent(views, time.Now()))
 		if _, err := symphony.Check(symphony_plugin_shared_state.Upsert("recent_views", e.ID, update)); err != nil {
 			return err
 		}
-		if _, err := symphony.Check(symphony_plugin_generic.Set("views:"+e.ID, symphony.MustJSON(views), symphony.TTL(3600))); err != nil {
+		if _, err := symphony.Check(symphony_plugin_generic.Set(logic.ViewsKey(e.ID), symphony.MustJSON(views), symphony.TTL(3600))); err != nil {
 			return err
 		}
 		symphony.Infof("%s has %d views (tenant %s)", e.ID, views, symphony.Tenant())

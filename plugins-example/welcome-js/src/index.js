@@ -5,7 +5,8 @@
 // `{ welcomed: true }` into the handler state `onboarding` of the user, and
 // schedules `followup_onboarding` (handled by the reminders plugin) in 10 s.
 // It needs the capabilities user:read, table, handler-state and trigger.
-import { log, tenant, user, table, handlerState, trigger, json, errorText, PluginError } from '../../sdk/js/symphony.js';
+import { log, tenant, user, table, handlerState, trigger, json, errorText, PluginError } from '../../../sdk/js/symphony.js';
+import { greeting } from './logic.js';
 
 /**
  * @param {string} action
@@ -22,8 +23,7 @@ export function onExpire(action, id, _key) {
   } catch (e) {
     throw new PluginError(`cannot read user ${id}: ${errorText(e)}`);
   }
-  const name = profile && profile.name ? profile.name : id;
-  log.info(`welcome, ${name} (tenant ${tenant()})`);
+  log.info(`${greeting(profile, id)} (tenant ${tenant()})`);
   const count = table.incrementField('stats', 'welcomes', 'count', 1n, undefined);
   handlerState.merge('onboarding', id, json.to({ welcomed: true, welcome_number: Number(count) }), undefined);
   trigger.set('followup_onboarding', id, 10000n);

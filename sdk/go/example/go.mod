@@ -1,0 +1,5 @@
+// symphony-host plugin: go-example
+
+module wit_component
+
+go 1.25
