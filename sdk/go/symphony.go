@@ -7,8 +7,9 @@
 // A Go plugin is a package named export_wit_world holding OnExpire; the
 // build (`symphony-host build`) generates the bindings from the WIT with
 // wit-bindgen, adds this package as wit_component/symphony, compiles for
-// wasip1 and makes the module a component. A whole plugin (it is
-// sdk/go/example/example.go, which build-plugins.sh compiles):
+// wasip1 and makes the module a component. A whole plugin (in the
+// symphony-host repository it is sdk/go/example/example.go, which its
+// plugin build compiles):
 //
 //	package export_wit_world
 //

@@ -2,17 +2,18 @@
 //
 // A plugin is an ES module exporting `onExpire(action, id, key)`; return to
 // report ok, throw a `PluginError` to report an error (any other `Error`
-// traps the job). Import what you
-// need from here (scripts/build-plugins.sh bundles it into the component):
+// traps the job). Import what you need from here (`symphony-host build`
+// bundles it into the component); in a project made by `symphony-host new`:
 //
-//   import { log, tenant, user, generic, json } from '../sdk/js/symphony.js';
+//   import { log, tenant, user, generic, json } from '../symphony/symphony.js';
 //
 // The repositories are the WIT interfaces (wit/symphony.wit), with names in
 // camelCase: `user.incrementField(id, 'visits', 1n, undefined)`. Values cross
 // as JSON text: `json.to(value)` and `json.from(text)` convert. A call that
 // fails throws; its `payload` is the WIT `repo-error` ({ tag, val }).
-// Typings: sdk/js/symphony.d.ts (kept by hand; scripts/check-js-types.sh
-// checks it covers the WIT and compiles).
+// Typings: symphony.d.ts beside this file (kept by hand in the symphony-host
+// repository, whose scripts/check-js-types.sh checks it covers the WIT and
+// compiles).
 
 import { log as wasmLog } from 'symphony:plugin/log@0.1.0';
 import { tenant as wasmTenant } from 'symphony:plugin/context@0.1.0';
