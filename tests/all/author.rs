@@ -350,6 +350,23 @@ fn new_and_build_refuse_bad_input_and_write_nothing() {
         !work.path().join("empty/dist").exists(),
         "a failed build wrote dist/"
     );
+    let (ok, out) = run(&["new", "go", "broken"]);
+    assert!(ok, "{out}");
+    std::fs::write(
+        work.path().join("broken/main.go"),
+        "package export_wit_world\n\nfunc OnExpire(\n",
+    )
+    .unwrap();
+    let (ok, out) = run(&["build", "broken"]);
+    assert!(!ok && out.contains("compiling broken"), "{out}");
+    assert!(
+        out.contains("main.go"),
+        "Go's message names the file: {out}"
+    );
+    assert!(
+        !work.path().join("broken/dist").exists(),
+        "a failed build wrote dist/"
+    );
 }
 
 /// Every file under `dir`.
