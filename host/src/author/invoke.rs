@@ -361,14 +361,25 @@ impl Scratch {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             let client = redis::Client::open(url.as_str())?;
+            let mut child = child;
+            let pid = child.id().map(u64::from);
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
+            // Ours once it answers with its process id: a server of
+            // someone else's that took the port first is never written to.
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 if let Ok(mut c) = client.get_multiplexed_async_connection().await
-                    && redis::cmd("PING")
+                    && let Ok(info) = redis::cmd("INFO")
+                        .arg("server")
                         .query_async::<String>(&mut c)
                         .await
-                        .is_ok()
                 {
+                    let serving: Option<u64> = info
+                        .lines()
+                        .find_map(|l| l.strip_prefix("process_id:")?.trim().parse().ok());
+                    anyhow::ensure!(
+                        serving == pid,
+                        "port {port} was taken by another Redis before the throwaway one started"
+                    );
                     return Ok(Scratch {
                         child,
                         url,
@@ -377,6 +388,7 @@ impl Scratch {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            let _ = child.start_kill();
             last = Some(port);
         }
         anyhow::bail!("the throwaway redis-server did not start (last port tried: {last:?})")
