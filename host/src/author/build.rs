@@ -43,8 +43,8 @@ pub struct Built {
 ///
 /// # Errors
 /// Not a project, a toolchain that cannot be installed, or a build that
-/// fails (the compiler's messages are on stderr). Nothing is written to
-/// `out` then.
+/// fails (cargo's messages are on stderr; the other tools' are in the
+/// error). Nothing is written to `out` then.
 pub fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<Built> {
     let language = Language::of_project(dir)?;
     let dir = dir
@@ -75,6 +75,14 @@ pub fn build(dir: &Path, out: Option<&Path>) -> anyhow::Result<Built> {
             parent.display()
         )
     })?;
+    // Readable by a host that runs as another user (a temporary file is
+    // made owner-only).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(staged.path(), std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot write in {}", parent.display()))?;
+    }
     staged
         .persist(&out)
         .with_context(|| format!("cannot write {}", out.display()))?;
