@@ -428,7 +428,19 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             println!("redis commands ({}):", run.commands.len());
             for c in &run.commands {
                 let by = if c.in_script { "  script" } else { "" };
-                println!("  db {:<2}{by} {}", c.db, c.args.join(" "));
+                // Values can be large: each argument is shown up to 200
+                // characters, with its length when cut.
+                let args: Vec<String> = c
+                    .args
+                    .iter()
+                    .map(|a| match a.char_indices().nth(200) {
+                        Some((cut, _)) => {
+                            format!("{}…({} bytes)", a.get(..cut).unwrap_or(a), a.len())
+                        }
+                        None => a.clone(),
+                    })
+                    .collect();
+                println!("  db {:<2}{by} {}", c.db, args.join(" "));
             }
             let ms = run.duration.as_secs_f64() * 1000.0;
             match run.outcome.detail() {
