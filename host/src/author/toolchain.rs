@@ -172,7 +172,11 @@ fn install_once(
         "installing {what} into {} (once per machine)",
         dir.display()
     );
-    let partial = dir.with_extension("partial");
+    let partial = dir.with_file_name(format!(
+        "{}.partial",
+        dir.file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy())
+    ));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial)
         .with_context(|| format!("cannot create {}", partial.display()))?;
