@@ -717,11 +717,14 @@ fn flood_of_one_tenant(cluster: bool, n: usize) {
         let flood: Vec<_> = (0..n)
             .map(|i| ("rec_flood", i.to_string(), Duration::from_secs(3)))
             .collect();
-        TriggerRepo::new(&pools, "evil")
-            .unwrap()
-            .set_many(&flood)
-            .await
-            .unwrap();
+        // Setting a key again is harmless: a call that timed out (a
+        // cluster under the whole suite's load once did) is made again.
+        let evil = TriggerRepo::new(&pools, "evil").unwrap();
+        let mut attempt = 1;
+        while let Err(e) = evil.set_many(&flood).await {
+            assert!(attempt < 3, "arming the flood failed {attempt} times: {e}");
+            attempt += 1;
+        }
         // Armed after the flood with 2 s more: due at least 2 s after all of it.
         TriggerRepo::new(&pools, "victim")
             .unwrap()
