@@ -1691,6 +1691,11 @@ fn burst_on(
     for h in &mut running {
         h.terminate(Duration::from_secs(30));
     }
+    // The counts behind `exact`, so a run that is not exactly once says how.
+    println!(
+        "- ran / distinct / expected: {} / {} / {n}; every firing settled: {done}",
+        f.ran, f.distinct
+    );
     ClusterRun {
         rate: f.ran as f64 / (f.start_span_ms / 1000.0).max(0.001),
         p99_ms: quantile(&f.late_ms, 0.99),
