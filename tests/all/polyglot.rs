@@ -43,17 +43,21 @@ fn run(wasm: &str) -> Run {
     // A cache of its own, so the first load shows the real compile time.
     let cache = tempfile::tempdir().unwrap();
     let extra = format!("cache_dir = {:?}", cache.path().display().to_string());
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("manifest.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[runtime]\n{extra}\nshutdown_grace = \"10s\"\n{}",
-            entry(wasm, "")
-        ),
-    )
-    .unwrap();
-    let mut host = Host::spawn(&manifest, &redis, dir);
+    // A host on this plugin (with `plugin_extra` in its entry), with that cache.
+    let spawn = |plugin_extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("manifest.toml");
+        std::fs::write(
+            &manifest,
+            format!(
+                "[runtime]\n{extra}\nshutdown_grace = \"10s\"\n{}",
+                entry(wasm, plugin_extra)
+            ),
+        )
+        .unwrap();
+        Host::spawn(&manifest, &redis, dir)
+    };
+    let mut host = spawn("");
     let loaded = host.wait_for("the plugin to load", WAIT, |e| {
         e["event"] == "plugin_loaded"
     });
@@ -100,17 +104,7 @@ fn run(wasm: &str) -> Run {
     // The same plugin with warm instances, from the cache the first host
     // filled (compiling a 12 MB JavaScript component again, under the
     // suite's load, once took longer than the start's 20 s wait).
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("manifest.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "[runtime]\n{extra}\nshutdown_grace = \"10s\"\n{}",
-            entry(wasm, "reuse_instances = 100")
-        ),
-    )
-    .unwrap();
-    let mut warm_host = Host::spawn(&manifest, &redis, dir);
+    let mut warm_host = spawn("reuse_instances = 100");
     warm_host.wait_for("the warm host's listener", WAIT, |e| {
         e["event"] == "listening"
     });
