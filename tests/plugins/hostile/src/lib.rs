@@ -8,7 +8,8 @@
 //! crafted ids and patterns, `h_nocap` calls a repository it was not granted,
 //! `h_bigerr` returns a 20 MiB error (within a 64 MiB plugin), `h_clocks`
 //! reads the clock two million times (WASI calls), `h_nul` arms a trigger
-//! whose id holds a NUL (the index's member separator).
+//! whose id holds a NUL (the index's member separator), `h_quiet` returns
+//! at once without a call.
 
 #![allow(clippy::panic)]
 
@@ -84,6 +85,7 @@ impl Plugin for Hostile {
             "h_panic" => panic!("hostile plugin panicked on purpose"),
             "h_bigret" => Err(Error::msg("x".repeat(100 << 20))),
             "h_bigerr" => Err(Error::msg("e".repeat(20 << 20))),
+            "h_quiet" => Ok(()),
             "h_clocks" => {
                 let start = std::time::Instant::now();
                 for _ in 0..2_000_000 {
