@@ -1688,14 +1688,17 @@ fn burst_on(
         .map(|(after, before)| (after - before) * 1e6 / n as f64)
         .collect();
     let f = figures(&running, &run);
-    for h in &mut running {
-        h.terminate(Duration::from_secs(30));
-    }
     // The counts behind `exact`, so a run that is not exactly once says how.
     println!(
         "- ran / distinct / expected: {} / {} / {n}; every firing settled: {done}",
         f.ran, f.distinct
     );
+    if f.ran != f.distinct {
+        print_twice_run(&running, &run);
+    }
+    for h in &mut running {
+        h.terminate(Duration::from_secs(30));
+    }
     ClusterRun {
         rate: f.ran as f64 / (f.start_span_ms / 1000.0).max(0.001),
         p99_ms: quantile(&f.late_ms, 0.99),
@@ -1826,4 +1829,33 @@ fn arming_cost(sizes: Sizes) {
         "Arming one trigger at a time through the library ({n} each): standalone {standalone:.0} µs, \
          cluster {no_wait:.0} µs, cluster with `wait_replicas = 1` {wait:.0} µs per arming.\n"
     );
+}
+
+/// Prints the log lines of up to five triggers of `run` that ran more than
+/// once, and the hosts' warnings: what a failed exactly-once check needs.
+fn print_twice_run(hosts: &[Host], run: &str) {
+    let mut runs: HashMap<String, usize> = HashMap::new();
+    for h in hosts {
+        for e in h.events(|e| is_run(e, run)) {
+            *runs
+                .entry(e["id"].as_str().unwrap_or("").to_owned())
+                .or_default() += 1;
+        }
+    }
+    let mut twice: Vec<&String> = runs
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id)
+        .collect();
+    twice.sort();
+    for (i, h) in hosts.iter().enumerate() {
+        for id in twice.iter().take(5) {
+            for e in h.events(|e| e["id"].as_str() == Some(id.as_str())) {
+                println!("  host {i}, ran twice: {e}");
+            }
+        }
+        for e in h.events(|e| e["level"] == "WARN" || e["level"] == "ERROR") {
+            println!("  host {i}, warning: {e}");
+        }
+    }
 }
