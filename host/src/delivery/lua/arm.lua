@@ -9,7 +9,7 @@ if max > 0 and not redis.call('ZSCORE', KEYS[2], KEYS[1])
 end
 keep_due_firing(KEYS[1], KEYS[2], now)
 local at = now + tonumber(ARGV[2])
-set_quietly(KEYS[3], KEYS[1], ARGV[1], ARGV[2])
+set_quietly(KEYS[3], KEYS[1], ARGV[1], at)
 redis.call('ZADD', KEYS[2], at, KEYS[1])
 ready(KEYS[3], tenant_of(KEYS[1]), at)
 return at

@@ -20,7 +20,7 @@ for i = 2, #KEYS, 2 do
   local at = now + ttl
   if first < 0 or at < first then first = at end
   keep_due_firing(KEYS[i], KEYS[i + 1], now)
-  set_quietly(KEYS[1], KEYS[i], ARGV[1], ttl)
+  set_quietly(KEYS[1], KEYS[i], ARGV[1], at)
   redis.call('ZADD', KEYS[i + 1], at, KEYS[i])
   ready(KEYS[1], tenant_of(KEYS[i]), at)
 end

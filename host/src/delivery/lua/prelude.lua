@@ -42,14 +42,22 @@ local function spend(ready_key, key)
   redis.call('RENAME', key, spent)
   redis.call('PERSIST', spent)
 end
--- `set_quietly(ready, key, value, ttl)` arms a trigger key as `SET key
--- value PX ttl` would, but set on the space's `spent` key and renamed over
+-- `set_quietly(ready, key, value, at)` arms a trigger key as `SET key
+-- value PXAT at` would, but set on the space's `spent` key and renamed over
 -- `key`: a RENAME keeps the TTL and emits no `expire` event, so no host
 -- pays an index update for a key the arming script indexes itself. (Keys
 -- other clients arm still emit `expire`, and are indexed from it.)
-local function set_quietly(ready_key, key, value, ttl)
+--
+-- The key expires at `at`, the time its index entry is due, exactly: a
+-- relative `PX ttl` counts from Redis's clock when the SET runs, which in
+-- a long script is later than `now`, so the entry would be early, and a
+-- claim that found it past due with its key alive would take the key for
+-- one armed again and run the trigger twice. (Within a script Redis
+-- judges expiry at the script's start, before `now`: the key is alive for
+-- the rest of it, even when `at` has passed by the end.)
+local function set_quietly(ready_key, key, value, at)
   local spent = string.sub(ready_key, 1, -6) .. 'spent'
-  redis.call('SET', spent, value, 'PX', ttl)
+  redis.call('SET', spent, value, 'PXAT', at)
   redis.call('RENAME', spent, key)
 end
 -- `hint_tenant(m)`: the tenant of a hint bucket's member `slot:tenant`.
@@ -103,16 +111,17 @@ local function claim_from(c, tenant, share)
       unindexed[#unindexed + 1] = m
       claim_take(c, m, string.sub(m, 1, sep - 1), score, false)
     else
-      local pttl = redis.call('PTTL', m)
-      if pttl > c.lead then
-        redis.call('ZADD', idx, now + pttl, m)
+      -- When the key expires (-2: gone, -1: no TTL, due now).
+      local at = redis.call('PEXPIRETIME', m)
+      if at > now + c.lead then
+        redis.call('ZADD', idx, at, m)
         if tonumber(score) < now - 5 then
           claim_take(c, m .. '\0d' .. score, m, score, true)
         end
       else
         unindexed[#unindexed + 1] = m
-        if pttl ~= -2 then spend(c.ready, m) end
-        claim_take(c, m, m, score, pttl == -2)
+        if at ~= -2 then spend(c.ready, m) end
+        claim_take(c, m, m, score, at == -2)
       end
     end
   end
