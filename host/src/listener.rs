@@ -104,6 +104,17 @@ pub enum NotifyError {
         /// The server's answer.
         reason: String,
     },
+    /// The server is older than the delivery scripts need.
+    #[error(
+        "{server} runs Redis {version}; symphony-host needs Redis 7.0 or newer (its delivery \
+         scripts use PEXPIRETIME)"
+    )]
+    TooOld {
+        /// host:port.
+        server: String,
+        /// `redis_version` from `INFO server`.
+        version: String,
+    },
     /// `check` mode found the flags missing.
     #[error(
         "notify-keyspace-events on {server} is {current:?}, which lacks `E`, `x` or `g`, and the \
@@ -277,6 +288,7 @@ impl Listener {
             self.client.get_multiplexed_async_connection(),
         )
         .await??;
+        ensure_version(&mut conn, &self.url.server()).await?;
         ensure_notifications(&mut conn, self.mode, &self.url.server()).await?;
         drop(conn);
 
@@ -482,6 +494,44 @@ impl ClusterListener {
     }
 }
 
+/// Refuses a server older than Redis 7.0 (`INFO server`); one that does
+/// not answer `INFO` (a provider may rename it) is not refused.
+async fn ensure_version(
+    conn: &mut MultiplexedConnection,
+    server: &str,
+) -> Result<(), SessionError> {
+    let info = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        redis::cmd("INFO").arg("server").query_async::<String>(conn),
+    )
+    .await?;
+    let info = match info {
+        Ok(info) => info,
+        Err(e) if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() => {
+            return Err(e.into());
+        }
+        Err(_) => return Ok(()),
+    };
+    match too_old(&info) {
+        Some(version) => Err(SessionError::Fatal(NotifyError::TooOld {
+            server: server.to_owned(),
+            version,
+        })),
+        None => Ok(()),
+    }
+}
+
+/// The server's version when `INFO server`'s `redis_version` is older than
+/// 7.0 (valkey and other forks report the Redis version they match).
+fn too_old(info: &str) -> Option<String> {
+    let version = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))?
+        .trim();
+    let major: u32 = version.split('.').next()?.parse().ok()?;
+    (major < 7).then(|| version.to_owned())
+}
+
 /// Makes sure `notify-keyspace-events` holds `E`, `x` and `g` (per `mode`).
 async fn ensure_notifications(
     conn: &mut MultiplexedConnection,
@@ -553,7 +603,20 @@ fn missing_flags(current: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::missing_flags;
+    use super::{missing_flags, too_old};
+
+    #[test]
+    fn refuses_servers_older_than_redis_7() {
+        let info = |v: &str| format!("# Server\r\nredis_version:{v}\r\nredis_mode:standalone\r\n");
+        assert_eq!(too_old(&info("6.2.14")).as_deref(), Some("6.2.14"));
+        assert_eq!(too_old(&info("5.0.7")).as_deref(), Some("5.0.7"));
+        assert_eq!(too_old(&info("7.0.15")), None);
+        assert_eq!(too_old(&info("7.2.4")), None);
+        assert_eq!(too_old(&info("8.0.0")), None);
+        // Nothing to go by: not refused.
+        assert_eq!(too_old("# Server\r\n"), None);
+        assert_eq!(too_old(&info("unknown")), None);
+    }
 
     #[test]
     fn merges_only_what_is_missing() {
