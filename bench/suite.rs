@@ -543,6 +543,8 @@ fn wait_count(hosts: &[Host], run: &str, n: usize, timeout: Duration) -> bool {
 struct RunFigures {
     ran: usize,
     distinct: usize,
+    /// Ids that ran more than once, sorted.
+    twice: Vec<String>,
     late_ms: Vec<f64>,
     /// The host's time per job (`duration_us`), sorted.
     took_us: Vec<u64>,
@@ -574,7 +576,14 @@ fn figures(hosts: &[Host], run: &str) -> RunFigures {
     }
     late_ms.sort_by(f64::total_cmp);
     took_us.sort_unstable();
+    let mut twice: Vec<String> = ids
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(id, _)| id.clone())
+        .collect();
+    twice.sort();
     RunFigures {
+        twice,
         took_us,
         ran: late_ms.len(),
         distinct: ids.len(),
@@ -1693,8 +1702,8 @@ fn burst_on(
         "- ran / distinct / expected: {} / {} / {n}; every firing settled: {done}",
         f.ran, f.distinct
     );
-    if f.ran != f.distinct {
-        print_twice_run(&running, &run);
+    if !f.twice.is_empty() {
+        print_twice_run(&running, &f.twice);
     }
     for h in &mut running {
         h.terminate(Duration::from_secs(30));
@@ -1831,23 +1840,10 @@ fn arming_cost(sizes: Sizes) {
     );
 }
 
-/// Prints the log lines of up to five triggers of `run` that ran more than
-/// once, and the hosts' warnings: what a failed exactly-once check needs.
-fn print_twice_run(hosts: &[Host], run: &str) {
-    let mut runs: HashMap<String, usize> = HashMap::new();
-    for h in hosts {
-        for e in h.events(|e| is_run(e, run)) {
-            *runs
-                .entry(e["id"].as_str().unwrap_or("").to_owned())
-                .or_default() += 1;
-        }
-    }
-    let mut twice: Vec<&String> = runs
-        .iter()
-        .filter(|(_, n)| **n > 1)
-        .map(|(id, _)| id)
-        .collect();
-    twice.sort();
+/// Prints the log lines of up to five of the triggers in `twice` (ids that
+/// ran more than once), and the hosts' warnings: what a failed
+/// exactly-once check needs.
+fn print_twice_run(hosts: &[Host], twice: &[String]) {
     for (i, h) in hosts.iter().enumerate() {
         for id in twice.iter().take(5) {
             for e in h.events(|e| e["id"].as_str() == Some(id.as_str())) {
