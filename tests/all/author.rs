@@ -339,33 +339,31 @@ fn new_and_build_refuse_bad_input_and_write_nothing() {
     assert!(!ok && out.contains("is not a plugin project"), "{out}");
     let (ok, out) = run(&["build", "missing"]);
     assert!(!ok && out.contains("is not a plugin project"), "{out}");
-    std::fs::write(
-        work.path().join("empty/src/index.js"),
-        "export function onExpire( {\n",
-    )
-    .unwrap();
-    let (ok, out) = run(&["build", "empty"]);
-    assert!(!ok && out.contains("bundling"), "{out}");
-    assert!(
-        !work.path().join("empty/dist").exists(),
-        "a failed build wrote dist/"
-    );
+    // Project `dir` with `file` replaced by `source`, which does not
+    // compile: the build fails and writes no dist/; its output.
+    let build_broken = |dir: &str, file: &str, source: &str| {
+        std::fs::write(work.path().join(dir).join(file), source).unwrap();
+        let (ok, out) = run(&["build", dir]);
+        assert!(!ok, "{dir}: a project that does not compile built: {out}");
+        assert!(
+            !work.path().join(dir).join("dist").exists(),
+            "{dir}: a failed build wrote dist/"
+        );
+        out
+    };
+    let out = build_broken("empty", "src/index.js", "export function onExpire( {\n");
+    assert!(out.contains("bundling"), "{out}");
     let (ok, out) = run(&["new", "go", "broken"]);
     assert!(ok, "{out}");
-    std::fs::write(
-        work.path().join("broken/main.go"),
+    let out = build_broken(
+        "broken",
+        "main.go",
         "package export_wit_world\n\nfunc OnExpire(\n",
-    )
-    .unwrap();
-    let (ok, out) = run(&["build", "broken"]);
-    assert!(!ok && out.contains("compiling broken"), "{out}");
+    );
+    assert!(out.contains("compiling broken"), "{out}");
     assert!(
         out.contains("main.go"),
         "Go's message names the file: {out}"
-    );
-    assert!(
-        !work.path().join("broken/dist").exists(),
-        "a failed build wrote dist/"
     );
 }
 
