@@ -137,7 +137,7 @@ impl HostContext {
         &self.deliveries
     }
 
-    /// The firings this host is running now, by member.
+    /// The firings this host is running now, by lease.
     pub fn in_flight(&self) -> &InFlight {
         &self.in_flight
     }
@@ -239,7 +239,11 @@ impl Host {
                     manifest.admin.token_file.as_deref(),
                     manifest.base_dir(),
                 )?;
-                Some(AdminServer::bind(addr, token).await?)
+                Some(
+                    AdminServer::bind(addr, token)
+                        .await?
+                        .with_host_names(manifest.admin.host_names.clone()),
+                )
             }
         };
         // Per-dispatch metrics and the recent dispatches are kept only for

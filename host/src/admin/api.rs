@@ -80,6 +80,17 @@ fn given(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
+/// A tenant parameter: not given, or a name the tenant rule allows
+/// (`400` otherwise, naming the rule).
+fn tenant(v: Option<String>) -> Result<Option<String>, ApiError> {
+    let t = given(v);
+    if let Some(t) = &t {
+        crate::keys::validate_tenant(t)
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    }
+    Ok(t)
+}
+
 /// `GET /api/overview`: the shared delivery state and the fleet's last
 /// minute (every host), and this host's dispatches over the last minute
 /// and hour, in total, per plugin and per tenant.
@@ -154,7 +165,7 @@ pub(super) async fn triggers(
         .transpose()
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
     let filter = TriggerFilter {
-        tenant: given(q.tenant),
+        tenant: tenant(q.tenant)?,
         action: given(q.action),
         id_prefix: given(q.id_prefix),
     };
@@ -247,7 +258,7 @@ pub(super) struct DeadQuery {
 pub(super) async fn dead(State(admin): State<Arc<Admin>>, Query(q): Query<DeadQuery>) -> ApiResult {
     let filter = DeadFilter {
         key: given(q.key),
-        tenant: given(q.tenant),
+        tenant: tenant(q.tenant)?,
         action: given(q.action),
     };
     let list = delivery(&admin)?.dead_letters().await?;
@@ -272,13 +283,14 @@ pub(super) struct DeadSelect {
     action: Option<String>,
 }
 
-impl From<DeadSelect> for DeadFilter {
-    fn from(s: DeadSelect) -> Self {
-        DeadFilter {
+impl TryFrom<DeadSelect> for DeadFilter {
+    type Error = ApiError;
+    fn try_from(s: DeadSelect) -> Result<Self, ApiError> {
+        Ok(DeadFilter {
             key: given(s.key),
-            tenant: given(s.tenant),
+            tenant: tenant(s.tenant)?,
             action: given(s.action),
-        }
+        })
     }
 }
 
@@ -288,7 +300,7 @@ pub(super) async fn dead_retry(
     State(admin): State<Arc<Admin>>,
     Json(s): Json<DeadSelect>,
 ) -> ApiResult {
-    let filter = DeadFilter::from(s);
+    let filter = DeadFilter::try_from(s)?;
     let n = delivery(&admin)?.retry_dead(&filter).await?;
     tracing::info!(
         event = "admin_dead_retried",
@@ -305,7 +317,7 @@ pub(super) async fn dead_purge(
     State(admin): State<Arc<Admin>>,
     Json(s): Json<DeadSelect>,
 ) -> ApiResult {
-    let filter = DeadFilter::from(s);
+    let filter = DeadFilter::try_from(s)?;
     let n = delivery(&admin)?.purge_dead(&filter).await?;
     tracing::info!(
         event = "admin_dead_purged",

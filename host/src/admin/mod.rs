@@ -10,7 +10,10 @@
 //! start without one. With a token set, every endpoint but the two probes
 //! and the page's static files needs `Authorization: Bearer <token>`.
 //! Changes are POSTs with a JSON body; every answer carries `nosniff`,
-//! `X-Frame-Options: DENY` and no referrer, the page a strict CSP.
+//! `X-Frame-Options: DENY` and no referrer, the page a strict CSP. Without
+//! a token, only requests to a loopback name (or one of `[admin]
+//! host_names`) are answered, against DNS rebinding (`host_check.rs`);
+//! connections are capped and idle ones closed (`conns.rs`).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -34,6 +37,8 @@ use tokio_util::sync::CancellationToken;
 use crate::lifecycle::HostContext;
 
 mod api;
+mod conns;
+mod host_check;
 mod page;
 
 /// Where the admin server listens when nothing says otherwise.
@@ -100,6 +105,13 @@ pub struct AdminConfig {
     /// tenant, plugin and outcome: leave it off with many tenants).
     #[serde(default)]
     pub metrics_tenant_label: bool,
+    /// Names, besides `localhost`, `127.0.0.1` and `[::1]`, that requests
+    /// may give as their `Host` while no token is set (a name the operator
+    /// reaches this host by through a tunnel, say). Anything else is
+    /// refused, so that a web page cannot reach the API through DNS
+    /// rebinding.
+    #[serde(default)]
+    pub host_names: Vec<String>,
 }
 
 /// The bearer token that guards the admin server.
@@ -158,6 +170,7 @@ impl Token {
 pub struct AdminServer {
     listener: TcpListener,
     token: Option<Token>,
+    host_names: Vec<String>,
 }
 
 impl AdminServer {
@@ -178,13 +191,24 @@ impl AdminServer {
                  --admin-listen or [admin] listen, port 0 for a free one, or \"off\")"
             )
         })?;
-        Ok(AdminServer { listener, token })
+        Ok(AdminServer {
+            listener,
+            token,
+            host_names: Vec::new(),
+        })
     }
 
     /// The bound address (the real port when 0 was asked).
     ///
     /// # Errors
     /// The socket's address cannot be read.
+    /// Adds `[admin] host_names` to the names answered without a token.
+    pub fn with_host_names(mut self, names: Vec<String>) -> Self {
+        self.host_names = names;
+        self
+    }
+
+    /// The address it listens on.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
@@ -194,6 +218,14 @@ impl AdminServer {
     /// # Errors
     /// The server failing.
     pub async fn serve(self, ctx: HostContext, cancel: CancellationToken) -> anyhow::Result<()> {
+        let port = self
+            .local_addr()
+            .context("the admin server's address")?
+            .port();
+        let names = match self.token {
+            None => Some(Arc::new(host_check::HostNames::new(&self.host_names, port))),
+            Some(_) => None,
+        };
         let state = Arc::new(Admin {
             ctx,
             token: self.token,
@@ -213,18 +245,21 @@ impl AdminServer {
             .route("/api/plugins/reload", post(api::reload))
             .route_layer(middleware::from_fn(json_posts_only))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+        let mut pages = Router::new()
+            .merge(page::routes())
+            .merge(guarded)
+            .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such page") });
+        if let Some(names) = names {
+            pages = pages.layer(middleware::from_fn_with_state(names, host_check::check));
+        }
         let app = Router::new()
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
-            .merge(page::routes())
-            .merge(guarded)
-            .fallback(|| async { api::error(StatusCode::NOT_FOUND, "no such page") })
+            .merge(pages)
             .layer(middleware::from_fn(security_headers))
             .with_state(state);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await
-            .context("the admin server failed")
+        conns::serve(self.listener, app, cancel).await;
+        Ok(())
     }
 }
 

@@ -192,7 +192,7 @@ views.dispatches = {
     const rows = d.items.map(x => el("tr", { "data-id": x.id },
       el("td", {}, new Date(x.at_ms).toLocaleTimeString()), el("td", {}, x.tenant), el("td", {}, x.action),
       el("td", { class: "mono" }, x.id), el("td", {}, x.plugin), num(x.attempt), outcomeCell(x.outcome),
-      num((x.duration_us / 1000).toFixed(2)), num((x.late_us / 1000).toFixed(1)),
+      num((x.duration_us / 1000).toFixed(2)), x.late_us == null ? el("td", {}, "unknown") : num((x.late_us / 1000).toFixed(1)),
       el("td", { class: "err" }, x.error || "")));
     return table(["finished", "tenant", "action", "id", "plugin", "attempt#", "outcome",
       "ms#", "late ms#", "error"], rows, "No dispatch on this host yet.");
