@@ -12,6 +12,20 @@ use std::borrow::Cow;
 /// The marker between tenant and action in every trigger key.
 pub const TRIGGER_MARKER: &str = "EXPTRIGGER";
 
+/// Longest tenant name, in bytes.
+pub const MAX_TENANT_LEN: usize = 128;
+/// Longest action, in bytes (a key heard from Redis with a longer one is
+/// not run).
+pub const MAX_ACTION_LEN: usize = 256;
+/// Longest id, in bytes (as for the action). An id rides on every log line
+/// of its job, and in the admin API's pages.
+pub const MAX_ID_LEN: usize = 1024;
+
+/// Tenant names no tenant may take: the host's own key prefix (`symphony:`),
+/// and the words the repositories use across tenants (`pending_batches:`).
+/// A tenant so named would write the host's index, or every tenant's set.
+pub const RESERVED_TENANTS: [&str; 2] = ["symphony", "pending_batches"];
+
 /// A key that was rejected before it reached Redis.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -19,6 +33,26 @@ pub enum KeyError {
     /// The tenant is empty.
     #[error("tenant must not be empty")]
     EmptyTenant,
+    /// The tenant is a reserved word, starts with `__` (Redis's own
+    /// `__keyspace@`/`__keyevent@` channels), or holds `{` or `}` (a Redis
+    /// Cluster hash tag, which would pin its keys beside the host's).
+    #[error("tenant {tenant:?} is not allowed: {why} (docs/security.md, tenant names)")]
+    TenantReserved {
+        /// The rejected tenant.
+        tenant: String,
+        /// Which rule it breaks.
+        why: &'static str,
+    },
+    /// A part is longer than its cap.
+    #[error("{part} is {len} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// Which part.
+        part: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The cap.
+        max: usize,
+    },
     /// The tenant contains `:`, which would make the key unparseable.
     #[error(
         "tenant {tenant:?} contains ':', which trigger keys cannot carry (the tenant is never escaped)"
@@ -99,22 +133,65 @@ pub fn refuse_control(part: &'static str, value: &str) -> Result<(), KeyError> {
     }
 }
 
-/// Checks that a tenant can appear in a key.
+/// Refuses a part longer than `max` bytes.
 ///
 /// # Errors
-/// [`KeyError::EmptyTenant`], [`KeyError::TenantWithColon`] or
-/// [`KeyError::ControlCharacter`].
+/// [`KeyError::TooLong`].
+pub fn refuse_long(part: &'static str, value: &str, max: usize) -> Result<(), KeyError> {
+    match value.len() > max {
+        true => Err(KeyError::TooLong {
+            part,
+            len: value.len(),
+            max,
+        }),
+        false => Ok(()),
+    }
+}
+
+/// The one rule for tenant names, applied wherever a tenant enters: the
+/// manifest, keys heard from Redis, the CLI, the admin API and the library.
+/// A tenant is 1 to [`MAX_TENANT_LEN`] bytes without `:`, control
+/// characters, `{` or `}`, does not start with `__`, and is none of
+/// [`RESERVED_TENANTS`].
+///
+/// # Errors
+/// [`KeyError::EmptyTenant`], [`KeyError::TenantWithColon`],
+/// [`KeyError::ControlCharacter`], [`KeyError::TooLong`] or
+/// [`KeyError::TenantReserved`].
 pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
     if tenant.is_empty() {
         return Err(KeyError::EmptyTenant);
     }
+    refuse_long("tenant", tenant, MAX_TENANT_LEN)?;
     refuse_control("tenant", tenant)?;
     if tenant.contains(':') {
         return Err(KeyError::TenantWithColon {
             tenant: tenant.to_owned(),
         });
     }
-    Ok(())
+    let why = if RESERVED_TENANTS.contains(&tenant) {
+        "the name is reserved for keys the host or every tenant shares"
+    } else if tenant.starts_with("__") {
+        "names starting with \"__\" are Redis's own (its __keyspace@/__keyevent@ channels)"
+    } else if tenant.contains(['{', '}']) {
+        "'{' and '}' would make a Redis Cluster hash tag"
+    } else {
+        return Ok(());
+    };
+    Err(KeyError::TenantReserved {
+        tenant: tenant.to_owned(),
+        why,
+    })
+}
+
+/// A `clap` value parser for tenant arguments: the rule of
+/// [`validate_tenant`].
+///
+/// # Errors
+/// The rule's error, as text.
+pub fn parse_tenant(s: &str) -> Result<String, String> {
+    validate_tenant(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
 }
 
 /// How the key format treats one part (mirrors mimeiapify's `KeyFactory`).
@@ -318,6 +395,8 @@ pub fn trigger_key(tenant: &str, action: &str, id: &str) -> Result<String, KeyEr
     if action.is_empty() {
         return Err(KeyError::EmptyAction);
     }
+    refuse_long("action", action, MAX_ACTION_LEN)?;
+    refuse_long("id", id, MAX_ID_LEN)?;
     refuse_control("action", action)?;
     refuse_control("id", id)?;
     Ok(format!(
@@ -327,27 +406,53 @@ pub fn trigger_key(tenant: &str, action: &str, id: &str) -> Result<String, KeyEr
     ))
 }
 
-/// Parses a trigger key the way mimeiapify's `parse_trigger` does.
+/// Why a key heard from Redis is not run as a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NotTrigger {
+    /// Not `{tenant}:EXPTRIGGER:{action}:{id}`.
+    #[error("not of the form {{tenant}}:EXPTRIGGER:{{action}}:{{id}}")]
+    Shape,
+    /// It holds a NUL byte, which separates a key from its tag in the
+    /// delivery index.
+    #[error("it holds a NUL byte")]
+    Nul,
+    /// Its tenant breaks the tenant rule.
+    #[error("{0}")]
+    Tenant(KeyError),
+    /// Its action or id is longer than allowed.
+    #[error("{0}")]
+    TooLong(KeyError),
+}
+
+/// Parses a trigger key the way mimeiapify's `parse_trigger` does, and
+/// checks it against the rules a key must meet to be run: see
+/// [`NotTrigger`] for what is refused. Other control characters (than NUL)
+/// are accepted from other clients and escaped in logs.
 ///
-/// Returns `None` for keys that are not triggers, including keys whose tenant
-/// is empty or contains `:` (mimeiapify ignores those too, or cannot scope them),
-/// and keys holding a NUL byte: NUL separates a key from its tag in the
-/// delivery index, so such a key (which only another client can write) is
-/// reported as not a trigger rather than risk running it twice. Other
-/// control characters are accepted from other clients and escaped in logs.
-pub fn parse_trigger(key: &str) -> Option<TriggerKey<'_>> {
-    if key.contains('\0') {
-        return None;
-    }
+/// # Errors
+/// Why the key is not a trigger the host runs.
+pub fn check_trigger(key: &str) -> Result<TriggerKey<'_>, NotTrigger> {
     let mut parts = key.splitn(4, ':');
-    let tenant = parts.next()?;
-    let marker = parts.next()?;
-    let action = parts.next()?;
-    let id = parts.next()?;
-    if marker != TRIGGER_MARKER || tenant.is_empty() {
-        return None;
+    let (Some(tenant), Some(TRIGGER_MARKER), Some(action), Some(id)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(NotTrigger::Shape);
+    };
+    if key.contains('\0') {
+        return Err(NotTrigger::Nul);
     }
-    Some(TriggerKey { tenant, action, id })
+    validate_tenant(tenant).map_err(NotTrigger::Tenant)?;
+    refuse_long("action", action, MAX_ACTION_LEN).map_err(NotTrigger::TooLong)?;
+    refuse_long("id", id, MAX_ID_LEN).map_err(NotTrigger::TooLong)?;
+    Ok(TriggerKey { tenant, action, id })
+}
+
+/// [`check_trigger`], without the reason: `None` for a key that is not run,
+/// including keys whose tenant is empty or contains `:` (mimeiapify ignores
+/// those too, or cannot scope them), or breaks the tenant rule.
+pub fn parse_trigger(key: &str) -> Option<TriggerKey<'_>> {
+    check_trigger(key).ok()
 }
 
 #[cfg(test)]
@@ -460,9 +565,170 @@ mod tests {
     }
 
     #[test]
+    fn the_tenant_rule_refuses_the_hosts_words_and_redis_channels() {
+        for bad in [
+            "symphony",
+            "pending_batches",
+            "__keyevent@8__",
+            "__keyspace@0__",
+            "__x",
+            "a{b",
+            "tag}",
+            &"t".repeat(MAX_TENANT_LEN + 1),
+        ] {
+            let err = validate_tenant(bad).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    KeyError::TenantReserved { .. } | KeyError::TooLong { .. }
+                ),
+                "{bad:?}: {err}"
+            );
+            assert!(trigger_key(bad, "a", "1").is_err(), "{bad:?}");
+            assert!(channel_name(bad, "expired").is_err(), "{bad:?}");
+            let key = format!("{bad}:EXPTRIGGER:a:1");
+            assert!(
+                matches!(check_trigger(&key), Err(NotTrigger::Tenant(_))),
+                "{key:?}"
+            );
+        }
+        for good in [
+            "acme",
+            "Symphony",
+            "symphony2",
+            "_x",
+            "a_b",
+            "t".repeat(128).as_str(),
+        ] {
+            validate_tenant(good).unwrap();
+        }
+    }
+
+    #[test]
+    fn ids_and_actions_are_capped_where_keys_are_built_and_heard() {
+        let long_id = "i".repeat(MAX_ID_LEN + 1);
+        let long_action = "a".repeat(MAX_ACTION_LEN + 1);
+        assert!(matches!(
+            trigger_key("t", "a", &long_id),
+            Err(KeyError::TooLong { part: "id", .. })
+        ));
+        assert!(matches!(
+            trigger_key("t", &long_action, "1"),
+            Err(KeyError::TooLong { part: "action", .. })
+        ));
+        let key = format!("t:EXPTRIGGER:a:{long_id}");
+        assert!(matches!(check_trigger(&key), Err(NotTrigger::TooLong(_))));
+        let key = format!("t:EXPTRIGGER:{long_action}:1");
+        assert!(matches!(check_trigger(&key), Err(NotTrigger::TooLong(_))));
+        let at_cap = format!(
+            "t:EXPTRIGGER:{}:{}",
+            "a".repeat(MAX_ACTION_LEN),
+            "i".repeat(MAX_ID_LEN)
+        );
+        assert!(check_trigger(&at_cap).is_ok());
+    }
+
+    #[test]
     fn round_trips_built_keys() {
         let key = trigger_key("acme", "a:b", "c:d").unwrap();
         let k = parse_trigger(&key).unwrap();
         assert_eq!((k.tenant, k.action, k.id), ("acme", "a_b", "c_d"));
+    }
+}
+
+/// Properties of what tenants and clients control: any text as a tenant,
+/// action, id or whole key.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Text with the characters that matter here overrepresented.
+    fn text() -> impl Strategy<Value = String> {
+        let special = prop_oneof![
+            Just(':'),
+            Just('{'),
+            Just('}'),
+            Just('_'),
+            Just('\0'),
+            Just('*'),
+            Just('é'),
+            Just('\n'),
+            any::<char>(),
+            proptest::char::range('a', 'e'),
+        ];
+        proptest::collection::vec(special, 0..40).prop_map(|v| v.into_iter().collect())
+    }
+
+    fn tenant() -> impl Strategy<Value = String> {
+        prop_oneof![
+            text(),
+            Just("symphony".to_owned()),
+            Just("pending_batches".to_owned()),
+            Just("__keyevent@8__".to_owned()),
+            text().prop_map(|t| format!("__{t}")),
+            Just("t".repeat(MAX_TENANT_LEN)),
+            Just("t".repeat(MAX_TENANT_LEN + 1)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// A tenant the rule accepts can name no key the host or another
+        /// tenant owns, no Redis channel and no hash tag.
+        #[test]
+        fn accepted_tenants_reach_nothing_shared(t in tenant()) {
+            if validate_tenant(&t).is_ok() {
+                prop_assert!(!t.is_empty() && t.len() <= MAX_TENANT_LEN);
+                let forbidden = [':', '{', '}'];
+                prop_assert!(!t.contains(forbidden), "{:?}", t);
+                prop_assert!(!t.starts_with("__"));
+                prop_assert!(!RESERVED_TENANTS.contains(&t.as_str()));
+                prop_assert!(!t.chars().any(|c| c.is_ascii_control()));
+            }
+        }
+
+        /// A key built from any parts parses back to its tenant and the
+        /// escaped parts; a key refused when built is never run when heard.
+        #[test]
+        fn built_keys_round_trip_and_refusals_agree(t in tenant(), a in text(), i in text()) {
+            match trigger_key(&t, &a, &i) {
+                Ok(key) => {
+                    let k = check_trigger(&key).expect("a built key is a trigger");
+                    prop_assert_eq!(k.tenant, t.as_str());
+                    let (action, id) = (escape(&a), escape(&i));
+                    prop_assert_eq!(k.action, action.as_ref());
+                    prop_assert_eq!(k.id, id.as_ref());
+                }
+                Err(_) => {
+                    let raw = format!("{t}:{TRIGGER_MARKER}:{a}:{i}");
+                    if let Ok(k) = check_trigger(&raw) {
+                        // Only an empty action, or an id holding a control
+                        // character other than NUL, passes when heard.
+                        prop_assert!(
+                            validate_tenant(k.tenant).is_ok()
+                                && k.action.len() <= MAX_ACTION_LEN
+                                && k.id.len() <= MAX_ID_LEN
+                        );
+                    }
+                }
+            }
+        }
+
+        /// Any key heard: the parser never panics, and what it accepts
+        /// meets every rule.
+        #[test]
+        fn heard_keys_meet_the_rules(key in prop_oneof![
+            text(),
+            (tenant(), text(), text()).prop_map(|(t, a, i)| format!("{t}:EXPTRIGGER:{a}:{i}")),
+        ]) {
+            if let Ok(k) = check_trigger(&key) {
+                prop_assert!(validate_tenant(k.tenant).is_ok());
+                prop_assert!(k.action.len() <= MAX_ACTION_LEN && k.id.len() <= MAX_ID_LEN);
+                prop_assert!(!key.contains('\0'));
+                prop_assert_eq!(format!("{}:EXPTRIGGER:{}:{}", k.tenant, k.action, k.id), key);
+            }
+        }
     }
 }

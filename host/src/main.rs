@@ -121,7 +121,8 @@ enum Command {
     Invoke {
         /// The manifest (TOML).
         manifest: PathBuf,
-        /// Tenant.
+        /// Tenant (docs/security.md gives the rule for names).
+        #[arg(value_parser = symphony_host::keys::parse_tenant)]
         tenant: String,
         /// Action (routes to the plugin by prefix).
         action: String,
@@ -146,7 +147,7 @@ struct DeadFilterArgs {
     #[arg(long)]
     key: Option<String>,
     /// Only this tenant's.
-    #[arg(long)]
+    #[arg(long, value_parser = symphony_host::keys::parse_tenant)]
     tenant: Option<String>,
     /// Only this action's.
     #[arg(long)]
@@ -194,7 +195,8 @@ enum TriggerCommand {
     /// Set `{tenant}:EXPTRIGGER:{action}:{id}` to fire after --ttl
     /// (`:` in action and id is escaped to `_`, as the Python library does).
     Set {
-        /// Tenant.
+        /// Tenant (docs/security.md gives the rule for names).
+        #[arg(value_parser = symphony_host::keys::parse_tenant)]
         tenant: String,
         /// Action.
         action: String,
@@ -219,7 +221,8 @@ enum TriggerCommand {
     },
     /// Cancel a pending trigger.
     Cancel {
-        /// Tenant.
+        /// Tenant (docs/security.md gives the rule for names).
+        #[arg(value_parser = symphony_host::keys::parse_tenant)]
         tenant: String,
         /// Action.
         action: String,

@@ -257,8 +257,9 @@ pub struct DeliveryConfig {
     /// Must be at least 1 s longer than every plugin's timeout.
     #[serde(default = "default_lease")]
     pub lease: HumanDuration,
-    /// Most dead letters kept in `symphony:dead` (default 10000); past it the
-    /// oldest are trimmed, and the trimming is logged and counted.
+    /// Most dead letters kept per tenant, in `symphony:dead:{tenant}`
+    /// (default 10000); past it that tenant's oldest are trimmed, and the
+    /// trimming is logged and counted.
     #[serde(default = "default_max_dead_letters")]
     pub max_dead_letters: NonZeroUsize,
 }
@@ -793,5 +794,54 @@ tenants = ["*"]
         let u: RedisUrl = "redis+unix:///tmp/r.sock?db=3".parse().unwrap();
         assert_eq!(u.with_db(8).db(), 8);
         assert_eq!(u.with_db(8).server(), "/tmp/r.sock");
+    }
+}
+
+/// Any text as a manifest: an error or a manifest, never a panic; and a
+/// manifest that loads holds only tenants the tenant rule allows.
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn manifest_text() -> impl Strategy<Value = String> {
+        let tenant = prop_oneof![
+            Just("*".to_owned()),
+            Just("symphony".to_owned()),
+            Just("__keyevent@8__".to_owned()),
+            Just("a{b}".to_owned()),
+            "[a-z_:{}*]{0,12}",
+        ];
+        let timeout = prop_oneof![
+            Just("10s".to_owned()),
+            Just("18446744073709551615s".to_owned()),
+            Just("-1s".to_owned()),
+            "[0-9a-z ]{0,10}",
+        ];
+        (tenant, timeout, any::<u64>(), "[ -~]{0,30}").prop_map(|(t, timeout, n, junk)| {
+            format!(
+                "[tenants.\"{t}\"]\nmax_pending_triggers = {n}\n\
+                 [[plugin]]\nname = \"p\"\npath = \"p.wasm\"\nactions = [\"a_\"]\n\
+                 tenants = [\"{t}\"]\n[plugin.limits]\ntimeout = \"{timeout}\"\n{junk}\n"
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        #[test]
+        fn any_manifest_text_is_an_error_or_follows_the_rules(text in manifest_text()) {
+            if let Ok(m) = Manifest::parse(&text, Path::new("/m/manifest.toml")) {
+                for t in m.tenants.keys().filter(|t| t.as_str() != "*") {
+                    prop_assert!(crate::keys::validate_tenant(t).is_ok(), "{t:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(text in "\\PC{0,200}") {
+            let _ = Manifest::parse(&text, Path::new("/m/manifest.toml"));
+        }
     }
 }

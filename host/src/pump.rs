@@ -11,13 +11,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::delivery::{Delivery, Firing, INTERNAL_PREFIX};
-use crate::keys::parse_trigger;
+use crate::keys::check_trigger;
 use crate::listener::{EventKind, KeyEvent};
 use crate::stats::Stats;
 use crate::throttle::Throttle;
 
 /// Keyevents applied per batch.
 const PUMP_BATCH: usize = 1000;
+/// Most bytes of a key that is not run kept in its log line.
+const LOGGED_KEY: usize = 256;
 
 /// Applies the listener's keyevents until `cancel`: `expire` indexes a
 /// trigger another client armed, `del` drops a cancelled one, `expired`
@@ -126,23 +128,27 @@ impl Pump {
         kind: EventKind,
         key: Result<String, Vec<u8>>,
     ) -> Option<String> {
-        match key {
-            Ok(k) if k.starts_with(INTERNAL_PREFIX) => None,
-            Ok(k) if parse_trigger(&k).is_some() => Some(k),
-            other => {
-                if kind == EventKind::Expired {
-                    self.stats.not_trigger.fetch_add(1, Ordering::Relaxed);
-                    if let Some(suppressed) = self.not_trigger_log.allow() {
-                        let key = match other {
-                            Ok(k) => k,
-                            Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
-                        };
-                        info!(event = "not_trigger", %pool, %key, suppressed, "ignored an expired key that is not a trigger ({{tenant}}:EXPTRIGGER:{{action}}:{{id}})");
-                    }
-                }
-                None
+        let why = match &key {
+            Ok(k) if k.starts_with(INTERNAL_PREFIX) => return None,
+            Ok(k) => match check_trigger(k) {
+                Ok(_) => return key.ok(),
+                Err(why) => why.to_string(),
+            },
+            Err(_) => "not UTF-8".to_owned(),
+        };
+        if kind == EventKind::Expired {
+            self.stats.not_trigger.fetch_add(1, Ordering::Relaxed);
+            if let Some(suppressed) = self.not_trigger_log.allow() {
+                let key = match key {
+                    Ok(k) => k,
+                    Err(raw) => String::from_utf8_lossy(&raw).into_owned(),
+                };
+                // Cut: a heard key may be as long as Redis allows.
+                let key = crate::text::cap_at(key, LOGGED_KEY);
+                info!(event = "not_trigger", %pool, %key, reason = %why, suppressed, "ignored an expired key that is not a trigger this host runs");
             }
         }
+        None
     }
 
     /// Applies a run of one kind of event, trying again with backoff while
@@ -193,7 +199,7 @@ impl Pump {
                     if let Err(unsent) = self.firings.send(firing).await {
                         // Shutting down: give them back for another host.
                         let unsent = std::iter::once(unsent.0).chain(claimed);
-                        self.delivery.release_all(unsent.map(|f| f.member)).await;
+                        self.delivery.release_all(unsent.map(|f| f.lease)).await;
                         return None;
                     }
                 }

@@ -13,9 +13,15 @@ pub const TRUNCATED: &str = " [truncated]";
 
 /// `text` cut to [`MAX_TEXT`] bytes (on a character boundary) and marked
 /// with [`TRUNCATED`] when it was longer.
-pub fn cap(mut text: String) -> String {
-    if text.len() > MAX_TEXT {
-        let mut cut = MAX_TEXT;
+pub fn cap(text: String) -> String {
+    cap_at(text, MAX_TEXT)
+}
+
+/// `text` cut to `max` bytes (on a character boundary) and marked with
+/// [`TRUNCATED`] when it was longer.
+pub fn cap_at(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
