@@ -66,7 +66,7 @@ struct Queued {
     heard_at: Instant,
 }
 
-/// The firings this host is running, by member (given back on shutdown,
+/// The firings this host is running, by lease (given back on shutdown,
 /// shown by the admin API).
 pub type InFlight = Arc<std::sync::Mutex<HashMap<String, Running>>>;
 
@@ -150,7 +150,7 @@ impl Dispatcher {
         self.tracker.clone()
     }
 
-    /// The members of the firings running now.
+    /// The leases of the firings running now.
     pub fn in_flight(&self) -> InFlight {
         self.in_flight.clone()
     }
@@ -192,7 +192,7 @@ impl Dispatcher {
                 unstarted.into_iter().partition(|f| f.pool == *pool);
             unstarted = others;
             released += delivery
-                .release_all(of_pool.into_iter().map(|f| f.member))
+                .release_all(of_pool.into_iter().map(|f| f.lease))
                 .await;
         }
         if released > 0 {
@@ -236,7 +236,7 @@ impl Dispatcher {
     /// Finishes a firing that will not run (no plugin, tenant not served).
     fn finish_unrun(&self, firing: Firing) {
         if let Some(finisher) = self.finishers.get(&firing.pool) {
-            finisher.done(firing.member);
+            finisher.done(firing.lease);
         }
     }
 
@@ -393,7 +393,7 @@ impl Dispatcher {
         });
         if let Ok(mut set) = self.in_flight.lock() {
             set.insert(
-                firing.member.clone(),
+                firing.lease.clone(),
                 Running {
                     pool: firing.pool,
                     since_ms: crate::unix_ms(),
@@ -442,7 +442,7 @@ impl Dispatcher {
                 settle(delivery, finisher, &stats, &plugin, &job, &firing, &outcome).await;
             }
             if let Ok(mut set) = in_flight.lock() {
-                set.remove(&firing.member);
+                set.remove(&firing.lease);
             }
             let _ = done.send(Done {
                 tenant: job.tenant.clone(),
@@ -496,7 +496,7 @@ async fn settle(
 ) {
     let result = match outcome.detail() {
         None => {
-            finisher.done(firing.member.clone());
+            finisher.done(firing.lease.clone());
             Ok(())
         }
         Some(error) => {
@@ -517,14 +517,18 @@ async fn settle(
                     last_error: error,
                 };
                 // Logged once Redis holds it, so a reader of the log finds it there.
-                delivery.retry(firing, delay, &meta).await.map(|_| {
-                    warn!(
-                        event = "retry_scheduled",
-                        max_attempts,
-                        retry_in_ms = crate::millis(delay),
-                        "dispatch failed; retrying"
-                    );
-                })
+                delivery
+                    .retry(firing, delay, &meta)
+                    .await
+                    .map(|at| match at {
+                        Some(_) => warn!(
+                            event = "retry_scheduled",
+                            max_attempts,
+                            retry_in_ms = crate::millis(delay),
+                            "dispatch failed; retrying"
+                        ),
+                        None => lease_gone(),
+                    })
             } else {
                 let letter = DeadLetter {
                     tenant: job.tenant.clone(),
@@ -537,6 +541,9 @@ async fn settle(
                     failed_at_ms: crate::unix_ms(),
                 };
                 delivery.dead(firing, &letter).await.map(|trimmed| {
+                    let Some(trimmed) = trimmed else {
+                        return lease_gone();
+                    };
                     error!(
                         event = "dead_lettered",
                         "dispatch failed for the last time; moved to the dead-letter list"
@@ -546,7 +553,7 @@ async fn settle(
                         warn!(
                             event = "dead_letters_trimmed",
                             trimmed,
-                            "the dead-letter list is at [delivery] max_dead_letters; trimmed the oldest"
+                            "the tenant's dead-letter list is at [delivery] max_dead_letters; trimmed its oldest"
                         );
                     }
                 })
@@ -560,6 +567,15 @@ async fn settle(
             "cannot record the outcome in Redis; the lease will run this firing again"
         );
     }
+}
+
+/// A failed firing's lease ended before its outcome was written: the
+/// reaper put it back, and it runs again; no retry or dead letter is added.
+fn lease_gone() {
+    warn!(
+        event = "lease_lost",
+        "dispatch failed, but the lease ended first; the firing runs again, as it is"
+    );
 }
 
 /// The span of one job: every event of the job (its dispatch line, the
@@ -589,9 +605,7 @@ async fn run_job(
     heard_at: Instant,
 ) -> Outcome {
     let start = Instant::now();
-    // Due times are whole milliseconds (a key's TTL is); the start is read
-    // to the microsecond.
-    let late_us = crate::unix_us() - firing.due_ms.saturating_mul(1000);
+    let late_us = firing.late_us();
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
     let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -604,7 +618,7 @@ async fn run_job(
             plugin.name().as_str(),
             &outcome,
             duration_us as f64 / 1e6,
-            late_us as f64 / 1e6,
+            late_us.map(|l| l as f64 / 1e6),
             queued_us as f64 / 1e6,
         );
         stats.recent.record(crate::recent::Dispatch {
@@ -630,6 +644,7 @@ async fn run_job(
                 duration_us,
                 queued_us,
                 late_us,
+                late_unknown = late_us.is_none().then_some(true),
                 due_ms = firing.due_ms,
                 error = detail.as_deref(),
                 "dispatch"

@@ -195,7 +195,7 @@ impl Metrics {
         plugin: &str,
         outcome: &Outcome,
         duration_s: f64,
-        late_s: f64,
+        late_s: Option<f64>,
         queued_s: f64,
     ) {
         let by_plugin: Labels = vec![("plugin", plugin.to_owned())];
@@ -206,9 +206,12 @@ impl Metrics {
         }
         self.dispatches.get_or_create(&labels).inc();
         self.duration.get_or_create(&by_plugin).observe(duration_s);
-        self.lateness
-            .get_or_create(&by_plugin)
-            .observe(late_s.max(0.0));
+        // A firing whose due time is unknown is not counted as on time.
+        if let Some(late_s) = late_s {
+            self.lateness
+                .get_or_create(&by_plugin)
+                .observe(late_s.max(0.0));
+        }
         self.queue_wait.get_or_create(&by_plugin).observe(queued_s);
     }
 

@@ -42,8 +42,9 @@ pub struct Dispatch {
     pub error: Option<String>,
     /// How long the handler ran (µs).
     pub duration_us: u64,
-    /// Due time to start (µs; negative: started early).
-    pub late_us: i64,
+    /// Due time to start (µs; negative: started early); `None` when the
+    /// due time is unknown (claimed from an `expired` keyevent alone).
+    pub late_us: Option<i64>,
 }
 
 /// Counts and percentiles of one group over a window.
@@ -134,7 +135,9 @@ impl Agg {
     fn add(&mut self, d: &Dispatch) {
         self.count += 1;
         *self.outcomes.entry(d.outcome).or_default() += 1;
-        self.late.add(u64::try_from(d.late_us).unwrap_or(0));
+        if let Some(late_us) = d.late_us {
+            self.late.add(u64::try_from(late_us).unwrap_or(0));
+        }
         self.duration.add(d.duration_us);
     }
 
@@ -331,7 +334,7 @@ mod tests {
             outcome,
             error: (outcome != "ok").then(|| "x".repeat(5000)),
             duration_us: dur_us,
-            late_us,
+            late_us: Some(late_us),
         }
     }
 

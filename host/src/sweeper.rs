@@ -54,6 +54,13 @@ pub async fn sweep(
                     }
                 }
             }
+            // Claims whose reply was lost: their leases, held by no host,
+            // are given back now rather than at their end.
+            if let Err(e) = delivery.settle_doubts().await
+                && errors.allow().is_some()
+            {
+                warn!(event = "doubts_unsettled", error = %e, "cannot look for the leases of lost claims; retrying");
+            }
             last_reap = Some(Instant::now());
         }
         // Not raced against `cancel`: a claim Redis has made must come back
@@ -62,9 +69,7 @@ pub async fn sweep(
         let claimed = delivery.claim_due(BATCH, lease_ms, &skip).await;
         let (server_now, next, mut batch) = match claimed {
             Ok(c) if cancel.is_cancelled() => {
-                delivery
-                    .release_all(c.2.into_iter().map(|f| f.member))
-                    .await;
+                delivery.release_all(c.2.into_iter().map(|f| f.lease)).await;
                 return;
             }
             Ok(c) => c,
@@ -100,7 +105,7 @@ pub async fn sweep(
             if !sent {
                 // Shutting down: give back what this host claimed but did not start.
                 let unsent = std::iter::once(firing).chain(pending);
-                delivery.release_all(unsent.map(|f| f.member)).await;
+                delivery.release_all(unsent.map(|f| f.lease)).await;
                 return;
             }
         }

@@ -13,7 +13,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use super::{Delivery, LEASES, READY, due_key, split_member, tenant_of};
+use super::{Delivery, LEASES, READY, due_key, member_of, split_member, tenant_of};
 use crate::error::RepoError;
 use crate::keys::parse_trigger;
 
@@ -112,7 +112,8 @@ pub struct Claimed {
     pub retry: bool,
     /// When its lease ends unless renewed (server ms).
     pub lease_end_ms: i64,
-    /// Its index member (as a host lists it while running it).
+    /// Its lease: the index member and its claim token (as a host lists
+    /// it while running it).
     pub member: String,
 }
 
@@ -330,7 +331,7 @@ impl Delivery {
         let items = leases
             .into_iter()
             .map(|(member, end)| {
-                let (key, tenant, action, id, retry) = describe(&member);
+                let (key, tenant, action, id, retry) = describe(member_of(&member));
                 Claimed {
                     key,
                     tenant,

@@ -1,7 +1,10 @@
-//! Dead letters: firings given up after their last attempt, kept in
-//! `symphony:dead` (JSON, newest first, at most `max_dead_letters`; on a
-//! Redis Cluster one list per slot, each capped, found through the hint
-//! buckets), and their administration (list, retry, purge).
+//! Dead letters: firings given up after their last attempt, kept per
+//! tenant in `symphony:dead:{tenant}` (JSON, newest first, at most
+//! `max_dead_letters` each, so one tenant's failures never trim another's
+//! letters; the set `symphony:deadtenants` names the tenants with a list;
+//! on a Redis Cluster the same per slot, found through the hint buckets),
+//! and their administration (list, retry, purge). The one shared list of
+//! earlier versions, `symphony:dead`, is still read, retried and purged.
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -69,16 +72,21 @@ impl DeadFilter {
 }
 
 impl Delivery {
-    /// Gives up on a firing: it goes to the dead-letter list, which keeps
-    /// the newest `max_dead_letters`. Returns how many old letters were
-    /// trimmed to make room.
+    /// Gives up on a firing: it goes to its tenant's dead-letter list,
+    /// which keeps the tenant's newest `max_dead_letters`. Returns how many old letters were
+    /// trimmed to make room, or `None` when the firing's lease was no longer
+    /// held (the reaper put it back: it runs again, and is not a dead letter).
     ///
     /// # Errors
     /// Redis failing, or a letter that cannot be encoded.
-    pub async fn dead(&self, firing: &Firing, letter: &DeadLetter) -> Result<u64, RepoError> {
+    pub async fn dead(
+        &self,
+        firing: &Firing,
+        letter: &DeadLetter,
+    ) -> Result<Option<u64>, RepoError> {
         let json = serde_json::to_string(letter)
             .map_err(|e| RepoError::InvalidInput(format!("cannot encode the dead letter: {e}")))?;
-        self.finish(&firing.member, &json).await
+        self.finish(&firing.lease, &json).await
     }
 
     /// Every dead letter, newest first, and the entries that are not one.

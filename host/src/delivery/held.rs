@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Firing, tenant_of};
 
-/// The firings this host has claimed and not yet finished, per member: the
-/// claim that took it and whether its lease was lost.
+/// The firings this host has claimed and not yet finished, per lease (a
+/// member and its claim token, see `lease.rs`): whether the lease was lost.
+/// Two claims of one member (a key armed again while its firing runs) are
+/// two entries.
 ///
 /// A claimed firing may wait in this host's queues for longer than the
 /// lease (a backlog), and a job may run longer than the lease. So the host
@@ -18,13 +19,12 @@ use super::{Firing, tenant_of};
 #[derive(Debug, Default)]
 pub struct Held {
     state: Mutex<HeldState>,
-    next_claim: AtomicU64,
 }
 
 #[derive(Debug, Default)]
 struct HeldState {
-    /// Member → (claim number, lease lost).
-    members: HashMap<String, (u64, bool)>,
+    /// Lease → lost.
+    members: HashMap<String, bool>,
     /// Tenant → members held.
     tenants: HashMap<String, usize>,
 }
@@ -51,29 +51,23 @@ impl Held {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records a claimed member; returns its claim number.
-    pub(super) fn hold(&self, member: &str) -> u64 {
-        let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
+    /// Records a claimed firing by its lease.
+    pub(super) fn hold(&self, lease: &str) {
         let mut state = self.lock();
-        if state
-            .members
-            .insert(member.to_owned(), (claim, false))
-            .is_none()
-        {
+        if state.members.insert(lease.to_owned(), false).is_none() {
             *state
                 .tenants
-                .entry(tenant_of(member).to_owned())
+                .entry(tenant_of(lease).to_owned())
                 .or_default() += 1;
         }
-        claim
     }
 
-    /// The member is finished, retried, dead or given back.
-    pub fn forget(&self, member: &str) {
-        self.lock().remove(member);
+    /// The firing of `lease` is finished, retried, dead or given back.
+    pub fn forget(&self, lease: &str) {
+        self.lock().remove(lease);
     }
 
-    /// Every member held, for renewal.
+    /// Every lease held, for renewal.
     pub(super) fn members(&self) -> Vec<String> {
         self.lock().members.keys().cloned().collect()
     }
@@ -88,30 +82,30 @@ impl Held {
             .collect()
     }
 
-    /// Marks members whose lease was lost; returns how many were still held.
-    pub(super) fn lose(&self, members: &[String]) -> usize {
+    /// Marks leases that were lost; returns how many were still held.
+    pub(super) fn lose(&self, leases: &[String]) -> usize {
         let mut state = self.lock();
         let mut n = 0;
-        for m in members {
-            if let Some(entry) = state.members.get_mut(m) {
-                entry.1 = true;
+        for l in leases {
+            if let Some(lost) = state.members.get_mut(l) {
+                *lost = true;
                 n += 1;
             }
         }
         n
     }
 
-    /// Whether `firing` may start: this host still holds it under the same
-    /// claim and its lease was not lost. A lost one is forgotten.
+    /// Whether `firing` may start: this host still holds its lease and
+    /// the lease was not lost. A lost one is forgotten.
     pub fn may_start(&self, firing: &Firing) -> bool {
         let mut state = self.lock();
-        match state.members.get(&firing.member) {
-            Some((claim, false)) if *claim == firing.claim => true,
-            Some((claim, true)) if *claim == firing.claim => {
-                state.remove(&firing.member);
+        match state.members.get(&firing.lease) {
+            Some(false) => true,
+            Some(true) => {
+                state.remove(&firing.lease);
                 false
             }
-            _ => false,
+            None => false,
         }
     }
 

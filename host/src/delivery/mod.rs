@@ -57,6 +57,7 @@ mod browse;
 mod dead;
 mod finisher;
 mod held;
+mod lease;
 mod scripts;
 mod sharded;
 mod space;
@@ -73,6 +74,7 @@ pub use self::browse::{
 pub use self::dead::{DeadFilter, DeadLetter, DeadList};
 pub use self::finisher::Finisher;
 pub use self::held::Held;
+pub use self::lease::member_of;
 use self::scripts::{SCRIPTS, Scripts};
 pub use self::space::{BUCKETS, Bucket, Space};
 use crate::backend::{Node, RedisConn, ScanCursor, slot_of};
@@ -92,7 +94,8 @@ pub const LEGACY_DUE: &str = "symphony:due";
 pub const LEASES: &str = "symphony:leases";
 /// Attempt counts and errors of retried firings (member → JSON).
 pub const META: &str = "symphony:meta";
-/// Dead letters (JSON, newest first).
+/// Dead letters of earlier versions (JSON, newest first); each tenant's
+/// are now in `symphony:dead:{tenant}` ([`Space::dead_of`]).
 pub const DEAD: &str = "symphony:dead";
 /// Prefix of the marks that make the `expired` fallback run a firing once.
 pub const FIRED_PREFIX: &str = "symphony:fired:";
@@ -171,14 +174,27 @@ pub struct Firing {
     pub pool: PoolAlias,
     /// The index member (the key, or the key and a tag for retries).
     pub member: String,
+    /// The lease this claim holds: the member and a claim token unique to
+    /// the claim (see `lease.rs`). Finishing, retrying or giving back a
+    /// firing names its lease, never only its member or key.
+    pub lease: String,
     /// The trigger key.
     pub key: String,
-    /// When it is due (Redis server time, ms).
+    /// When it is due (Redis server time, ms); -1 when unknown (a key no
+    /// index held, claimed from its `expired` keyevent).
     pub due_ms: i64,
     /// Attempts made before this one, and when the first was due.
     pub meta: Meta,
-    /// Which claim of this host took it (see [`Held`]).
-    pub claim: u64,
+}
+
+impl Firing {
+    /// How late it starts if it starts now, in µs; `None` when its due
+    /// time is unknown.
+    pub fn late_us(&self) -> Option<i64> {
+        // Due times are whole milliseconds (a key's TTL is); now is read
+        // to the microsecond.
+        (self.due_ms >= 0).then(|| crate::unix_us() - self.due_ms.saturating_mul(1000))
+    }
 }
 
 /// The delivery state in one Redis DB (the expiry pool's).
@@ -195,6 +211,8 @@ pub struct Delivery {
     sharded: Option<Arc<sharded::State>>,
     /// Replicas that must acknowledge an arming (0: none).
     wait_replicas: u32,
+    /// Claim calls whose reply was lost (see `lease.rs`).
+    doubts: Arc<lease::Doubts>,
 }
 
 /// Dead letters kept by default (`[delivery] max_dead_letters`).
@@ -267,6 +285,7 @@ impl Delivery {
             max_pending: 0,
             sharded: conn.is_cluster().then(Arc::default),
             wait_replicas: 0,
+            doubts: Arc::default(),
             conn,
         }
     }
@@ -405,10 +424,10 @@ impl Delivery {
         head.zrange(READY, 0, -1)
             .zcard(LEGACY_DUE)
             .zcard(LEASES)
-            .llen(DEAD)
             .hlen(META);
-        let (tenants, legacy, leases, dead_letters, retries): (Vec<String>, u64, u64, u64, u64) =
+        let (tenants, legacy, leases, retries): (Vec<String>, u64, u64, u64) =
             self.conn.pipe(&head).await?;
+        let dead_letters = self.dead_count().await?;
         let mut pending = legacy;
         for chunk in tenants.chunks(KEYS_PER_CALL) {
             let mut pipe = redis::pipe();
@@ -603,19 +622,33 @@ impl Delivery {
         self.index_walk(ScanCursor::node(node.clone())).await
     }
 
-    /// Indexes the trigger keys a SCAN walk from `start` finds.
+    /// Indexes the trigger keys a SCAN walk from `start` finds. A key that
+    /// is not one (not UTF-8, or breaking the name rules) is skipped and
+    /// counted, never the end of the walk.
     async fn index_walk(&self, start: ScanCursor) -> Result<u64, RepoError> {
         let pattern = format!("*:{TRIGGER_MARKER}:*");
         let mut cursor = Some(start);
-        let mut indexed = 0;
+        let (mut indexed, mut skipped) = (0, 0);
         while let Some(at) = cursor {
-            let (next, keys) = self.conn.scan_page(&pattern, at, KEYS_PER_CALL).await?;
-            let keys: Vec<String> = keys
+            let (next, keys, not_utf8) = self
+                .conn
+                .scan_page_counted(&pattern, at, KEYS_PER_CALL)
+                .await?;
+            skipped += not_utf8;
+            let (keys, others): (Vec<String>, Vec<String>) = keys
                 .into_iter()
-                .filter(|k| !k.starts_with(INTERNAL_PREFIX) && parse_trigger(k).is_some())
-                .collect();
+                .filter(|k| !k.starts_with(INTERNAL_PREFIX))
+                .partition(|k| parse_trigger(k).is_some());
+            skipped += others.len();
             indexed += self.index(&keys).await?;
             cursor = next;
+        }
+        if skipped > 0 {
+            warn!(
+                event = "keys_skipped", pool = %self.pool, skipped,
+                "the scan for trigger keys skipped keys that are not triggers this host runs \
+                 (not UTF-8, or breaking the tenant, action or id rules)"
+            );
         }
         Ok(indexed)
     }
@@ -637,6 +670,7 @@ impl Delivery {
             return self.claim_sharded(limit, lease_ms, skip).await;
         }
         let space = Space::standalone();
+        let token = lease::next_token();
         let mut call = self.scripts.claim.key(space.ready());
         call.key(space.leases())
             .key(space.meta())
@@ -645,33 +679,46 @@ impl Delivery {
             .arg(limit)
             .arg(space.fired())
             .arg(FIRED_TTL_MS)
+            .arg(&token)
             .arg(skip);
-        let out: Vec<redis::Value> = self.conn.invoke_once(&call).await?;
+        let out: Vec<redis::Value> = match self.conn.invoke_once(&call).await {
+            Ok(out) => out,
+            Err(e) => {
+                // It may have run unanswered: its leases are looked for.
+                self.doubts.add(token, vec![space]);
+                return Err(e.into());
+            }
+        };
         let now = reply_int(out.first());
         let next = Some(reply_int(out.get(1))).filter(|n| *n >= 0);
         let firings = self.firings(out.get(2..).unwrap_or_default(), now);
         Ok((now, next, firings))
     }
 
-    /// The firings a claim returned (member, due, meta, ...), now held.
+    /// The firings a claim returned (lease, due, meta, ...), now held.
     fn firings(&self, claimed: &[redis::Value], now: i64) -> Vec<Firing> {
         let text = reply_text;
         claimed
             .chunks(3)
             .map(|chunk| {
-                let member = text(chunk.first());
                 let due_ms = text(chunk.get(1)).parse::<f64>().map_or(now, |d| d as i64);
-                let meta = meta_of(&text(chunk.get(2)));
-                Firing {
-                    pool: self.pool,
-                    key: split_member(&member).to_owned(),
-                    claim: self.held.hold(&member),
-                    member,
-                    due_ms,
-                    meta,
-                }
+                self.firing(text(chunk.first()), due_ms, &text(chunk.get(2)))
             })
             .collect()
+    }
+
+    /// A firing claimed under `lease`, now held.
+    fn firing(&self, lease: String, due_ms: i64, meta: &str) -> Firing {
+        self.held.hold(&lease);
+        let member = member_of(&lease).to_owned();
+        Firing {
+            pool: self.pool,
+            key: split_member(&member).to_owned(),
+            member,
+            lease,
+            due_ms,
+            meta: meta_of(meta),
+        }
     }
 
     /// `expired` keyevents for `keys`: claims each firing no host has.
@@ -686,12 +733,14 @@ impl Delivery {
         let mut firings = Vec::new();
         let mut failed = None;
         for (space, chunk) in self.batches(keys, |k| k.as_str()) {
+            let token = lease::next_token();
             let mut call = self.scripts.claim_expired.key(space.ready());
             call.key(space.leases())
                 .key(space.meta())
                 .arg(lease_ms)
                 .arg(space.fired())
-                .arg(FIRED_TTL_MS);
+                .arg(FIRED_TTL_MS)
+                .arg(&token);
             for key in &chunk {
                 call.key(*key).key(space.due(tenant_of(key)));
             }
@@ -699,6 +748,7 @@ impl Delivery {
                 Ok(out) => out,
                 Err(e) => {
                     // It may have run unanswered: have its leases looked at.
+                    self.doubts.add(token, vec![space.clone()]);
                     self.hint_lease(&space, 0).await;
                     failed = Some(e.into());
                     continue;
@@ -706,17 +756,11 @@ impl Delivery {
             };
             let before = firings.len();
             for claimed in out.chunks_exact(3) {
-                let [member, due, meta] = claimed else {
+                let [lease, due, meta] = claimed else {
                     continue;
                 };
-                firings.push(Firing {
-                    pool: self.pool,
-                    key: split_member(member).to_owned(),
-                    claim: self.held.hold(member),
-                    member: member.clone(),
-                    due_ms: due.parse::<f64>().map_or(0, |d| d as i64),
-                    meta: meta_of(meta),
-                });
+                let due_ms = due.parse::<f64>().map_or(-1, |d| d as i64);
+                firings.push(self.firing(lease.clone(), due_ms, meta));
             }
             // An indexed key may have been made due now: its tenant's
             // hint says so; and the claimed ones hold leases here.
@@ -757,36 +801,38 @@ impl Delivery {
             .unwrap_or(0))
     }
 
-    /// Gives a claimed firing back, due at once (for another host).
+    /// Gives a claimed firing back by its lease, due at once (for another
+    /// host).
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn release(&self, member: &str) -> Result<(), RepoError> {
-        self.held.forget(member);
+    pub async fn release(&self, lease: &str) -> Result<(), RepoError> {
+        self.held.forget(lease);
+        let member = member_of(lease);
         let space = self.space_of(member);
         let mut call = self.scripts.release.key(space.leases());
         call.key(space.due(tenant_of(member)))
             .key(space.ready())
-            .arg(member);
+            .arg(lease);
         // Only a held lease is moved back: running it twice is running it once.
         let _: i64 = self.conn.invoke(&call).await?;
         self.hint_work(&space, [(tenant_of(member), 0)]).await;
         Ok(())
     }
 
-    /// Gives claimed firings back, due at once (at shutdown, or when they
-    /// cannot be handed over); returns how many went back. A failure is
-    /// logged, not returned: such a firing's lease ends, and the reaper puts
-    /// it back then.
-    pub async fn release_all<I>(&self, members: I) -> usize
+    /// Gives claimed firings back by their leases, due at once (at
+    /// shutdown, or when they cannot be handed over); returns how many went
+    /// back. A failure is logged, not returned: such a firing's lease ends,
+    /// and the reaper puts it back then.
+    pub async fn release_all<I>(&self, leases: I) -> usize
     where
         I: IntoIterator<Item = String>,
         I::IntoIter: Send,
     {
         let (mut released, mut failed) = (0, 0);
         let mut last_error = None;
-        for member in members {
-            match self.release(&member).await {
+        for lease in leases {
+            match self.release(&lease).await {
                 Ok(()) => released += 1,
                 Err(e) => {
                     failed += 1;
@@ -804,15 +850,16 @@ impl Delivery {
         released
     }
 
-    /// Many firings are done: one `ZREM` for the untagged members, the
-    /// finish script for each tagged one (retries, which have meta). Both
-    /// are idempotent, and retried once on a dropped connection.
+    /// Many firings are done, named by their leases: one `ZREM` for those
+    /// of untagged members, the finish script for each tagged one (retries,
+    /// which have meta). Both are idempotent, and retried once on a
+    /// dropped connection.
     ///
     /// # Errors
     /// Redis failing.
-    pub async fn done_many(&self, members: &[String]) -> Result<(), RepoError> {
+    pub async fn done_many(&self, leases: &[String]) -> Result<(), RepoError> {
         let (tagged, plain): (Vec<&String>, Vec<&String>) =
-            members.iter().partition(|m| m.contains(SEP));
+            leases.iter().partition(|l| member_of(l).contains(SEP));
         let mut pipe = redis::pipe();
         for (space, chunk) in self.batches(plain, |m| m.as_str()) {
             pipe.cmd("ZREM").arg(space.leases()).arg(chunk).ignore();
@@ -820,34 +867,46 @@ impl Delivery {
         if !pipe.is_empty() {
             let () = self.conn.pipe(&pipe).await?;
         }
-        for member in tagged {
-            self.finish(member, "").await?;
+        for lease in tagged {
+            self.finish(lease, "").await?;
         }
         Ok(())
     }
 
-    /// Ends a firing (dead-lettering it unless `dead` is empty); returns
-    /// how many old dead letters were trimmed. Without a letter it is
-    /// idempotent, and retried once on a dropped connection; a letter is
-    /// pushed at most once.
-    async fn finish(&self, member: &str, dead: &str) -> Result<u64, RepoError> {
-        self.held.forget(member);
-        let space = self.space_of(member);
+    /// Ends a firing by its lease (dead-lettering it unless `dead` is
+    /// empty); returns how many old dead letters were trimmed, or `None`
+    /// when the lease was no longer held. Nothing is
+    /// written when the lease is no longer held: the reaper put the firing
+    /// back, and it runs again. Without a letter it is idempotent, and
+    /// retried once on a dropped connection; a letter is pushed at most once.
+    async fn finish(&self, lease: &str, dead: &str) -> Result<Option<u64>, RepoError> {
+        self.held.forget(lease);
+        let space = self.space_of(member_of(lease));
+        let tenant = tenant_of(lease);
         let mut call = self.scripts.finish.key(space.leases());
         call.key(space.meta())
-            .key(space.dead())
-            .arg(member)
+            .key(space.dead_of(tenant))
+            .key(space.dead_tenants())
+            .arg(lease)
             .arg(dead)
-            .arg(self.dead_cap);
+            .arg(self.dead_cap)
+            .arg(tenant);
         if dead.is_empty() {
-            return Ok(self.conn.invoke(&call).await?);
+            let trimmed: i64 = self.conn.invoke(&call).await?;
+            return Ok(u64::try_from(trimmed).ok());
         }
-        let trimmed = self.conn.invoke_once(&call).await?;
+        let trimmed: i64 = self.conn.invoke_once(&call).await?;
         self.hint_dead(&space).await;
-        Ok(trimmed)
+        Ok(u64::try_from(trimmed).ok())
     }
 
-    /// Schedules another attempt after `delay`; returns its due time.
+    /// Schedules another attempt after `delay`; returns its due time, or
+    /// `None` when the firing's lease was no longer held (the reaper put it
+    /// back, and it runs again as it is).
+    ///
+    /// The retry's member carries the attempt and the claim token, so two
+    /// firings of one key (armed again while the first ran) that both fail
+    /// keep two retries, never one.
     ///
     /// # Errors
     /// Redis failing.
@@ -856,9 +915,13 @@ impl Delivery {
         firing: &Firing,
         delay: Duration,
         meta: &Meta,
-    ) -> Result<i64, RepoError> {
-        self.held.forget(&firing.member);
-        let member = format!("{}{SEP}r{}", firing.key, meta.attempts);
+    ) -> Result<Option<i64>, RepoError> {
+        self.held.forget(&firing.lease);
+        let token = firing
+            .lease
+            .rsplit_once(lease::TOKEN_SEP)
+            .map_or("", |(_, t)| t);
+        let member = format!("{}{SEP}r{}.{token}", firing.key, meta.attempts);
         let meta = serde_json::to_string(meta)
             .map_err(|e| RepoError::InvalidInput(format!("cannot encode retry meta: {e}")))?;
         let space = self.space_of(&member);
@@ -871,13 +934,16 @@ impl Delivery {
                     .key(space.due(tenant_of(&member)))
                     .key(space.meta())
                     .key(space.ready())
-                    .arg(&firing.member)
+                    .arg(&firing.lease)
                     .arg(&member)
                     .arg(crate::millis(delay))
                     .arg(meta),
             )
             .await?;
+        if at < 0 {
+            return Ok(None);
+        }
         self.hint_work(&space, [(tenant_of(&member), at)]).await;
-        Ok(at)
+        Ok(Some(at))
     }
 }

@@ -267,23 +267,45 @@ impl Delivery {
         }
     }
 
-    /// The dead-letter lists: the one of a standalone server, or each
-    /// slot's that has had letters.
+    /// The dead-letter lists: each tenant's, and the one list of earlier
+    /// versions, of a standalone server or of each slot that has had
+    /// letters.
     pub(super) async fn dead_lists(&self) -> Result<Vec<String>, RepoError> {
-        if self.sharded.is_none() {
-            return Ok(vec![Space::standalone().dead()]);
-        }
+        let spaces: Vec<Space> = match self.sharded {
+            None => vec![Space::standalone()],
+            Some(_) => {
+                let mut pipe = redis::pipe();
+                for bucket in Bucket::all() {
+                    pipe.smembers(bucket.dead_slots());
+                }
+                let slots: Vec<Vec<u16>> = self.conn.pipe(&pipe).await?;
+                let mut slots: Vec<u16> = slots.into_iter().flatten().collect();
+                slots.sort_unstable();
+                slots.into_iter().map(Space::of_slot).collect()
+            }
+        };
         let mut pipe = redis::pipe();
-        for bucket in Bucket::all() {
-            pipe.smembers(bucket.dead_slots());
+        for space in &spaces {
+            pipe.smembers(space.dead_tenants());
         }
-        let slots: Vec<Vec<u16>> = self.conn.pipe(&pipe).await?;
-        let mut slots: Vec<u16> = slots.into_iter().flatten().collect();
-        slots.sort_unstable();
-        Ok(slots
-            .into_iter()
-            .map(|s| Space::of_slot(s).dead())
-            .collect())
+        let tenants: Vec<Vec<String>> = self.conn.pipe(&pipe).await?;
+        let mut lists = Vec::new();
+        for (space, mut tenants) in spaces.iter().zip(tenants) {
+            tenants.sort_unstable();
+            lists.extend(tenants.iter().map(|t| space.dead_of(t)));
+            lists.push(space.dead());
+        }
+        Ok(lists)
+    }
+
+    /// How many dead letters the lists hold.
+    pub(super) async fn dead_count(&self) -> Result<u64, RepoError> {
+        let mut pipe = redis::pipe();
+        for list in self.dead_lists().await? {
+            pipe.llen(list);
+        }
+        let lens: Vec<u64> = self.conn.pipe(&pipe).await?;
+        Ok(lens.iter().sum())
     }
 
     /// Reads the hints of `kind` of every bucket due within `lead`, up to
@@ -388,6 +410,7 @@ impl Delivery {
         share: usize,
     ) -> redis::RedisResult<Vec<Value>> {
         let space = Space::of_slot(slot);
+        let token = super::lease::next_token();
         let mut call = self.scripts.claim_one.key(space.due(tenant));
         call.key(space.ready())
             .key(space.leases())
@@ -397,8 +420,14 @@ impl Delivery {
             .arg(lease_ms)
             .arg(share)
             .arg(space.fired())
-            .arg(FIRED_TTL_MS);
-        self.conn.invoke_once(&call).await
+            .arg(FIRED_TTL_MS)
+            .arg(&token);
+        let answer = self.conn.invoke_once(&call).await;
+        if answer.is_err() {
+            // It may have run unanswered: its leases are looked for.
+            self.doubts.add(token, vec![space]);
+        }
+        answer
     }
 
     /// `claim_many` for pairs that `node` serves, as the layout says: per
@@ -417,12 +446,25 @@ impl Delivery {
             .scripts
             .claim_many
             .key(Space::of_slot(first.slot).ready());
-        call.arg(LEAD_MS).arg(lease_ms).arg(share).arg(FIRED_TTL_MS);
+        let token = super::lease::next_token();
+        call.arg(LEAD_MS)
+            .arg(lease_ms)
+            .arg(share)
+            .arg(FIRED_TTL_MS)
+            .arg(&token);
         for pair in pairs {
             call.arg(Space::of_slot(pair.slot).ready())
                 .arg(&pair.tenant);
         }
-        let out: Vec<Value> = self.conn.invoke_once(&call).await?;
+        let out: Vec<Value> = match self.conn.invoke_once(&call).await {
+            Ok(out) => out,
+            Err(e) => {
+                // It may have run unanswered: its leases are looked for.
+                let spaces = pairs.iter().map(|p| Space::of_slot(p.slot)).collect();
+                self.doubts.add(token, spaces);
+                return Err(e);
+            }
+        };
         let now = out.first().cloned().unwrap_or(Value::Int(0));
         let mut rest = out.get(1..).unwrap_or_default().iter();
         let mut answers = Vec::with_capacity(pairs.len());
@@ -733,18 +775,13 @@ impl Delivery {
             let space = Space::of_slot(*slot);
             held.zcard(space.leases()).hlen(space.meta());
         }
-        let mut dead = redis::pipe();
-        for list in self.dead_lists().await? {
-            dead.llen(list);
-        }
         let pending: Vec<u64> = self.conn.pipe(&pending).await?;
         let held: Vec<u64> = self.conn.pipe(&held).await?;
-        let dead: Vec<u64> = self.conn.pipe(&dead).await?;
         Ok(Gauges {
             pending: pending.iter().sum(),
             leases: held.iter().step_by(2).sum(),
             retries: held.iter().skip(1).step_by(2).sum(),
-            dead_letters: dead.iter().sum(),
+            dead_letters: self.dead_count().await?,
         })
     }
 }

@@ -69,9 +69,21 @@ impl Space {
         format!("{}meta", self.prefix)
     }
 
-    /// Dead letters (JSON, newest first).
+    /// Dead letters of earlier versions, one list for every tenant (JSON,
+    /// newest first): still read, listed and retried, never written.
     pub fn dead(&self) -> String {
         format!("{}dead", self.prefix)
+    }
+
+    /// A tenant's dead letters (JSON, newest first), capped per tenant, so
+    /// one tenant's failures never trim another's letters.
+    pub fn dead_of(&self, tenant: &str) -> String {
+        format!("{}dead:{tenant}", self.prefix)
+    }
+
+    /// The tenants that have a dead-letter list in this space.
+    pub fn dead_tenants(&self) -> String {
+        format!("{}deadtenants", self.prefix)
     }
 
     /// Prefix of the `expired` fallback's run-once marks.
@@ -216,6 +228,8 @@ mod tests {
                 space.leases(),
                 space.meta(),
                 space.dead(),
+                space.dead_of("acme"),
+                space.dead_tenants(),
                 format!("{}k", space.fired()),
             ] {
                 assert_eq!(slot_of(&key), slot, "{key}");

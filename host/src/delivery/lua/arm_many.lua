@@ -6,7 +6,7 @@ local max = tonumber(ARGV[2])
 if max > 0 then
   local added = {}
   for i = 2, #KEYS, 2 do
-    if not redis.call('ZSCORE', KEYS[i + 1], KEYS[i]) then
+    if adds_entry(KEYS[i], KEYS[i + 1], now) then
       added[KEYS[i + 1]] = (added[KEYS[i + 1]] or 0) + 1
     end
   end

@@ -1,7 +1,8 @@
 -- Claim due entries, shared across the tenants that have some.
 -- KEYS: ready, leases, meta. ARGV: lead, lease_ms, limit, fired prefix,
--- fired ttl, then the tenants to skip (this host holds enough of theirs).
--- Returns {now, next due of a tenant not skipped or -1, member, due, meta, ...}.
+-- fired ttl, claim token, then the tenants to skip (this host holds enough
+-- of theirs).
+-- Returns {now, next due of a tenant not skipped or -1, lease, due, meta, ...}.
 --
 -- The tenants due are taken in order of their earliest entry, each with
 -- an equal share of what is left of `limit`; a second pass hands what the
@@ -12,12 +13,12 @@
 --
 -- Each tenant's share is claimed by the prelude's `claim_from`.
 local skip = {}
-for i = 6, #ARGV do skip[ARGV[i]] = true end
-local nskip = #ARGV - 5
+for i = 7, #ARGV do skip[ARGV[i]] = true end
+local nskip = #ARGV - 6
 local limit = tonumber(ARGV[3])
 local c = {
   ready = KEYS[1], meta = KEYS[3], lead = tonumber(ARGV[1]),
-  lease_end = now + tonumber(ARGV[2]), fired = ARGV[4], fired_ttl = ARGV[5],
+  lease_end = now + tonumber(ARGV[2]), fired = ARGV[4], fired_ttl = ARGV[5], token = ARGV[6],
   out = {now, -1}, leases = {},
 }
 local out = c.out

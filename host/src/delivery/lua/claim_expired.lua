@@ -3,8 +3,9 @@
 -- sweeper, which claims fairly across tenants; if its entry says later
 -- than now (its TTL was shortened unheard), it is made due now.
 -- KEYS: ready, leases, meta, then each key followed by its index.
--- ARGV: lease_ms, fired prefix, fired ttl. Returns {member, due, meta, ...}
--- for the firings claimed.
+-- ARGV: lease_ms, fired prefix, fired ttl, claim token. Returns {lease,
+-- due (-1: unknown), meta, ...} for the firings claimed (the lease: the key and a claim
+-- token, as the prelude's `claim_take` names it).
 local out = {}
 for i = 4, #KEYS, 2 do
   local k = KEYS[i]
@@ -15,9 +16,12 @@ for i = 4, #KEYS, 2 do
       ready(KEYS[1], tenant_of(k), now)
     end
   elseif redis.call('SET', ARGV[2] .. k, '1', 'NX', 'PX', ARGV[3]) then
-    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), k)
-    out[#out + 1] = k
-    out[#out + 1] = tostring(now)
+    local lease = k .. '\0@' .. ARGV[4] .. '.' .. (#out / 3) .. ':' .. now
+    redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), lease)
+    out[#out + 1] = lease
+    -- Its due time is unknown (it was never indexed): -1, not now, so its
+    -- lateness is reported as unknown rather than as none.
+    out[#out + 1] = '-1'
     out[#out + 1] = redis.call('HGET', KEYS[3], k) or ''
   end
 end

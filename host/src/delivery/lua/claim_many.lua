@@ -3,7 +3,8 @@
 -- that node serves). A script without a shebang may touch keys of other
 -- slots than its declared one, if this node serves them.
 -- KEYS: one key of the node (routing only). ARGV: lead, lease_ms, share,
--- fired ttl, then for each pair: its space's ready key, its tenant.
+-- fired ttl, claim token, then for each pair: its space's ready key, its
+-- tenant.
 -- First, before any write, each pair's slot is probed with a key that
 -- never exists: a slot this node does not serve whole (moved away,
 -- migrating or importing) answers with an error, and that pair is left
@@ -11,17 +12,17 @@
 -- stops half way, and the other pairs are claimed as `claim_one` would.
 -- Returns {now, then per pair: status (1 claimed, 0 left out), the
 -- tenant's next entry there or -1, the first lease end there or -1, the
--- count n of firings, then n times member, due, meta}.
+-- count n of firings, then n times lease, due, meta}.
 local lead = tonumber(ARGV[1])
 local lease_end = now + tonumber(ARGV[2])
 local share = tonumber(ARGV[3])
 local served = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   local probe = redis.pcall('EXISTS', string.sub(ARGV[i], 1, -6) .. 'probe')
   served[i] = type(probe) == 'number'
 end
 local out = {now}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if not served[i] then
     out[#out + 1] = 0
     out[#out + 1] = -1
@@ -32,6 +33,7 @@ for i = 5, #ARGV, 2 do
     local c = {
       ready = ARGV[i], meta = space .. 'meta', lead = lead,
       lease_end = lease_end, fired = space .. 'fired:', fired_ttl = ARGV[4],
+      token = ARGV[5] .. '.' .. i,
       out = {}, leases = {},
     }
     claim_from(c, ARGV[i + 1], share)

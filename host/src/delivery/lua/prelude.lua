@@ -27,6 +27,32 @@ local function tenant_of(m)
   if c then return string.sub(m, 1, c - 1) end
   return m
 end
+-- `member_of(l)`: the index member a lease `l` names, without its claim
+-- token (`{member}\0@{token}`). A lease of an earlier version has no token
+-- and is its member.
+local function member_of(l)
+  local at = string.find(l, '\0@', 1, true)
+  if at then return string.sub(l, 1, at - 1) end
+  return l
+end
+-- `requeue(l)`: the index member and due time under which the firing of
+-- lease `l` goes back in the index (its lease ended, or it is given back).
+-- A plain key goes back tagged `\0l{token}`: the key itself was taken out
+-- of the keyspace by the claim and may have been armed again since, and an
+-- untagged entry would then be taken for that new arming and the firing
+-- lost. A tagged member (a retry) goes back as it is. The due time is the
+-- firing's own, kept at the end of the token (`:{due}`); `now` for a lease
+-- of an earlier version.
+local function requeue(l)
+  local m = member_of(l)
+  local at = string.find(l, '\0@', 1, true)
+  if not at then return m, now end
+  local token = string.sub(l, at + 2)
+  local due = tonumber(string.match(token, ':(%-?%d+)$')) or now
+  if due < 0 then due = now end
+  if not string.find(m, '\0', 1, true) then m = m .. '\0l' .. token end
+  return m, due
+end
 local function index_in(ready_key, m)
   return string.sub(ready_key, 1, -6) .. 'due:' .. tenant_of(m)
 end
@@ -69,6 +95,15 @@ end
 local function ready(set, tenant, score)
   redis.call('ZADD', set, 'LT', score, tenant)
 end
+-- `adds_entry(key, due, now)`: whether arming `key` adds an entry to its
+-- index `due`: it has none, or its entry is past due (and `keep_due_firing`
+-- keeps that firing under a member of its own beside the new arming). The
+-- pending cap counts both, so re-arming past-due keys cannot grow an index
+-- past it.
+local function adds_entry(key, due, now)
+  local s = redis.call('ZSCORE', due, key)
+  return (not s) or tonumber(s) < now - 5
+end
 local function keep_due_firing(key, due, now)
   local s = redis.call('ZSCORE', due, key)
   if s and tonumber(s) < now - 5 then
@@ -81,20 +116,28 @@ end
 -- many it looked at: entries whose key is still alive (not cancelled) or
 -- already gone (it expired while no host ran). It takes the live keys out
 -- with `spend` (so Redis never emits `expired` for them), appends each firing to `c.out`
--- (member, due, meta) and its lease to `c.leases`, and sets the tenant's
--- ready score to its next entry. `c`: ready, meta, lead, lease_end, fired
--- (prefix of the fired marks), fired_ttl, out, leases.
+-- (lease, due, meta: the lease is the member and its claim token) and
+-- its lease to `c.leases`, and sets the tenant's ready score to its next
+-- entry. `c`: ready, meta, lead, lease_end, fired (prefix of the fired
+-- marks), fired_ttl, token (this claim's, unique), out, leases.
+--
+-- A live key without a TTL is dropped from the index and not run: it no
+-- longer expires (PERSIST, or set again without one).
 --
 -- A live key that is past its entry's due time by more than 5 ms was
 -- expired and armed again while no host claimed it: that firing is claimed
 -- under a member of its own and the key stays, indexed for its new arming.
 local function claim_take(c, m, key, score, gone)
+  -- The lease names the firing by a claim token of its own, so a newer
+  -- claim of the same member (a key armed again while this one runs) has
+  -- a lease of its own, which this firing's finish cannot remove.
+  local lease = m .. '\0@' .. c.token .. '.' .. (#c.leases / 2) .. ':' .. score
   c.leases[#c.leases + 1] = c.lease_end
-  c.leases[#c.leases + 1] = m
+  c.leases[#c.leases + 1] = lease
   -- Redis expired the key (its `expired` event may still come): mark it, so
   -- the fallback does not run it again. A key deleted here emits no event.
   if gone then redis.call('SET', c.fired .. key, '1', 'PX', c.fired_ttl) end
-  c.out[#c.out + 1] = m
+  c.out[#c.out + 1] = lease
   c.out[#c.out + 1] = score
   -- Only tagged members (retries) have meta.
   c.out[#c.out + 1] = (m ~= key and redis.call('HGET', c.meta, m)) or ''
@@ -111,9 +154,13 @@ local function claim_from(c, tenant, share)
       unindexed[#unindexed + 1] = m
       claim_take(c, m, string.sub(m, 1, sep - 1), score, false)
     else
-      -- When the key expires (-2: gone, -1: no TTL, due now).
+      -- When the key expires (-2: gone, -1: no TTL).
       local at = redis.call('PEXPIRETIME', m)
-      if at > now + c.lead then
+      if at == -1 then
+        -- Alive without a TTL (PERSIST, or a plain SET): it will never
+        -- expire, so it is not a trigger any more; unindexed, not run.
+        unindexed[#unindexed + 1] = m
+      elseif at > now + c.lead then
         redis.call('ZADD', idx, at, m)
         if tonumber(score) < now - 5 then
           claim_take(c, m .. '\0d' .. score, m, score, true)

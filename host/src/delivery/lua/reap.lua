@@ -1,4 +1,5 @@
--- Expired leases go back in their tenant's index, due now; and entries
+-- Expired leases go back in their tenant's index, at their firing's due
+-- time (the prelude's `requeue`); and entries
 -- left in the index of earlier versions move to their tenant's index.
 -- KEYS: leases, legacy index, ready.
 -- Returns {how many leases had ended, the first lease end left or -1,
@@ -7,8 +8,9 @@ local gone = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, 1
 local tenants = {}
 for _, m in ipairs(gone) do
   redis.call('ZREM', KEYS[1], m)
-  redis.call('ZADD', index_in(KEYS[3], m), now, m)
-  ready(KEYS[3], tenant_of(m), now)
+  local back, due = requeue(m)
+  redis.call('ZADD', index_in(KEYS[3], m), due, back)
+  ready(KEYS[3], tenant_of(m), due)
   tenants[tenant_of(m)] = true
 end
 local old = redis.call('ZRANGE', KEYS[2], 0, 999, 'WITHSCORES')
