@@ -325,6 +325,38 @@ impl RedisConn {
         cursor: ScanCursor,
         count: usize,
     ) -> RedisResult<(Option<ScanCursor>, Vec<String>)> {
+        let (next, keys, _) = self.scan_page_counted(pattern, cursor, count).await?;
+        Ok((next, keys))
+    }
+
+    /// [`scan_page`](Self::scan_page), and how many keys of the page were
+    /// skipped for not being UTF-8 (no key the host writes or runs is; one
+    /// such key must never end a walk).
+    ///
+    /// # Errors
+    /// Redis failing or unreachable.
+    pub async fn scan_page_counted(
+        &self,
+        pattern: &str,
+        cursor: ScanCursor,
+        count: usize,
+    ) -> RedisResult<(Option<ScanCursor>, Vec<String>, usize)> {
+        let (next, raw) = self.scan_page_raw(pattern, cursor, count).await?;
+        let total = raw.len();
+        let keys: Vec<String> = raw
+            .into_iter()
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect();
+        let skipped = total - keys.len();
+        Ok((next, keys, skipped))
+    }
+
+    async fn scan_page_raw(
+        &self,
+        pattern: &str,
+        cursor: ScanCursor,
+        count: usize,
+    ) -> RedisResult<(Option<ScanCursor>, Vec<Vec<u8>>)> {
         let scan = |at: u64| {
             redis::cmd("SCAN")
                 .arg(at)
@@ -335,7 +367,7 @@ impl RedisConn {
                 .clone()
         };
         if !self.is_cluster() {
-            let (next, keys): (u64, Vec<String>) = self.query(&scan(cursor.at)).await?;
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&scan(cursor.at)).await?;
             let next = (next != 0).then_some(ScanCursor { at: next, ..cursor });
             return Ok((next, keys));
         }
@@ -354,7 +386,7 @@ impl RedisConn {
         let Some(node) = walk.primaries.get(cursor.node) else {
             return self.end_of_walk(cursor, &walk).await;
         };
-        let (next, keys): (u64, Vec<String>) = self.query_node(node, &scan(cursor.at)).await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = self.query_node(node, &scan(cursor.at)).await?;
         if next != 0 {
             cursor.at = next;
         } else {
@@ -374,7 +406,7 @@ impl RedisConn {
         &self,
         cursor: ScanCursor,
         walk: &Topology,
-    ) -> RedisResult<(Option<ScanCursor>, Vec<String>)> {
+    ) -> RedisResult<(Option<ScanCursor>, Vec<Vec<u8>>)> {
         if cursor.pass + 1 >= SCAN_PASSES {
             return Ok((None, Vec::new()));
         }
@@ -420,6 +452,11 @@ impl ScanCursor {
         walk: None,
         pass: 0,
     };
+
+    /// Whether this is a walk's first page.
+    pub fn is_start(&self) -> bool {
+        self.walk.is_none() && self.at == 0 && self.pass == 0
+    }
 
     /// A walk of `node` alone (a cluster node; on a standalone server, the
     /// server): one pass, not walked again.

@@ -231,6 +231,9 @@ fn build_js(dir: &Path, work: &Path) -> anyhow::Result<(String, PathBuf)> {
     let name = package.name.as_str();
     // `@scope/name` -> `name`.
     let name = name.rsplit('/').next().unwrap_or(name).to_owned();
+    // It names the output file: the rule of `new`, so it stays in dist/.
+    super::scaffold::check_name(&name)
+        .with_context(|| format!("the name in {}", package_json.display()))?;
     let entry = dir.join(package.main.as_deref().unwrap_or("src/index.js"));
     anyhow::ensure!(
         entry.is_file(),
@@ -267,16 +270,23 @@ fn build_js(dir: &Path, work: &Path) -> anyhow::Result<(String, PathBuf)> {
     Ok((name, work.join("plugin.wasm")))
 }
 
-/// The `// symphony-host plugin: NAME` line of `go.mod`, else the
-/// directory's name.
-fn go_name(dir: &Path, go_mod: &str) -> String {
-    go_mod
+/// The `// symphony-host plugin: NAME` line of `go.mod` (checked by the
+/// rule of `new`: it names the output file, which must stay in `dist/`),
+/// else the directory's name.
+fn go_name(dir: &Path, go_mod: &str) -> anyhow::Result<String> {
+    let line = go_mod
         .lines()
         .find_map(|l| l.trim().strip_prefix("// symphony-host plugin:"))
         .map(|n| n.trim().to_owned())
-        .filter(|n| !n.is_empty())
-        .or_else(|| Some(dir.file_name()?.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "plugin".to_owned())
+        .filter(|n| !n.is_empty());
+    if let Some(name) = line {
+        super::scaffold::check_name(&name)
+            .context("the '// symphony-host plugin:' line of go.mod")?;
+        return Ok(name);
+    }
+    Ok(dir
+        .file_name()
+        .map_or_else(|| "plugin".to_owned(), |n| n.to_string_lossy().into_owned()))
 }
 
 /// Copies the `.go` files of `from` (not tests) into `to`, and its
@@ -311,7 +321,7 @@ fn build_go(dir: &Path, work: &Path) -> anyhow::Result<(String, PathBuf)> {
          wit-bindgen generates (see a project made by `symphony-host new go`)",
         dir.join("go.mod").display()
     );
-    let name = go_name(dir, &go_mod);
+    let name = go_name(dir, &go_mod)?;
     let tools = toolchain::go()?;
     let wit = wit_dir(dir, work)?;
     let module = work.join("module");
@@ -401,4 +411,24 @@ fn build_go(dir: &Path, work: &Path) -> anyhow::Result<(String, PathBuf)> {
         "wasm-tools's messages follow",
     )?;
     Ok((name, component))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_go_project_name_is_checked_by_the_rule_of_new() {
+        let dir = Path::new("/work/p/hello");
+        let named = |n: &str| format!("module x\n// symphony-host plugin: {n}\n");
+        assert_eq!(go_name(dir, &named("greeter")).unwrap(), "greeter");
+        for bad in ["../../x", "a/b", "..", "Upper", "-x", "x y"] {
+            let err = go_name(dir, &named(bad)).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("invalid plugin name"),
+                "{bad}: {err:#}"
+            );
+        }
+        assert_eq!(go_name(dir, "module x\n").unwrap(), "hello");
+    }
 }

@@ -132,6 +132,10 @@ pub async fn invoke(
         RuntimeConfig::fuel_needed(&manifest.plugins),
         pools.clone(),
     )?;
+    // The manifest's [tenants] quotas hold here as in `run`.
+    runtime.set_quotas(std::sync::Arc::new(crate::quota::Quotas::new(
+        &manifest.tenants,
+    )));
     let set = PluginSet::load(&runtime, &manifest, 0)?;
     let plugin = set.route(&request.action).cloned().with_context(|| {
         let prefixes: Vec<&str> = set

@@ -199,3 +199,53 @@ mod tests {
         assert_eq!(loads("2026-11-21T10:00:00"), json!("2026-11-21T10:00:00"));
     }
 }
+
+/// Values a plugin or another client controls: any finite float reads back
+/// as itself, and any JSON document stored and read back keeps its
+/// structure (the library's documented lossy cases aside).
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("[a-z\"\\\\é]{0,4}", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn floats_read_back_as_themselves(f in any::<f64>().prop_filter("finite", |f| f.is_finite())) {
+            let text = python_float(f);
+            prop_assert_eq!(text.parse::<f64>().ok(), Some(f), "{}", text);
+        }
+
+        #[test]
+        fn documents_keep_their_structure(v in json()) {
+            let stored = python_json(&v);
+            let back: Value = serde_json::from_str(&stored).expect("python_json writes JSON");
+            prop_assert_eq!(back, v, "{}", stored);
+        }
+
+        #[test]
+        fn loads_never_panics(raw in "\\PC{0,40}") {
+            let _ = dumps(&loads(&raw));
+        }
+    }
+}

@@ -497,6 +497,9 @@ pub(crate) async fn scan(conn: &RedisConn, pattern: &str) -> Result<Vec<String>,
     let mut bytes = 0usize;
     let mut cursor = Some(ScanCursor::START);
     while let Some(at) = cursor {
+        if !at.is_start() {
+            super::meter::page().await?;
+        }
         let (next, batch) = conn.scan_page(pattern, at, SCAN_COUNT).await?;
         for key in batch {
             if seen.insert(key.clone()) {
@@ -521,6 +524,9 @@ pub(crate) async fn delete_matching(conn: &RedisConn, pattern: &str) -> Result<u
     let mut deleted = 0u32;
     let mut cursor = Some(ScanCursor::START);
     while let Some(at) = cursor {
+        if !at.is_start() {
+            super::meter::page().await?;
+        }
         let (next, batch) = conn.scan_page(pattern, at, SCAN_COUNT).await?;
         let n = conn.del(&batch).await?;
         deleted = deleted.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));

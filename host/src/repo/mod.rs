@@ -9,6 +9,7 @@ pub mod capped;
 pub mod codec;
 mod generic;
 pub mod hash;
+pub mod meter;
 mod pubsub;
 mod trigger;
 

@@ -142,6 +142,9 @@ impl TriggerRepo {
         let mut cursor = Some(ScanCursor::START);
         // Page by page: the keys are never all held at once.
         while let Some(at) = cursor {
+            if !at.is_start() {
+                super::meter::page().await?;
+            }
             let (next, keys) = self.conn.scan_page(&pattern, at, SCAN_COUNT).await?;
             for key in keys {
                 if self.delivery.cancel(&key).await? {

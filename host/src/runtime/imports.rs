@@ -145,12 +145,21 @@ macro_rules! call {
             .control()
             .filter(|_| super::on_guest_thread())
             .cloned();
+        // SCAN pages after a call's first are charged as host calls.
+        let meter = crate::repo::meter::Meter::new(
+            $self.quotas.clone(),
+            tenant.clone(),
+            $self.calls_left(),
+        );
         // Replies are capped in Redis, before they reach the host.
-        let call = crate::repo::capped::with_cap(max, async move {
-            let ($p, $t) = (&pools, tenant.as_str());
-            let result: Result<_, RepoError> = $body;
-            result
-        });
+        let call = crate::repo::meter::with_meter(
+            meter.clone(),
+            crate::repo::capped::with_cap(max, async move {
+                let ($p, $t) = (&pools, tenant.as_str());
+                let result: Result<_, RepoError> = $body;
+                result
+            }),
+        );
         // On the control runtime, where the connections' I/O lives: where
         // the job runs until its first epoch tick, or spawned there from
         // the guest threads.
@@ -160,6 +169,7 @@ macro_rules! call {
             }),
             None => call.await,
         };
+        $self.charge_pages(meter.used())?;
         ret(max, result)
     }};
 }

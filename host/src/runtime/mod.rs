@@ -360,6 +360,25 @@ impl JobState {
         Ok(())
     }
 
+    /// Host calls left in this invocation's `max_host_calls`.
+    fn calls_left(&self) -> u64 {
+        self.policy
+            .limits
+            .max_host_calls
+            .get()
+            .saturating_sub(self.host_calls)
+    }
+
+    /// Charges `pages` SCAN pages of a call as host calls; traps past
+    /// `max_host_calls` (the call itself stopped at the budget).
+    fn charge_pages(&mut self, pages: u64) -> wasmtime::Result<()> {
+        if pages == 0 {
+            return Ok(());
+        }
+        self.host_calls = self.host_calls.saturating_add(pages.saturating_sub(1));
+        self.count_call()
+    }
+
     /// Admits a repository call: counts it, checks the grant and the input
     /// size. Gives the pools, the tenant and the output size limit.
     fn admit(
