@@ -355,12 +355,14 @@ fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli(clus
         cmd
     };
     let cli = |args: &[&str]| run_ok(&mut command(args));
-    // The letter's list: `symphony:dead`, or on a cluster its slot's.
+    // The letter's list: `symphony:dead:acme`, or on a cluster its slot's.
     let list = std::cell::RefCell::new(String::new());
     let out = &list;
     with_pools(&redis, |pools| async move {
         let delivery = symphony_host::delivery::Delivery::new(&pools).unwrap();
-        *out.borrow_mut() = delivery.space_of("acme:EXPTRIGGER:fail_always:x_1").dead();
+        *out.borrow_mut() = delivery
+            .space_of("acme:EXPTRIGGER:fail_always:x_1")
+            .dead_of("acme");
     });
     let list = list.into_inner();
     // An entry another client pushed is reported, not silently dropped, and

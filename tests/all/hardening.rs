@@ -277,7 +277,7 @@ fn error_text_and_the_dead_letter_list_are_capped() {
     );
     let longest = host.log().lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 64 * 1024, "a log line of {longest} bytes");
-    let letters = wait_dead_letters(&redis, 1);
+    let letters = wait_dead_letters(&redis, "evil", 1);
     assert!(
         letters[0].len() < 20 * 1024,
         "dead letter of {} bytes",
@@ -293,22 +293,25 @@ fn error_text_and_the_dead_letter_list_are_capped() {
     });
     host.wait_for("the trimming logged", WAIT, |e| {
         e["message"].as_str().is_some_and(|m| {
-            m.starts_with("the dead-letter list is at [delivery] max_dead_letters")
+            m.starts_with("the tenant's dead-letter list is at [delivery] max_dead_letters")
         })
     });
-    let letters = wait_dead_letters(&redis, 3);
+    let letters = wait_dead_letters(&redis, "t", 3);
     std::thread::sleep(Duration::from_millis(300));
-    let len: usize = db8.llen("symphony:dead").unwrap();
+    let len: usize = db8.llen("symphony:dead:t").unwrap();
     assert_eq!(len, 3, "{letters:?}");
     assert!(letters.iter().all(|l| l.contains("fail_x")), "{letters:?}");
 }
 
-/// Waits (bounded) until the dead-letter list holds at least `n` entries.
-fn wait_dead_letters(redis: &RedisServer, n: usize) -> Vec<String> {
+/// Waits (bounded) until `tenant`'s dead-letter list holds at least `n`
+/// entries.
+fn wait_dead_letters(redis: &RedisServer, tenant: &str, n: usize) -> Vec<String> {
     let mut db8 = redis.conn(8);
     let deadline = Instant::now() + WAIT;
     loop {
-        let letters: Vec<String> = db8.lrange("symphony:dead", 0, -1).unwrap();
+        let letters: Vec<String> = db8
+            .lrange(format!("symphony:dead:{tenant}"), 0, -1)
+            .unwrap();
         if letters.len() >= n {
             return letters;
         }

@@ -7,8 +7,10 @@
 mod support;
 
 mod admin;
+mod admin_hostile;
 mod author;
 mod browser;
+mod checker;
 mod cli;
 mod cluster;
 mod compat;
@@ -18,6 +20,7 @@ mod example;
 mod faults;
 mod hardening;
 mod polyglot;
+mod protocol;
 mod reload;
 mod repos;
 mod sandbox;

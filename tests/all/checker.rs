@@ -1,0 +1,349 @@
+//! A randomized checker for the delivery protocol: seeded, reproducible
+//! histories of arm, re-arm (before and while running), cancel, TTL
+//! changes by another client, `PERSIST`, `DEL` and host SIGKILLs, on a real
+//! redis-server and two hosts, checked against the guarantees of
+//! `docs/guarantees.md`:
+//!
+//! - every arming that must run (nothing changed it in time) ran, once;
+//! - none that must not run (cancelled, deleted, persisted or armed again
+//!   well before its due time) ran;
+//! - an arming whose fate an operation decided within [`WINDOW`] of its due
+//!   time may have run or not, and one due around a host's SIGKILL may run
+//!   once more (a host killed mid-handler reruns its job after the lease);
+//! - fast jobs started no later than [`LATE`] after their due time, or the
+//!   lease after a kill.
+//!
+//! A failing seed prints its history. CI runs a few fixed seeds
+//! (`checker::seed_*`); `SYMPHONY_CHECKER_SEEDS=a..b` runs more (see
+//! `docs/benchmarks.md`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::Value;
+
+use crate::support::*;
+
+/// How close to its due time an operation makes an arming's fate unknown.
+const WINDOW: i64 = 300;
+/// How late a fast job may start (CI shares 2 cores with the whole suite).
+const LATE: i64 = 3_000;
+/// The hosts' lease: a killed host's firings run again after it.
+const LEASE_MS: i64 = 3_000;
+/// Keys of fast jobs (`rec_c`) and of one-second jobs (`slow_c`, one at a
+/// time: a key armed again while its job runs waits for the slot).
+const FAST_KEYS: usize = 12;
+const SLOW_KEYS: usize = 2;
+
+/// What an arming must do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Run,
+    NotRun,
+    Maybe,
+}
+
+#[derive(Debug, Clone)]
+struct Arming {
+    due: i64,
+    fate: Fate,
+    /// A host was killed near its due time: one more run is allowed.
+    rerun_ok: bool,
+}
+
+/// The model: each key's armings in order.
+#[derive(Default)]
+struct Model {
+    armings: HashMap<String, Vec<Arming>>,
+    kills: Vec<i64>,
+    history: String,
+}
+
+impl Model {
+    /// An operation at `now` ends the key's last arming's pending life
+    /// (cancel, delete, persist, or a new arming of the key).
+    fn supersede(&mut self, key: &str, now: i64) {
+        if let Some(last) = self.armings.get_mut(key).and_then(|a| a.last_mut())
+            && last.fate == Fate::Run
+        {
+            let to_due = last.due - now;
+            last.fate = if to_due > WINDOW {
+                Fate::NotRun
+            } else if to_due < -WINDOW {
+                Fate::Run
+            } else {
+                Fate::Maybe
+            };
+        }
+    }
+
+    fn arm(&mut self, key: &str, now: i64, ttl: i64) {
+        self.supersede(key, now);
+        self.armings
+            .entry(key.to_owned())
+            .or_default()
+            .push(Arming {
+                due: now + ttl,
+                fate: Fate::Run,
+                rerun_ok: false,
+            });
+    }
+
+    /// Another client gave an existing key a TTL (`PEXPIRE`): a pending
+    /// arming is due then instead; otherwise (its firing is due or
+    /// running, or the key was persisted) the key is armed anew.
+    fn retime(&mut self, key: &str, now: i64, ttl: i64) {
+        if let Some(last) = self.armings.get_mut(key).and_then(|a| a.last_mut())
+            && last.fate == Fate::Run
+            && last.due - now > WINDOW
+        {
+            last.due = now + ttl;
+            return;
+        }
+        self.arm(key, now, ttl);
+    }
+
+    fn kill(&mut self, now: i64) {
+        self.kills.push(now);
+        for a in self.armings.values_mut().flatten() {
+            if a.due > now - 2 * LEASE_MS && a.due < now + WINDOW {
+                a.rerun_ok = true;
+            }
+        }
+    }
+}
+
+/// Runs one seeded history; panics with it when a guarantee breaks.
+fn check(seed: u64) {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let plugins = format!(
+        "{}{}",
+        plugin_entry_with(
+            "fast",
+            "recorder",
+            &["rec_"],
+            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]"
+        ),
+        plugin_entry_with(
+            "slow",
+            "recorder",
+            &["slow_"],
+            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]\n[plugin.limits]\nmax_instances = 1"
+        ),
+    );
+    let extra = format!("[delivery]\nlease = \"{}ms\"", LEASE_MS);
+    let mut hosts: Vec<Option<Host>> = (0..2)
+        .map(|_| Some(Host::start_with(&redis, &plugins, &extra)))
+        .collect();
+    let mut dead: Vec<Host> = Vec::new();
+    let keys: Vec<String> = (0..FAST_KEYS)
+        .map(|i| format!("chk:EXPTRIGGER:rec_c:{i}"))
+        .chain((0..SLOW_KEYS).map(|i| format!("chk:EXPTRIGGER:slow_c:{i}")))
+        .collect();
+    let mut model = Model::default();
+    let mut db8 = redis.conn(8);
+    let started = Instant::now();
+    let now = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        i64::try_from(since.map_or(0, |d| d.as_millis())).unwrap_or(0)
+    };
+    let t0 = now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let key = &keys[rng.usize(..keys.len())];
+        let ttl = rng.i64(50..1500);
+        let t = now();
+        let op = match rng.u32(..100) {
+            0..40 => {
+                arm(&redis, &[trigger_of(key, ttl)]);
+                model.arm(key, t, ttl);
+                "arm"
+            }
+            40..55 => {
+                set_expiring(&mut db8, key.as_bytes(), ttl as u64);
+                model.arm(key, t, ttl);
+                "set px"
+            }
+            55..65 => {
+                cancel(&redis, key);
+                model.supersede(key, t);
+                "cancel"
+            }
+            65..72 => {
+                let _: i64 = db8.del(key).unwrap();
+                model.supersede(key, t);
+                "del"
+            }
+            72..79 => {
+                let _: i64 = db8.persist(key).unwrap();
+                model.supersede(key, t);
+                "persist"
+            }
+            79..97 => {
+                let changed: i64 = db8.pexpire(key, ttl).unwrap();
+                if changed == 1 {
+                    model.retime(key, t, ttl);
+                }
+                "pexpire"
+            }
+            _ => {
+                let i = rng.usize(..hosts.len());
+                if let Some(host) = hosts[i].take() {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", &host.pid().to_string()])
+                        .status();
+                    model.kill(t);
+                    dead.push(host);
+                    hosts[i] = Some(Host::start_with(&redis, &plugins, &extra));
+                }
+                "kill and restart a host"
+            }
+        };
+        let _ = writeln!(
+            model.history,
+            "{:>6} ms  {op:<24} {key} ttl {ttl} (due {})",
+            t - t0,
+            t + ttl
+        );
+        std::thread::sleep(Duration::from_millis(rng.u64(10..120)));
+    }
+    let end = now();
+    // Every key's last arming is due by end + 1.5 s; wait for the runs.
+    let latest = model
+        .armings
+        .values()
+        .flatten()
+        .map(|a| a.due)
+        .max()
+        .unwrap_or(end);
+    let settle = Duration::from_millis(u64::try_from(latest - end).unwrap_or(0));
+    std::thread::sleep(settle + Duration::from_millis(500));
+    wait_settled(&redis, "chk", Duration::from_secs(60));
+    let all: Vec<&Host> = hosts.iter().flatten().chain(dead.iter()).collect();
+    verify(seed, &model, &all);
+}
+
+fn trigger_of(key: &str, ttl: i64) -> (String, String, String, u64) {
+    let mut parts = key.splitn(4, ':');
+    let tenant = parts.next().unwrap_or_default().to_owned();
+    let _ = parts.next();
+    let action = parts.next().unwrap_or_default().to_owned();
+    let id = parts.next().unwrap_or_default().to_owned();
+    (tenant, action, id, ttl as u64)
+}
+
+fn cancel(redis: &RedisServer, key: &str) {
+    let (tenant, action, id, _) = trigger_of(key, 0);
+    with_pools(redis, |pools| async move {
+        symphony_host::repo::TriggerRepo::new(&pools, &tenant)
+            .unwrap()
+            .delete(&action, &id)
+            .await
+            .unwrap();
+    });
+}
+
+/// Checks the runs the hosts logged against the model.
+fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
+    let mut runs: HashMap<String, Vec<Value>> = HashMap::new();
+    for host in hosts {
+        for e in host
+            .events(|e| e["event"] == "dispatch" && e["tenant"] == "chk" && e["outcome"] == "ok")
+        {
+            let key = format!(
+                "chk:EXPTRIGGER:{}:{}",
+                e["action"].as_str().unwrap_or_default(),
+                e["id"].as_str().unwrap_or_default()
+            );
+            runs.entry(key).or_default().push(e);
+        }
+    }
+    let mut broken = Vec::new();
+    let mut keys: Vec<&String> = model.armings.keys().collect();
+    keys.sort();
+    for key in keys {
+        let armings = &model.armings[key];
+        let must = armings.iter().filter(|a| a.fate == Fate::Run).count();
+        let may = armings.iter().filter(|a| a.fate == Fate::Maybe).count();
+        let reruns = armings
+            .iter()
+            .filter(|a| a.fate != Fate::NotRun && a.rerun_ok)
+            .count();
+        let ran = runs.get(key).map_or(0, Vec::len);
+        if ran < must || ran > must + may + reruns {
+            let dues: Vec<i64> = runs
+                .get(key)
+                .into_iter()
+                .flatten()
+                .map(|e| e["due_ms"].as_i64().unwrap_or(0))
+                .collect();
+            broken.push(format!(
+                "{key}: ran {ran} (due {dues:?}), expected {must} to {} ({must} must, {may} may, \
+                 {reruns} reruns after a kill); armings {armings:?}",
+                must + may + reruns
+            ));
+        }
+        for e in runs.get(key).into_iter().flatten() {
+            let late_ms = e["late_us"].as_i64().unwrap_or(0) / 1000;
+            let due = e["due_ms"].as_i64().unwrap_or(0);
+            let near_kill = model
+                .kills
+                .iter()
+                .any(|k| (due - 2 * LEASE_MS..=due + WINDOW).contains(k));
+            let bound = if key.contains(":slow_") {
+                i64::MAX
+            } else if near_kill {
+                LEASE_MS + LATE
+            } else {
+                LATE
+            };
+            if late_ms > bound || late_ms < -5 {
+                broken.push(format!(
+                    "{key}: a run {late_ms} ms late (bound {bound} ms): {e}"
+                ));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "seed {seed}: {} guarantees broken:\n{}\nhistory:\n{}",
+        broken.len(),
+        broken.join("\n"),
+        model.history
+    );
+    let armings: usize = model.armings.values().map(Vec::len).sum();
+    println!(
+        "checker seed {seed}: {armings} armings over {} keys, {} kills: every guarantee held",
+        model.armings.len(),
+        model.kills.len()
+    );
+}
+
+/// Seeds from `SYMPHONY_CHECKER_SEEDS` (`a..b`), for longer runs.
+#[test]
+fn seeds_from_the_environment() {
+    let Ok(range) = std::env::var("SYMPHONY_CHECKER_SEEDS") else {
+        return;
+    };
+    let (a, b) = range.split_once("..").expect("SYMPHONY_CHECKER_SEEDS=a..b");
+    for seed in a.parse::<u64>().unwrap()..b.parse::<u64>().unwrap() {
+        check(seed);
+    }
+}
+
+#[test]
+fn seed_1() {
+    check(1);
+}
+
+#[test]
+fn seed_2() {
+    check(2);
+}
+
+#[test]
+fn seed_3() {
+    check(3);
+}
