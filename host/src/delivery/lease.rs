@@ -96,8 +96,8 @@ impl Doubts {
 
 impl Delivery {
     /// Gives back the leases of claim calls whose reply was lost (see
-    /// [`Doubts`]); returns how many. A doubt is settled once its spaces
-    /// were searched after [`DOUBT_FOR`]; until then it is searched again
+    /// `Doubts`); returns how many. A doubt is settled once its spaces
+    /// were searched after `DOUBT_FOR`; until then it is searched again
     /// at every call.
     ///
     /// # Errors
