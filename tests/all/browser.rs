@@ -248,9 +248,15 @@ fn the_dashboard_shows_and_acts_on_real_data_in_a_real_browser() {
         "key": "acme:EXPTRIGGER:fail_pay:<b id=injected>x</b>", "attempts": 1,
         "last_error": xss, "first_due_ms": 1, "failed_at_ms": 2,
     });
+    // In acme's own list, newest first: the first row.
     let _: () = redis::cmd("LPUSH")
-        .arg("symphony:dead")
+        .arg("symphony:dead:acme")
         .arg(letter.to_string())
+        .query(&mut db8)
+        .unwrap();
+    let _: () = redis::cmd("SADD")
+        .arg("symphony:deadtenants")
+        .arg("acme")
         .query(&mut db8)
         .unwrap();
     b.step(
