@@ -37,7 +37,8 @@
 //!
 //! Limits and observation:
 //! - [`policy`]: capabilities, tenants and limits of each plugin.
-//! - [`quota`]: per-tenant dispatch, Redis-call and pending-trigger quotas.
+//! - [`quota`]: per-tenant dispatch, Redis-call, pending-trigger and memory quotas;
+//!   [`budget`] measures what each tenant's keys take in Redis.
 //! - [`stats`]: counters since start, and the host's [`metrics`].
 //! - [`admin`]: the admin HTTP server (health probes, Prometheus metrics,
 //!   the JSON API and the dashboard), mounted as a service of the host.
@@ -67,6 +68,7 @@ pub mod admin;
 pub mod author;
 pub mod backend;
 pub mod bindings;
+pub mod budget;
 pub mod commands;
 pub mod delivery;
 pub mod dispatch;

@@ -368,6 +368,16 @@ impl Host {
             ));
         }
         drop(firing_tx);
+        // Tenants' memory budgets: their keys are measured while it runs.
+        if quotas.has_memory_budgets() {
+            let q = quotas.clone();
+            sources.spawn(crate::budget::measure(
+                pools.clone(),
+                quotas.usage().clone(),
+                std::sync::Arc::new(move |tenant: &str| q.memory_budget(tenant).is_some()),
+                cancel.child_token(),
+            ));
+        }
         done(Stage::Sweepers, t);
 
         let t = Instant::now();

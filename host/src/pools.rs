@@ -539,6 +539,21 @@ impl Pools {
         self.pools.get(&alias).ok_or(PoolNotConfigured(alias))
     }
 
+    /// One pool per distinct server and database (aliases often share
+    /// one): what a walk of every key the host can reach must visit.
+    /// On a Cluster every alias is the same keyspace (DB 0): one pool.
+    pub fn distinct(&self) -> Vec<Pool> {
+        let mut seen = std::collections::BTreeSet::new();
+        let pools = self
+            .pools
+            .values()
+            .filter(|pool| seen.insert(pool.url.as_str().to_owned()));
+        match self.cluster {
+            Some(_) => pools.take(1).cloned().collect(),
+            None => pools.cloned().collect(),
+        }
+    }
+
     /// The command connection of `alias` that serves `tenant` (see
     /// [`Pool::conn_for`]).
     ///

@@ -18,12 +18,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use crate::budget::{KEY_OVERHEAD, Usage};
+use crate::error::RepoError;
 use crate::throttle::Throttle;
 
 /// `[tenants."name"]`: one tenant's quotas (unset: no limit, or the `"*"`
@@ -39,6 +41,9 @@ pub struct TenantQuota {
     /// Triggers this tenant may have pending in the due index; a plugin's
     /// `trigger.set` of a new one beyond it is refused.
     pub max_pending_triggers: Option<NonZeroU32>,
+    /// KiB of Redis memory this tenant's keys may take; a plugin's write
+    /// beyond it is refused (`crate::budget`).
+    pub max_memory_kib: Option<NonZeroU32>,
 }
 
 impl TenantQuota {
@@ -50,6 +55,7 @@ impl TenantQuota {
                 .redis_calls_per_second
                 .or(default.redis_calls_per_second),
             max_pending_triggers: self.max_pending_triggers.or(default.max_pending_triggers),
+            max_memory_kib: self.max_memory_kib.or(default.max_memory_kib),
         }
     }
 }
@@ -86,8 +92,18 @@ pub struct Quotas {
     delayed_calls: AtomicU64,
     refused_triggers: AtomicU64,
     /// One log throttle per kind of quota.
-    logs: [Throttle; 3],
+    logs: [Throttle; 4],
+    /// What each tenant's keys take in Redis (`max_memory_kib`).
+    usage: Arc<Usage>,
+    refused_writes: AtomicU64,
+    /// On a Redis Cluster: each tenant's pending triggers as last counted
+    /// (and when), plus those this host armed since.
+    pending: Mutex<HashMap<String, (Instant, u64)>>,
 }
+
+/// How long a tenant's pending count on a Cluster is used before it is
+/// counted again.
+pub const PENDING_COUNT_FOR: Duration = Duration::from_secs(1);
 
 impl Default for Quotas {
     fn default() -> Self {
@@ -114,7 +130,11 @@ impl Quotas {
                 Throttle::new(Duration::from_secs(10)),
                 Throttle::new(Duration::from_secs(10)),
                 Throttle::new(Duration::from_secs(10)),
+                Throttle::new(Duration::from_secs(10)),
             ],
+            usage: Arc::default(),
+            refused_writes: AtomicU64::new(0),
+            pending: Mutex::default(),
         }
     }
 
@@ -154,7 +174,7 @@ impl Quotas {
     }
 
     fn note(&self, tenant: &str, kind: Kind, wait: Duration) {
-        let [dispatch_log, call_log, _] = &self.logs;
+        let [dispatch_log, call_log, ..] = &self.logs;
         let (counter, log) = match kind {
             Kind::Dispatch => (&self.deferred_dispatches, dispatch_log),
             Kind::RedisCall => (&self.delayed_calls, call_log),
@@ -224,6 +244,130 @@ impl Quotas {
         }
     }
 
+    /// On a Redis Cluster, where no script can count a tenant's index
+    /// (it is split over the slots): admits one new trigger of `tenant`
+    /// under `cap`. The count (`count`) is taken again when older than
+    /// [`PENDING_COUNT_FOR`], and each trigger admitted since is added to
+    /// it, so this host alone never passes the cap; other hosts' arms of
+    /// the last second are seen at the next count. At the cap, a trigger
+    /// already pending (`pending`) is admitted: arming it again adds none.
+    ///
+    /// # Errors
+    /// [`RepoError::Denied`] (`quota: ...`) at the cap; Redis failing.
+    pub async fn admit_pending<C, P>(
+        &self,
+        tenant: &str,
+        cap: NonZeroU32,
+        count: impl FnOnce() -> C,
+        pending: impl FnOnce() -> P,
+    ) -> Result<(), RepoError>
+    where
+        C: std::future::Future<Output = Result<u64, RepoError>>,
+        P: std::future::Future<Output = Result<bool, RepoError>>,
+    {
+        let lock = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let fresh = lock()
+            .get(tenant)
+            .is_some_and(|(at, _)| at.elapsed() < PENDING_COUNT_FOR);
+        if !fresh {
+            let n = count().await?;
+            lock().insert(tenant.to_owned(), (Instant::now(), n));
+        }
+        let at_cap = lock()
+            .get(tenant)
+            .is_some_and(|(_, n)| *n >= u64::from(cap.get()));
+        if at_cap {
+            if pending().await? {
+                return Ok(());
+            }
+            return Err(RepoError::Denied(format!(
+                "quota: tenant {tenant:?} has {cap} triggers pending, its \
+                 max_pending_triggers; the trigger was not set"
+            )));
+        }
+        if let Some((_, n)) = lock().get_mut(tenant) {
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    /// A plugin cancelled one of `tenant`'s pending triggers: one fewer in
+    /// the count [`admit_pending`](Self::admit_pending) keeps.
+    pub fn note_cancelled(&self, tenant: &str) {
+        let mut pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, n)) = pending.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+        }
+    }
+
+    /// Whether any tenant has a memory budget (then the keyspace is
+    /// measured, [`crate::budget::measure`]).
+    pub fn has_memory_budgets(&self) -> bool {
+        self.default.max_memory_kib.is_some()
+            || self.entries.values().any(|q| q.max_memory_kib.is_some())
+    }
+
+    /// The memory budget of `tenant` in bytes, if it has one.
+    pub fn memory_budget(&self, tenant: &str) -> Option<u64> {
+        self.of(tenant)
+            .max_memory_kib
+            .map(|kib| u64::from(kib.get()) * 1024)
+    }
+
+    /// What each tenant's keys take in Redis, as this host knows it.
+    pub fn usage(&self) -> &Arc<Usage> {
+        &self.usage
+    }
+
+    /// Admits a plugin's write of `bytes` of arguments for `tenant` under
+    /// its memory budget (a key's overhead is added).
+    ///
+    /// # Errors
+    /// [`RepoError::Denied`] (`quota: ...`) when it would take the tenant
+    /// past its `max_memory_kib`; nothing is charged.
+    pub fn store(&self, tenant: &str, bytes: usize) -> Result<(), RepoError> {
+        let Some(budget) = self.memory_budget(tenant) else {
+            return Ok(());
+        };
+        let bytes = u64::try_from(bytes)
+            .unwrap_or(u64::MAX)
+            .saturating_add(KEY_OVERHEAD);
+        let Err(used) = self.usage.charge(tenant, bytes, budget) else {
+            return Ok(());
+        };
+        self.refused_writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(suppressed) = self.logs[3].allow() {
+            tracing::warn!(
+                event = "quota_refused",
+                tenant,
+                quota = "max_memory_kib",
+                used_kib = used / 1024,
+                limit_kib = budget / 1024,
+                suppressed,
+                "tenant at its memory budget; a write was refused"
+            );
+        }
+        Err(RepoError::Denied(format!(
+            "quota: tenant {tenant:?} takes about {} KiB of Redis memory; its \
+             max_memory_kib is {}, and this write of {bytes} bytes was refused \
+             (deleting keys frees space)",
+            used / 1024,
+            budget / 1024
+        )))
+    }
+
+    /// Plugin writes refused at a tenant's memory budget, since start.
+    pub fn refused_writes(&self) -> u64 {
+        self.refused_writes.load(Ordering::Relaxed)
+    }
+
     /// Jobs deferred, host calls delayed and triggers refused by a quota,
     /// since start.
     pub fn counts(&self) -> (u64, u64, u64) {
@@ -244,6 +388,7 @@ mod tests {
             dispatches_per_second: NonZeroU32::new(d),
             redis_calls_per_second: NonZeroU32::new(r),
             max_pending_triggers: None,
+            max_memory_kib: None,
         }
     }
 

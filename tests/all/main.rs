@@ -19,6 +19,7 @@ mod dispatch;
 mod example;
 mod faults;
 mod hardening;
+mod memory;
 mod polyglot;
 mod protocol;
 mod reload;

@@ -131,13 +131,26 @@ fn json_map(m: Map<String, Value>) -> String {
 
 /// Admits a repository call (count, grant, input size), runs `$body` with
 /// the pools and tenant bound to `$p` and `$t`, and checks the output size.
+/// `grow` marks a call that may add to what the tenant stores in Redis: it
+/// is charged to the tenant's memory budget first (`crate::budget`).
 macro_rules! call {
-    ($self:ident, $repo:ident, $access:ident, [$($input:expr),*], |$p:ident, $t:ident| $body:expr) => {{
+    ($self:ident, $repo:ident, $access:ident, [$($input:expr),*], |$p:ident, $t:ident| $body:expr) => {
+        call!($self, $repo, $access, false, [$($input),*], |$p, $t| $body)
+    };
+    ($self:ident, $repo:ident, $access:ident, grow, [$($input:expr),*], |$p:ident, $t:ident| $body:expr) => {
+        call!($self, $repo, $access, true, [$($input),*], |$p, $t| $body)
+    };
+    ($self:ident, $repo:ident, $access:ident, $grow:literal, [$($input:expr),*], |$p:ident, $t:ident| $body:expr) => {{
         let bytes = 0usize $(+ $input.len())*;
         let (pools, tenant, max) = match $self.admit(Repo::$repo, Access::$access, bytes)? {
             Ok((p, t, max)) => (p.clone(), t.to_owned(), max),
             Err(e) => return Ok(Err(e)),
         };
+        if $grow {
+            if let Err(e) = $self.quotas.store(&tenant, bytes) {
+                return Ok(Err(e.into()));
+            }
+        }
         // At the tenant's Redis-call quota, the call waits for its token.
         $self.quotas.redis_call(&tenant).await;
         // From the guest threads, on the control runtime.
@@ -177,11 +190,18 @@ macro_rules! call {
 impl trigger::Host for JobState {
     async fn set(&mut self, action: String, id: String, ttl_ms: u64) -> Ret<()> {
         let quotas = self.quotas.clone();
-        call!(self, Trigger, Write, [action, id], |p, t| {
+        call!(self, Trigger, Write, grow, [action, id], |p, t| {
             let cap = quotas.of(t).max_pending_triggers;
-            TriggerRepo::new(p, t)?
-                .with_pending_cap(cap)
-                .set(&action, &id, Duration::from_millis(ttl_ms))
+            let repo = TriggerRepo::new(p, t)?.with_pending_cap(cap);
+            if let Some(cap) = cap
+                && repo.is_sharded()
+            {
+                quotas
+                    .admit_pending(t, cap, || repo.pending(), || repo.is_pending(&action, &id))
+                    .await
+                    .inspect_err(|e| quotas.note_refused(t, e))?;
+            }
+            repo.set(&action, &id, Duration::from_millis(ttl_ms))
                 .await
                 .map(drop)
                 .inspect_err(|e| quotas.note_refused(t, e))
@@ -189,8 +209,13 @@ impl trigger::Host for JobState {
     }
 
     async fn delete(&mut self, action: String, id: String) -> Ret<bool> {
+        let quotas = self.quotas.clone();
         call!(self, Trigger, Write, [action, id], |p, t| {
-            TriggerRepo::new(p, t)?.delete(&action, &id).await
+            let deleted = TriggerRepo::new(p, t)?.delete(&action, &id).await?;
+            if deleted {
+                quotas.note_cancelled(t);
+            }
+            Ok(deleted)
         })
     }
 
@@ -228,7 +253,7 @@ macro_rules! hash_imports {
                 value: String,
                 ttl_secs: Option<u32>,
             ) -> Ret<()> {
-                call!(self, $cap, Write, [$($arg),+, field, value], |p, t| {
+                call!(self, $cap, Write, grow, [$($arg),+, field, value], |p, t| {
                     let value = parse_value(&value)?;
                     <$repo>::new(p, t)?
                         .update_field($id($(&$arg),+), &field, &value, ttl_secs)
@@ -253,7 +278,7 @@ macro_rules! hash_imports {
     };
     (@upsert $cap:ident, $repo:ty, ($($arg:ident),+), $id:expr) => {
         async fn upsert(&mut self, $($arg: String),+, data: String, ttl_secs: Option<u32>) -> Ret<()> {
-            call!(self, $cap, Write, [$($arg),+, data], |p, t| {
+            call!(self, $cap, Write, grow, [$($arg),+, data], |p, t| {
                 let data = parse_object(&data)?;
                 <$repo>::new(p, t)?.upsert($id($(&$arg),+), &data, ttl_secs).await
             })
@@ -267,7 +292,7 @@ macro_rules! hash_imports {
             by: i64,
             ttl_secs: Option<u32>,
         ) -> Ret<i64> {
-            call!(self, $cap, Write, [$($arg),+, field], |p, t| {
+            call!(self, $cap, Write, grow, [$($arg),+, field], |p, t| {
                 <$repo>::new(p, t)?
                     .increment_field($id($(&$arg),+), &field, by, ttl_secs)
                     .await
@@ -281,7 +306,7 @@ macro_rules! hash_imports {
             value: String,
             ttl_secs: Option<u32>,
         ) -> Ret<()> {
-            call!(self, $cap, Write, [$($arg),+, field, value], |p, t| {
+            call!(self, $cap, Write, grow, [$($arg),+, field, value], |p, t| {
                 let value = parse_value(&value)?;
                 <$repo>::new(p, t)?
                     .append_to_list($id($(&$arg),+), &field, &value, ttl_secs)
@@ -317,7 +342,7 @@ macro_rules! hash_imports {
             data: String,
             ttl_secs: Option<u32>,
         ) -> Ret<String> {
-            call!(self, $cap, Write, [name, user_id, data], |p, t| {
+            call!(self, $cap, Write, grow, [name, user_id, data], |p, t| {
                 let data = parse_object(&data)?;
                 Ok(json_map(<$repo>::new(p, t)?.merge(&name, &user_id, &data, ttl_secs).await?))
             })
@@ -407,6 +432,7 @@ impl batch::Host for JobState {
             self,
             Batch,
             Write,
+            grow,
             [service, entity, action, data],
             |p, t| {
                 let data = parse_value(&data)?;
@@ -471,7 +497,7 @@ impl batch::Host for JobState {
 
 impl generic::Host for JobState {
     async fn set(&mut self, key: String, value: String, ttl_secs: Option<u32>) -> Ret<()> {
-        call!(self, Generic, Write, [key, value], |p, t| {
+        call!(self, Generic, Write, grow, [key, value], |p, t| {
             let value = parse_value(&value)?;
             GenericRepo::new(p, t)?.set(&key, &value, ttl_secs).await
         })

@@ -9,7 +9,8 @@
 //! `h_bigerr` returns a 20 MiB error (within a 64 MiB plugin), `h_clocks`
 //! reads the clock two million times (WASI calls), `h_nul` arms a trigger
 //! whose id holds a NUL (the index's member separator), `h_quiet` returns
-//! at once without a call.
+//! at once without a call, `h_fill` stores 16 KiB values until a write
+//! fails and returns that failure.
 
 #![allow(clippy::panic)]
 
@@ -86,6 +87,16 @@ impl Plugin for Hostile {
             "h_bigret" => Err(Error::msg("x".repeat(100 << 20))),
             "h_bigerr" => Err(Error::msg("e".repeat(20 << 20))),
             "h_quiet" => Ok(()),
+            "h_fill" => {
+                let value = format!("\"{}\"", "f".repeat(16 << 10));
+                for i in 0..100_000u32 {
+                    if let Err(err) = generic::set(&format!("fill:{}:{i}", e.id), &value, None) {
+                        let err = Error::from(err);
+                        return Err(Error::msg(format!("stored {i} values, then: {err}")));
+                    }
+                }
+                Ok(())
+            }
             "h_clocks" => {
                 let start = std::time::Instant::now();
                 for _ in 0..2_000_000 {

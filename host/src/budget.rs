@@ -1,0 +1,225 @@
+//! Per-tenant Redis memory budgets (`[tenants."name"] max_memory_kib`).
+//!
+//! A tenant's usage is what its keys (`{tenant}:…`, in every database the
+//! pools reach) take in Redis, by `MEMORY USAGE`: measured by a walk of the
+//! keyspace every [`MEASURE_EVERY`], plus what this host's plugins wrote
+//! for the tenant since that walk began (each write's arguments and a
+//! key's overhead, [`KEY_OVERHEAD`]). A plugin's write that would take the
+//! tenant past its budget is refused with `denied("quota: ...")` and writes
+//! nothing; deletes are never refused, so a tenant at its budget can free
+//! space.
+//!
+//! The overshoot is bounded, not zero: Redis may take a little more than
+//! a write's estimate until the next walk corrects it, each host counts
+//! only its own writes between walks, and the application's own writes
+//! (not through the host) are counted only by the walk.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::ScanCursor;
+use crate::keys::validate_tenant;
+use crate::pools::{Pool, Pools};
+
+/// How often the keyspace is walked to measure the tenants' usage.
+pub const MEASURE_EVERY: Duration = Duration::from_secs(2);
+
+/// What a write is charged on top of its arguments: Redis's own overhead
+/// of a key (its entry, the object header, an expiry).
+pub const KEY_OVERHEAD: u64 = 96;
+
+/// Keys per SCAN page of a walk.
+const PAGE: usize = 1000;
+
+/// `MEMORY USAGE` calls in flight at once on a Cluster (one per key).
+const USAGE_CALLS: usize = 32;
+
+/// One tenant's usage as this host knows it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Bytes the last walk measured.
+    measured: u64,
+    /// Bytes written by this host's plugins since that walk began.
+    since: u64,
+    /// `since` when the current walk began (what the walk may have seen).
+    at_walk: u64,
+}
+
+/// Every tenant's usage, as this host knows it.
+#[derive(Debug, Default)]
+pub struct Usage {
+    tenants: Mutex<HashMap<String, Tally>>,
+}
+
+impl Usage {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Tally>> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Charges a write of `bytes` to `tenant` if it stays within `budget`;
+    /// otherwise returns the tenant's usage and charges nothing.
+    pub fn charge(&self, tenant: &str, bytes: u64, budget: u64) -> Result<(), u64> {
+        let mut tenants = self.lock();
+        let tally = tenants.entry(tenant.to_owned()).or_default();
+        let used = tally.measured.saturating_add(tally.since);
+        if used.saturating_add(bytes) > budget {
+            return Err(used);
+        }
+        tally.since = tally.since.saturating_add(bytes);
+        Ok(())
+    }
+
+    /// The bytes `tenant` is known to use.
+    pub fn of(&self, tenant: &str) -> u64 {
+        self.lock()
+            .get(tenant)
+            .map_or(0, |t| t.measured.saturating_add(t.since))
+    }
+
+    /// A walk begins: what was written so far, it may see.
+    fn begin_walk(&self) {
+        for tally in self.lock().values_mut() {
+            tally.at_walk = tally.since;
+        }
+    }
+
+    /// A walk ended with `measured` bytes per tenant: writes it may have
+    /// seen are now counted by it; those since it began stay counted.
+    fn end_walk(&self, measured: &HashMap<String, u64>) {
+        let mut tenants = self.lock();
+        for (tenant, tally) in tenants.iter_mut() {
+            tally.measured = measured.get(tenant).copied().unwrap_or(0);
+            tally.since = tally.since.saturating_sub(tally.at_walk);
+            tally.at_walk = 0;
+        }
+        for (tenant, bytes) in measured {
+            tenants.entry(tenant.clone()).or_insert(Tally {
+                measured: *bytes,
+                ..Tally::default()
+            });
+        }
+    }
+}
+
+/// The tenant a key belongs to: the text before its first `:`.
+fn tenant_of(key: &str) -> Option<&str> {
+    key.split_once(':').map(|(tenant, _)| tenant)
+}
+
+/// Whether a tenant has a budget (only such tenants' keys are measured).
+pub type Budgeted = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Measures the usage of every tenant with a budget (`budgeted`) every
+/// [`MEASURE_EVERY`], until `cancel`.
+pub async fn measure(
+    pools: Pools,
+    usage: std::sync::Arc<Usage>,
+    budgeted: Budgeted,
+    cancel: CancellationToken,
+) {
+    let errors = crate::throttle::Throttle::new(Duration::from_secs(60));
+    loop {
+        usage.begin_walk();
+        let mut measured = HashMap::new();
+        let mut failed = None;
+        for pool in pools.distinct() {
+            if let Err(e) = walk(&pool, budgeted.as_ref(), &mut measured).await {
+                failed = Some(e);
+            }
+        }
+        match failed {
+            None => usage.end_walk(&measured),
+            Some(e) => {
+                if let Some(suppressed) = errors.allow() {
+                    tracing::warn!(event = "memory_walk_failed", error = %e, suppressed,
+                        "cannot measure the tenants' Redis memory; the last measure stands");
+                }
+            }
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(MEASURE_EVERY) => {}
+        }
+    }
+}
+
+/// Adds what the budgeted tenants' keys in `pool` take to `measured`.
+async fn walk(
+    pool: &Pool,
+    budgeted: &(dyn Fn(&str) -> bool + Send + Sync),
+    measured: &mut HashMap<String, u64>,
+) -> redis::RedisResult<()> {
+    let conn = pool.conn();
+    let mut cursor = Some(ScanCursor::START);
+    while let Some(at) = cursor {
+        let (next, keys) = conn.scan_page("*", at, PAGE).await?;
+        cursor = next;
+        let keys: Vec<String> = keys
+            .into_iter()
+            .filter(|k| {
+                // The host's own keys (`symphony:`) and the shared words
+                // are no tenant's.
+                tenant_of(k).is_some_and(|t| validate_tenant(t).is_ok() && budgeted(t))
+            })
+            .collect();
+        if keys.is_empty() {
+            continue;
+        }
+        let sizes: Vec<Option<u64>> = if conn.is_cluster() {
+            let calls: Vec<_> = keys
+                .iter()
+                .map(|key| {
+                    let cmd = redis::cmd("MEMORY").arg("USAGE").arg(key).clone();
+                    let conn = conn.clone();
+                    async move { conn.query::<Option<u64>>(&cmd).await }
+                })
+                .collect();
+            futures::stream::iter(calls)
+                .buffered(USAGE_CALLS)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<redis::RedisResult<_>>()?
+        } else {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("MEMORY").arg("USAGE").arg(key);
+            }
+            conn.pipe(&pipe).await?
+        };
+        for (key, size) in keys.iter().zip(sizes) {
+            if let (Some(tenant), Some(size)) = (tenant_of(key), size) {
+                *measured.entry(tenant.to_owned()).or_default() += size;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_count_until_a_walk_measures_them() {
+        let usage = Usage::default();
+        assert!(usage.charge("a", 600, 1000).is_ok());
+        assert_eq!(usage.charge("a", 500, 1000), Err(600));
+        assert!(usage.charge("b", 900, 1000).is_ok());
+        usage.begin_walk();
+        // Written during the walk: still counted after it.
+        assert!(usage.charge("a", 100, 1000).is_ok());
+        usage.end_walk(&HashMap::from([("a".to_owned(), 650)]));
+        assert_eq!(usage.of("a"), 750);
+        // b's keys were deleted: the walk found none.
+        assert_eq!(usage.of("b"), 0);
+        assert_eq!(tenant_of("acme:user:1"), Some("acme"));
+        assert_eq!(tenant_of("nocolon"), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! Per-tenant Redis memory budgets (`[tenants."name"] max_memory_kib`): a
+//! tenant that stores without end is stopped at its budget with a `quota`
+//! error, so with `maxmemory` above the sum of the budgets another
+//! tenant's application and jobs never see `OOM`.
+
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use serde_json::Value;
+
+use crate::support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn used_memory(redis: &RedisServer) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut redis.conn(0))
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory gives used_memory")
+}
+
+/// How many values an `h_fill` run stored, and the error that stopped it.
+fn filled(e: &Value) -> (u32, String) {
+    let error = e["error"].as_str().unwrap_or_default().to_owned();
+    let stored = error
+        .strip_prefix("stored ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not an h_fill error: {e}"));
+    (stored, error)
+}
+
+/// Arms `h_fill` for `tenant` with `id` and waits for its end.
+fn fill(host: &mut Host, redis: &RedisServer, tenant: &str, id: &str) -> (u32, String) {
+    let key = format!("{tenant}:EXPTRIGGER:h_fill:{id}");
+    set_expiring(&mut redis.conn(8), key.as_bytes(), 20);
+    let e = host.wait_for(&format!("{tenant}'s fill {id}"), WAIT, |e| {
+        is_dispatch(e, "h_fill", id)
+    });
+    assert_eq!(e["outcome"], "error", "{e}");
+    filled(&e)
+}
+
+fn delete_all(redis: &RedisServer, pattern: &str) {
+    for db in 0..16 {
+        let mut conn = redis.conn(db);
+        let keys: Vec<String> = conn.keys(pattern).unwrap();
+        if !keys.is_empty() {
+            let _: u64 = conn.del(keys).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_tenant_at_its_memory_budget_cannot_make_another_run_out_of_memory() {
+    let redis = RedisServer::start_with(&["--maxmemory-policy", "noeviction"]);
+    let plugins = plugin_entry_with(
+        "hostile",
+        "hostile",
+        &["h_"],
+        "tenants = [\"*\"]\ncapabilities = [\"generic\"]\n[plugin.retry]\nmax_attempts = 1",
+    );
+    let mut host = Host::start_with(&redis, &plugins, "[tenants.\"*\"]\nmax_memory_kib = 1024");
+    // Room for both tenants' budgets (1 MiB each), and 2 MiB to spare.
+    let limit = used_memory(&redis) + (4 << 20);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(limit)
+        .query(&mut redis.conn(0))
+        .unwrap();
+
+    let (stored, error) = fill(&mut host, &redis, "hog", "1");
+    assert!(
+        error.contains("quota") && error.contains("max_memory_kib") && !error.contains("OOM"),
+        "the hog was not stopped by its budget: {error}"
+    );
+    assert!(stored >= 30, "stopped early, at {stored} values: {error}");
+    println!("the hog stored {stored} values of 16 KiB, then: {error}");
+
+    // The other tenant's application and job still write.
+    let blob = "a".repeat(256 << 10);
+    let set: redis::RedisResult<()> = redis.conn(0).set_ex("other:app:blob", &blob, 300);
+    assert!(set.is_ok(), "the other tenant's SETEX failed: {set:?}");
+    let (stored, error) = fill(&mut host, &redis, "other", "2");
+    assert!(
+        error.contains("quota") && !error.contains("OOM"),
+        "the other tenant's job met: {error}"
+    );
+    assert!(
+        stored >= 20,
+        "the other tenant stored only {stored}: {error}"
+    );
+    let used = used_memory(&redis);
+    println!("the other tenant stored {stored}; used_memory {used} of maxmemory {limit}");
+    assert!(used < limit, "used_memory {used} reached maxmemory {limit}");
+
+    // Deleting frees the budget: once a walk has measured it, the hog
+    // stores again.
+    delete_all(&redis, "hog:*");
+    let deadline = Instant::now() + WAIT;
+    let mut id = 3;
+    loop {
+        let (stored, error) = fill(&mut host, &redis, "hog", &id.to_string());
+        if stored >= 30 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hog's budget was not freed: {error}"
+        );
+        id += 1;
+    }
+    assert!(
+        host.log().contains("max_memory_kib"),
+        "the refusal was not logged"
+    );
+}
