@@ -764,7 +764,18 @@ fn flood_of_one_tenant(cluster: bool, n: usize) {
 /// logged; re-arming a pending one, and other tenants, are not affected.
 #[test]
 fn a_tenants_pending_triggers_are_capped() {
-    let mut driver = Driver::start_with("[tenants.evil]\nmax_pending_triggers = 100");
+    pending_triggers_are_capped(false);
+}
+
+/// The same on a Redis Cluster, where the host counts the tenant's index
+/// over the slots.
+#[test]
+fn a_tenants_pending_triggers_are_capped_on_a_cluster() {
+    pending_triggers_are_capped(true);
+}
+
+fn pending_triggers_are_capped(cluster: bool) {
+    let mut driver = Driver::on(cluster, "[tenants.evil]\nmax_pending_triggers = 100");
     let sets = |tenant: &str, from: usize, to: usize| -> Value {
         Value::Array(
             (from..to)
@@ -783,14 +794,18 @@ fn a_tenants_pending_triggers_are_capped() {
             .is_some_and(|m| m.starts_with("quota:") && m.contains("max_pending_triggers")),
         "{refused}"
     );
-    let db8 = || driver.redis.conn(8);
-    assert_eq!(db8().zcard::<_, u64>("symphony:due:evil").unwrap(), 100);
+    let mut db8 = driver.redis.db(8);
+    if !cluster {
+        assert_eq!(db8.zcard::<_, u64>("symphony:due:evil").unwrap(), 100);
+    }
+    let set: Vec<bool> = (0..120)
+        .map(|i| db8.exists(format!("evil:EXPTRIGGER:later:p{i}")).unwrap())
+        .collect();
     assert!(
-        !db8()
-            .exists::<_, bool>("evil:EXPTRIGGER:later:p100")
-            .unwrap(),
-        "a refused trigger was set"
+        set[..100].iter().all(|s| *s) && !set[100..].iter().any(|s| *s),
+        "not exactly the first 100 set: {set:?}"
     );
+    drop(db8);
     // Re-arming a pending one is not a new one; a cancel makes room.
     let results = driver.run(
         "evil",

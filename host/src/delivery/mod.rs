@@ -58,6 +58,7 @@ mod dead;
 mod finisher;
 mod held;
 mod lease;
+mod pending;
 mod scripts;
 mod sharded;
 mod space;
@@ -337,8 +338,9 @@ impl Delivery {
     /// Refuses to arm a new trigger while its tenant has `cap` pending in
     /// its index (`[tenants] max_pending_triggers`); `None`: no cap.
     ///
-    /// On a Redis Cluster a tenant's index is split over the slots, so the
-    /// cap is not enforced there (yet): `docs/guarantees.md` says so.
+    /// On a Redis Cluster a tenant's index is split over the slots, so no
+    /// script can count it: the host does (`pending_of`, and
+    /// `quota::Quotas::admit_pending` for plugins' triggers).
     pub fn with_pending_cap(mut self, cap: Option<std::num::NonZeroU32>) -> Self {
         self.max_pending = match self.sharded {
             Some(_) => 0,

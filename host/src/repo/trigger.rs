@@ -64,6 +64,32 @@ impl TriggerRepo {
         self
     }
 
+    /// Whether the delivery state is sharded over a Redis Cluster's slots
+    /// (where the pending-trigger quota is counted by the host,
+    /// `Quotas::admit_pending`).
+    pub fn is_sharded(&self) -> bool {
+        self.delivery.is_sharded()
+    }
+
+    /// How many triggers the tenant has pending in its due index.
+    ///
+    /// # Errors
+    /// [`RepoError::Unavailable`] when Redis fails.
+    pub async fn pending(&self) -> Result<u64, RepoError> {
+        self.delivery.pending_of(&self.tenant).await
+    }
+
+    /// Whether the trigger `action`/`id` is pending (setting it again adds
+    /// none).
+    ///
+    /// # Errors
+    /// [`RepoError::InvalidInput`] for a bad action or id,
+    /// [`RepoError::Unavailable`] when Redis fails.
+    pub async fn is_pending(&self, action: &str, id: &str) -> Result<bool, RepoError> {
+        let key = trigger_key(&self.tenant, action, id)?;
+        self.delivery.is_indexed(&key).await
+    }
+
     /// The tenant this repository is scoped to.
     pub fn tenant(&self) -> &str {
         &self.tenant
