@@ -1,6 +1,7 @@
 //! A randomized checker for the delivery protocol: seeded, reproducible
 //! histories of arm, re-arm (before and while running), cancel, TTL
-//! changes by another client, `PERSIST`, `DEL` and host SIGKILLs, on a real
+//! changes by another client, `PERSIST`, `DEL`, host SIGKILLs and SIGSTOPs,
+//! pub/sub connection kills and Redis restarts on its AOF, on a real
 //! redis-server and two hosts, checked against the guarantees of
 //! `docs/guarantees.md`:
 //!
@@ -8,10 +9,12 @@
 //! - none that must not run (cancelled, deleted, persisted or armed again
 //!   well before its due time) ran;
 //! - an arming whose fate an operation decided within [`WINDOW`] of its due
-//!   time may have run or not, and one due around a host's SIGKILL may run
-//!   once more (a host killed mid-handler reruns its job after the lease);
+//!   time may have run or not, and one due around a host's SIGKILL or
+//!   SIGSTOP, or a Redis restart, may run once more (a host killed
+//!   mid-handler reruns its job after the lease);
 //! - fast jobs started no later than [`LATE`] after their due time, or the
-//!   lease after a kill.
+//!   lease after a fault (a kill, a stop, a restart, a dropped
+//!   subscription).
 //!
 //! A failing seed prints its history. CI runs a few fixed seeds
 //! (`checker::seed_*`); `SYMPHONY_CHECKER_SEEDS=a..b` runs more (see
@@ -57,6 +60,7 @@ struct Arming {
 #[derive(Default)]
 struct Model {
     armings: HashMap<String, Vec<Arming>>,
+    /// When faults happened: a firing due near one may be late by a lease.
     kills: Vec<i64>,
     history: String,
 }
@@ -144,7 +148,9 @@ fn check(seed: u64) {
         .chain((0..SLOW_KEYS).map(|i| format!("chk:EXPTRIGGER:slow_c:{i}")))
         .collect();
     let mut model = Model::default();
+    let mut redis = redis;
     let mut db8 = redis.conn(8);
+    let mut stops = Vec::new();
     let started = Instant::now();
     let now = || {
         let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
@@ -155,38 +161,70 @@ fn check(seed: u64) {
         let key = &keys[rng.usize(..keys.len())];
         let ttl = rng.i64(50..1500);
         let t = now();
-        let op = match rng.u32(..100) {
-            0..40 => {
+        let op = match rng.u32(..200) {
+            0..80 => {
                 arm(&redis, &[trigger_of(key, ttl)]);
                 model.arm(key, t, ttl);
                 "arm"
             }
-            40..55 => {
+            80..110 => {
                 set_expiring(&mut db8, key.as_bytes(), ttl as u64);
                 model.arm(key, t, ttl);
                 "set px"
             }
-            55..65 => {
+            110..130 => {
                 cancel(&redis, key);
                 model.supersede(key, t);
                 "cancel"
             }
-            65..72 => {
+            130..144 => {
                 let _: i64 = db8.del(key).unwrap();
                 model.supersede(key, t);
                 "del"
             }
-            72..79 => {
+            144..158 => {
                 let _: i64 = db8.persist(key).unwrap();
                 model.supersede(key, t);
                 "persist"
             }
-            79..97 => {
+            158..195 => {
                 let changed: i64 = db8.pexpire(key, ttl).unwrap();
                 if changed == 1 {
                     model.retime(key, t, ttl);
                 }
                 "pexpire"
+            }
+            195 => {
+                // SIGSTOP a host for up to four seconds (past the lease):
+                // what it holds is reaped and runs on the other.
+                let pause = rng.u64(300..4000);
+                if let Some(host) = hosts[rng.usize(..hosts.len())].as_ref() {
+                    let pid = host.pid().to_string();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-STOP", &pid])
+                        .status();
+                    stops.push(std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(pause));
+                        let _ = std::process::Command::new("kill")
+                            .args(["-CONT", &pid])
+                            .status();
+                    }));
+                    model.kill(t);
+                    model.kill(t + i64::try_from(pause).unwrap_or(0));
+                }
+                "stop a host (SIGSTOP)"
+            }
+            196 => {
+                redis.kill_pubsub_clients();
+                model.kill(t);
+                "kill pub/sub connections"
+            }
+            197 => {
+                redis.restart();
+                db8 = redis.conn(8);
+                model.kill(t);
+                model.kill(now());
+                "restart Redis (AOF)"
             }
             _ => {
                 let i = rng.usize(..hosts.len());
@@ -208,6 +246,9 @@ fn check(seed: u64) {
             t + ttl
         );
         std::thread::sleep(Duration::from_millis(rng.u64(10..120)));
+    }
+    for stop in stops {
+        let _ = stop.join();
     }
     let end = now();
     // Every key's last arming is due by end + 1.5 s; wait for the runs.
@@ -314,10 +355,17 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
         model.history
     );
     let armings: usize = model.armings.values().map(Vec::len).sum();
+    let count = |op: &str| model.history.matches(op).count();
     println!(
-        "checker seed {seed}: {armings} armings over {} keys, {} kills: every guarantee held",
+        "checker seed {seed}: {} operations, {armings} armings over {} keys; faults: \
+         {} host kills, {} host stops, {} pub/sub kills, {} Redis restarts; \
+         every guarantee held",
+        model.history.lines().count(),
         model.armings.len(),
-        model.kills.len()
+        count("kill and restart a host"),
+        count("stop a host"),
+        count("kill pub/sub"),
+        count("restart Redis"),
     );
 }
 
