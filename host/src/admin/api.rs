@@ -387,3 +387,82 @@ pub(super) async fn reload(State(admin): State<Arc<Admin>>) -> ApiResult {
         .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e))?;
     Ok(ok(&json!({ "generation": generation })))
 }
+
+#[cfg(test)]
+mod props {
+    use axum::extract::Query;
+    use axum::http::Uri;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("tenant".to_owned()),
+            Just("after".to_owned()),
+            Just("limit".to_owned()),
+            Just("offset".to_owned()),
+            Just("key".to_owned()),
+            "\\PC{0,8}",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("__keyevent@8__".to_owned()),
+            Just("symphony".to_owned()),
+            Just("pending_batches".to_owned()),
+            Just("12-61ff00".to_owned()),
+            "[a-z_{}:@ \\-0-9]{0,12}",
+            any::<String>(),
+        ]
+    }
+
+    /// Whether a tenant parameter is refused: exactly when the tenant
+    /// rule refuses the name (an empty one is "not given").
+    fn refused(raw: Option<&str>) -> bool {
+        raw.is_some_and(|t| !t.is_empty() && crate::keys::validate_tenant(t).is_err())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// Whatever a client puts in the query string of `/api/triggers`
+        /// or `/api/dead`, it parses or is refused, never panics; a tenant
+        /// parameter passes exactly when the tenant rule allows it (so
+        /// `__keyevent@...`, `symphony`, `{...}` and `a:b` get 400), and a
+        /// cursor parses or is refused.
+        #[test]
+        fn query_strings_parse_or_are_refused(
+            pairs in prop::collection::vec((name(), value()), 0..6)
+        ) {
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&pairs)
+                .finish();
+            let uri: Uri = format!("/api/triggers?{query}").parse().unwrap();
+            if let Ok(Query(q)) = Query::<TriggerQuery>::try_from_uri(&uri) {
+                let raw = q.tenant.clone();
+                prop_assert_eq!(tenant(q.tenant).is_err(), refused(raw.as_deref()));
+                if let Some(after) = given(q.after) {
+                    let _ = after.parse::<Cursor>();
+                }
+            }
+            if let Ok(Query(q)) = Query::<DeadQuery>::try_from_uri(&uri) {
+                let raw = q.tenant.clone();
+                prop_assert_eq!(tenant(q.tenant).is_err(), refused(raw.as_deref()));
+            }
+        }
+
+        /// Raw query bytes (bad escapes, stray `&`/`=`, huge numbers)
+        /// never panic the extractors or the cursor.
+        #[test]
+        fn raw_queries_never_panic(raw in "[ -~]{0,120}") {
+            if let Ok(uri) = format!("/api/dead?{}", raw.replace(' ', "+")).parse::<Uri>() {
+                let _ = Query::<TriggerQuery>::try_from_uri(&uri);
+                let _ = Query::<DeadQuery>::try_from_uri(&uri);
+                let _ = Query::<Paging>::try_from_uri(&uri);
+            }
+            let _ = raw.parse::<Cursor>();
+        }
+    }
+}
