@@ -505,13 +505,15 @@ impl Host {
         }
         self.context.stats.log_summary();
         let (deferred_dispatches, delayed_calls, refused_triggers) = self.context.quotas.counts();
-        if deferred_dispatches + delayed_calls + refused_triggers > 0 {
+        let refused_writes = self.context.quotas.refused_writes();
+        if deferred_dispatches + delayed_calls + refused_triggers + refused_writes > 0 {
             info!(
                 event = "quota_totals",
                 deferred_dispatches,
                 delayed_calls,
                 refused_triggers,
-                "quota totals (jobs deferred, host calls delayed, triggers refused)"
+                refused_writes,
+                "quota totals (jobs deferred, host calls delayed, triggers and writes refused)"
             );
         }
     }
