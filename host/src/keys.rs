@@ -24,7 +24,10 @@ pub const MAX_ID_LEN: usize = 1024;
 /// Tenant names no tenant may take: the host's own key prefix (`symphony:`),
 /// and the words the repositories use across tenants (`pending_batches:`).
 /// A tenant so named would write the host's index, or every tenant's set.
-pub const RESERVED_TENANTS: [&str; 2] = ["symphony", "pending_batches"];
+pub const RESERVED_TENANTS: [&str; 2] = [HOST_PREFIX, "pending_batches"];
+
+/// The first part of every key the host itself keeps (`symphony:...`).
+pub const HOST_PREFIX: &str = "symphony";
 
 /// A key that was rejected before it reached Redis.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -163,7 +166,15 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
         return Err(KeyError::EmptyTenant);
     }
     refuse_long("tenant", tenant, MAX_TENANT_LEN)?;
-    refuse_control("tenant", tenant)?;
+    // C0, DEL and the C1 controls (U+0080 to U+009F): a tenant name is
+    // never text to be laid out.
+    if let Some(ch) = tenant.chars().find(|c| c.is_control()) {
+        return Err(KeyError::ControlCharacter {
+            part: "tenant",
+            value: tenant.to_owned(),
+            ch,
+        });
+    }
     if tenant.contains(':') {
         return Err(KeyError::TenantWithColon {
             tenant: tenant.to_owned(),
@@ -565,6 +576,20 @@ mod tests {
     }
 
     #[test]
+    fn tenants_with_c1_controls_are_refused() {
+        for bad in ["a\u{85}b", "a\u{9b}b", "\u{80}", "a\u{7f}", "a\u{1b}[2J"] {
+            let err = validate_tenant(bad).unwrap_err();
+            assert!(
+                matches!(err, KeyError::ControlCharacter { .. }),
+                "{bad:?}: {err}"
+            );
+            let key = format!("{bad}:EXPTRIGGER:a:1");
+            assert!(check_trigger(&key).is_err(), "{key:?}");
+        }
+        assert!(validate_tenant("café-ünï").is_ok());
+    }
+
+    #[test]
     fn the_tenant_rule_refuses_the_hosts_words_and_redis_channels() {
         for bad in [
             "symphony",
@@ -685,7 +710,7 @@ mod props {
                 prop_assert!(!t.contains(forbidden), "{:?}", t);
                 prop_assert!(!t.starts_with("__"));
                 prop_assert!(!RESERVED_TENANTS.contains(&t.as_str()));
-                prop_assert!(!t.chars().any(|c| c.is_ascii_control()));
+                prop_assert!(!t.chars().any(|c| c.is_control()));
             }
         }
 
