@@ -47,14 +47,32 @@ impl HostNames {
     }
 }
 
-/// The middleware: `421 Misdirected Request` for a `Host` not allowed.
+/// The name a request is for: the authority of an absolute-form URI
+/// (`GET http://host/...`), which wins over `Host` (RFC 9112, 3.2.2), else
+/// its one `Host` header. `None` for more than one `Host` header (a
+/// request RFC 9112 says to refuse) or one that is not text.
+fn target(req: &Request) -> Option<String> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return None;
+    }
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.as_str().to_owned());
+    }
+    Some(host.map_or(Ok(""), |h| h.to_str()).ok()?.to_owned())
+}
+
+/// The middleware: `421 Misdirected Request` for a `Host` not allowed,
+/// `400` for a request with more than one `Host`.
 pub async fn check(State(names): State<Arc<HostNames>>, req: Request, next: Next) -> Response {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if names.allows(host) {
+    let Some(host) = target(&req) else {
+        return super::api::error(
+            StatusCode::BAD_REQUEST,
+            "a request must carry one Host header",
+        );
+    };
+    if names.allows(&host) {
         return next.run(req).await;
     }
     super::api::error(
@@ -94,5 +112,28 @@ mod tests {
         ] {
             assert!(!names.allows(bad), "{bad}");
         }
+    }
+
+    fn request(uri: &str, hosts: &[&str]) -> Request {
+        let mut req = Request::builder().uri(uri);
+        for h in hosts {
+            req = req.header(header::HOST, *h);
+        }
+        req.body(axum::body::Body::empty()).unwrap()
+    }
+
+    #[test]
+    fn the_uri_authority_wins_and_two_host_headers_are_refused() {
+        let t = |uri, hosts: &[&str]| target(&request(uri, hosts));
+        assert_eq!(
+            t("/api/overview", &["localhost:1"]).as_deref(),
+            Some("localhost:1")
+        );
+        assert_eq!(t("/api/overview", &[]).as_deref(), Some(""));
+        assert_eq!(
+            t("http://evil.example/api/overview", &["localhost"]).as_deref(),
+            Some("evil.example")
+        );
+        assert_eq!(t("/api/overview", &["localhost", "evil.example"]), None);
     }
 }
