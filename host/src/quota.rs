@@ -98,7 +98,16 @@ pub struct Quotas {
     refused_writes: AtomicU64,
     /// On a Redis Cluster: each tenant's pending triggers as last counted
     /// (and when), plus those this host armed since.
-    pending: Mutex<HashMap<String, (Instant, u64)>>,
+    pending: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PendingCount>>>>,
+}
+
+/// One tenant's pending count on a Cluster: when it was counted, and the
+/// count since then. Admissions of a tenant hold its lock, so concurrent
+/// jobs neither count at once nor lose each other's additions.
+#[derive(Debug, Default)]
+struct PendingCount {
+    at: Option<Instant>,
+    n: u64,
 }
 
 /// How long a tenant's pending count on a Cluster is used before it is
@@ -265,22 +274,13 @@ impl Quotas {
         C: std::future::Future<Output = Result<u64, RepoError>>,
         P: std::future::Future<Output = Result<bool, RepoError>>,
     {
-        let lock = || {
-            self.pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        let fresh = lock()
-            .get(tenant)
-            .is_some_and(|(at, _)| at.elapsed() < PENDING_COUNT_FOR);
-        if !fresh {
-            let n = count().await?;
-            lock().insert(tenant.to_owned(), (Instant::now(), n));
+        let entry = self.pending_count(tenant);
+        let mut tally = entry.lock().await;
+        if tally.at.is_none_or(|at| at.elapsed() >= PENDING_COUNT_FOR) {
+            tally.n = count().await?;
+            tally.at = Some(Instant::now());
         }
-        let at_cap = lock()
-            .get(tenant)
-            .is_some_and(|(_, n)| *n >= u64::from(cap.get()));
-        if at_cap {
+        if tally.n >= u64::from(cap.get()) {
             if pending().await? {
                 return Ok(());
             }
@@ -289,22 +289,25 @@ impl Quotas {
                  max_pending_triggers; the trigger was not set"
             )));
         }
-        if let Some((_, n)) = lock().get_mut(tenant) {
-            *n += 1;
-        }
+        tally.n += 1;
         Ok(())
+    }
+
+    fn pending_count(&self, tenant: &str) -> Arc<tokio::sync::Mutex<PendingCount>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(tenant.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// A plugin cancelled one of `tenant`'s pending triggers: one fewer in
     /// the count [`admit_pending`](Self::admit_pending) keeps.
-    pub fn note_cancelled(&self, tenant: &str) {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((_, n)) = pending.get_mut(tenant) {
-            *n = n.saturating_sub(1);
-        }
+    pub async fn note_cancelled(&self, tenant: &str) {
+        let entry = self.pending_count(tenant);
+        let mut tally = entry.lock().await;
+        tally.n = tally.n.saturating_sub(1);
     }
 
     /// Whether any tenant has a memory budget (then the keyspace is
@@ -390,6 +393,37 @@ mod tests {
             max_pending_triggers: None,
             max_memory_kib: None,
         }
+    }
+
+    /// Jobs of one tenant admitting triggers at once on a Cluster, each
+    /// finding the count stale: exactly the cap is admitted (counting at
+    /// once and writing over each other's count once let 25 of 20 pass).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_admissions_never_pass_the_cap() {
+        let q = Arc::new(Quotas::default());
+        let cap = NonZeroU32::new(20).unwrap();
+        let jobs = (0..8).map(|_| {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let mut admitted = 0;
+                for _ in 0..20 {
+                    let count = || async {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        Ok(0)
+                    };
+                    let pending = || async { Ok(false) };
+                    if q.admit_pending("t", cap, count, pending).await.is_ok() {
+                        admitted += 1;
+                    }
+                }
+                admitted
+            })
+        });
+        let mut total = 0;
+        for job in jobs {
+            total += job.await.unwrap();
+        }
+        assert_eq!(total, 20);
     }
 
     #[test]

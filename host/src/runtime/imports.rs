@@ -213,7 +213,7 @@ impl trigger::Host for JobState {
         call!(self, Trigger, Write, [action, id], |p, t| {
             let deleted = TriggerRepo::new(p, t)?.delete(&action, &id).await?;
             if deleted {
-                quotas.note_cancelled(t);
+                quotas.note_cancelled(t).await;
             }
             Ok(deleted)
         })
