@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::ScanCursor;
+use crate::backend::{RedisConn, ScanCursor};
 use crate::keys::validate_tenant;
 use crate::pools::{Pool, Pools};
 
@@ -149,6 +149,77 @@ pub async fn measure(
     }
 }
 
+/// Whose memory a key is.
+#[derive(Debug, PartialEq, Eq)]
+enum Owner<'k> {
+    /// A tenant's own key (`{tenant}:...`), or the host's dead-letter
+    /// list of that tenant (`symphony:dead:{tenant}`, on a Cluster
+    /// `symphony:{tag}:dead:{tenant}`).
+    Tenant(&'k str),
+    /// A set the tenants share (`pending_batches:{service}`): charged in
+    /// full to every tenant it lists, since any of them may have made it.
+    Shared,
+}
+
+/// The owner of `key`, if a tenant's (the host's other keys are no one's).
+fn owner_of(key: &str) -> Option<Owner<'_>> {
+    let tenant = tenant_of(key)?;
+    if tenant == "pending_batches" {
+        return Some(Owner::Shared);
+    }
+    if tenant == crate::keys::HOST_PREFIX {
+        let (_, dead) = key.split_once(":dead:")?;
+        return validate_tenant(dead).is_ok().then_some(Owner::Tenant(dead));
+    }
+    validate_tenant(tenant)
+        .is_ok()
+        .then_some(Owner::Tenant(tenant))
+}
+
+/// Runs `cmd(key)` for each key: pipelined on one server, one call per key
+/// (each to its node) on a Cluster.
+async fn each<T: redis::FromRedisValue + Send + 'static>(
+    conn: &RedisConn,
+    keys: &[&str],
+    cmd: impl Fn(&str) -> redis::Cmd,
+) -> redis::RedisResult<Vec<T>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    if !conn.is_cluster() {
+        let mut pipe = redis::pipe();
+        for key in keys {
+            pipe.add_command(cmd(key));
+        }
+        return conn.pipe(&pipe).await;
+    }
+    let calls: Vec<_> = keys
+        .iter()
+        .map(|key| {
+            let (cmd, conn) = (cmd(key), conn.clone());
+            async move { conn.query::<T>(&cmd).await }
+        })
+        .collect();
+    futures::stream::iter(calls)
+        .buffered(USAGE_CALLS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// `MEMORY USAGE key SAMPLES 0`: every element counted (the default
+/// samples five, and a list with small first nodes and huge later ones
+/// read as a fiftieth of its size).
+fn usage_of(key: &str) -> redis::Cmd {
+    redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(key)
+        .arg("SAMPLES")
+        .arg(0)
+        .clone()
+}
+
 /// Adds what the budgeted tenants' keys in `pool` take to `measured`.
 async fn walk(
     pool: &Pool,
@@ -160,42 +231,32 @@ async fn walk(
     while let Some(at) = cursor {
         let (next, keys) = conn.scan_page("*", at, PAGE).await?;
         cursor = next;
-        let keys: Vec<String> = keys
-            .into_iter()
-            .filter(|k| {
-                // The host's own keys (`symphony:`) and the shared words
-                // are no tenant's.
-                tenant_of(k).is_some_and(|t| validate_tenant(t).is_ok() && budgeted(t))
+        let keys: Vec<(&str, Owner<'_>)> = keys
+            .iter()
+            .filter_map(|k| Some((k.as_str(), owner_of(k)?)))
+            .filter(|(_, owner)| match owner {
+                Owner::Tenant(t) => budgeted(t),
+                Owner::Shared => true,
             })
             .collect();
-        if keys.is_empty() {
-            continue;
-        }
-        let sizes: Vec<Option<u64>> = if conn.is_cluster() {
-            let calls: Vec<_> = keys
-                .iter()
-                .map(|key| {
-                    let cmd = redis::cmd("MEMORY").arg("USAGE").arg(key).clone();
-                    let conn = conn.clone();
-                    async move { conn.query::<Option<u64>>(&cmd).await }
-                })
-                .collect();
-            futures::stream::iter(calls)
-                .buffered(USAGE_CALLS)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect::<redis::RedisResult<_>>()?
-        } else {
-            let mut pipe = redis::pipe();
-            for key in &keys {
-                pipe.cmd("MEMORY").arg("USAGE").arg(key);
-            }
-            conn.pipe(&pipe).await?
-        };
-        for (key, size) in keys.iter().zip(sizes) {
-            if let (Some(tenant), Some(size)) = (tenant_of(key), size) {
-                *measured.entry(tenant.to_owned()).or_default() += size;
+        let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
+        let sizes: Vec<Option<u64>> = each(&conn, &names, usage_of).await?;
+        let shared: Vec<&str> = keys
+            .iter()
+            .filter(|(_, o)| *o == Owner::Shared)
+            .map(|(k, _)| *k)
+            .collect();
+        let members: Vec<Vec<String>> =
+            each(&conn, &shared, |k| redis::cmd("SMEMBERS").arg(k).clone()).await?;
+        let mut listed = shared.iter().zip(members).collect::<HashMap<_, _>>();
+        for ((key, owner), size) in keys.iter().zip(sizes) {
+            let size = size.unwrap_or(0);
+            let owners = match owner {
+                Owner::Tenant(t) => vec![(*t).to_owned()],
+                Owner::Shared => listed.remove(key).unwrap_or_default(),
+            };
+            for tenant in owners.into_iter().filter(|t| budgeted(t)) {
+                *measured.entry(tenant).or_default() += size;
             }
         }
     }
@@ -219,7 +280,16 @@ mod tests {
         assert_eq!(usage.of("a"), 750);
         // b's keys were deleted: the walk found none.
         assert_eq!(usage.of("b"), 0);
-        assert_eq!(tenant_of("acme:user:1"), Some("acme"));
-        assert_eq!(tenant_of("nocolon"), None);
+        assert_eq!(owner_of("acme:user:1"), Some(Owner::Tenant("acme")));
+        assert_eq!(owner_of("nocolon"), None);
+        assert_eq!(owner_of("symphony:due:acme"), None);
+        assert_eq!(owner_of("symphony:dead:acme"), Some(Owner::Tenant("acme")));
+        assert_eq!(
+            owner_of("symphony:{7}:dead:acme"),
+            Some(Owner::Tenant("acme"))
+        );
+        assert_eq!(owner_of("symphony:dead"), None);
+        assert_eq!(owner_of("pending_batches:whatsapp"), Some(Owner::Shared));
+        assert_eq!(owner_of("__x:y"), None);
     }
 }

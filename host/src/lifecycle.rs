@@ -316,8 +316,10 @@ impl Host {
         }
         let mut deliveries = BTreeMap::new();
         for alias in &aliases {
+            let q = quotas.clone();
             let delivery = Delivery::for_pool(&pools, *alias)?
-                .with_dead_letter_cap(manifest.delivery.max_dead_letters.get());
+                .with_dead_letter_cap(manifest.delivery.max_dead_letters.get())
+                .with_dead_letter_bytes(Arc::new(move |tenant: &str| q.memory_budget(tenant)));
             renewing.spawn(sweeper::renew(delivery.clone(), lease, renewal.clone()));
             deliveries.insert(*alias, delivery);
         }

@@ -120,3 +120,71 @@ fn a_tenant_at_its_memory_budget_cannot_make_another_run_out_of_memory() {
         "the refusal was not logged"
     );
 }
+
+/// A list is measured whole: five small items first, then items of 200 KiB
+/// one per job (`MEMORY USAGE` samples a list's first five nodes by
+/// default, and this list once read as a fiftieth of its size, so it grew
+/// a budget every walk).
+#[test]
+fn a_list_with_small_first_items_is_measured_whole() {
+    let mut d = crate::repos::Driver::start_with("[tenants.\"*\"]\nmax_memory_kib = 1024");
+    let small = "p".repeat(5000);
+    let calls: Vec<Value> = (0..5)
+        .map(|_| serde_json::json!(["batch.enqueue", "s", "e", "a", small]))
+        .collect();
+    d.run("evil", Value::Array(calls));
+    let big = "B".repeat(200 << 10);
+    let script = serde_json::json!([["batch.enqueue", "s", "e", "a", big]]).to_string();
+    let (mut accepted, mut refused) = (0, 0);
+    // Three walks' time (a walk every 2 s). The driver stores its result
+    // too, so a refused enqueue (or result) ends the job with an error.
+    let until = Instant::now() + Duration::from_secs(7);
+    let mut n = 1000;
+    while Instant::now() < until {
+        n += 1;
+        let mut db15 = d.redis.db(15);
+        let _: () = db15.set(format!("evil:script:{n}"), &script).unwrap();
+        set_expiring(
+            &mut d.redis.db(8),
+            format!("evil:EXPTRIGGER:drive:{n}").as_bytes(),
+            1,
+        );
+        let id = n.to_string();
+        let e = d
+            .host
+            .wait_for("the driver run", WAIT, |e| is_dispatch(e, "drive", &id));
+        // The driver's own script (200 KiB of it) is not the list's.
+        let _: u64 = db15
+            .del(&[format!("evil:script:{n}"), format!("evil:result:{n}")])
+            .unwrap();
+        if e["outcome"] == "ok" {
+            accepted += 1;
+        } else {
+            assert!(
+                e["error"].as_str().is_some_and(|m| m.contains("quota")),
+                "{e}"
+            );
+            refused += 1;
+        }
+    }
+    let size: u64 = (0..16)
+        .find_map(|db| {
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg("evil:batch:s:e:a")
+                .arg("SAMPLES")
+                .arg(0)
+                .query::<Option<u64>>(&mut d.redis.db(db))
+                .ok()
+                .flatten()
+        })
+        .expect("the list exists");
+    println!(
+        "{accepted} items of 200 KiB accepted, {refused} refused; the list takes {size} bytes"
+    );
+    assert!(refused > 0, "nothing was refused ({accepted} accepted)");
+    assert!(
+        size < 1_700_000,
+        "the list grew to {size} bytes under a 1 MiB budget ({accepted} items accepted)"
+    );
+}

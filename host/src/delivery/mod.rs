@@ -206,6 +206,8 @@ pub struct Delivery {
     scripts: &'static Scripts,
     held: Arc<Held>,
     dead_cap: usize,
+    /// A tenant's dead-letter bytes, when bounded (its memory budget).
+    dead_bytes: Option<DeadLetterBytes>,
     /// Most entries a tenant's index may hold when arming (0: no cap).
     max_pending: u32,
     /// On a Redis Cluster: a [`Space`] per slot and the hint buckets.
@@ -215,6 +217,13 @@ pub struct Delivery {
     /// Claim calls whose reply was lost (see `lease.rs`).
     doubts: Arc<lease::Doubts>,
 }
+
+/// The bytes a tenant's dead letters may take, if bounded.
+pub type DeadLetterBytes = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
+
+/// The most a dead letter takes: its error (capped at 16 KiB), its key,
+/// id and fields.
+pub const LETTER_MAX_BYTES: u64 = 20 * 1024;
 
 /// Dead letters kept by default (`[delivery] max_dead_letters`).
 pub const DEFAULT_MAX_DEAD_LETTERS: usize = 10_000;
@@ -283,6 +292,7 @@ impl Delivery {
             scripts: &SCRIPTS,
             held: Arc::default(),
             dead_cap: DEFAULT_MAX_DEAD_LETTERS,
+            dead_bytes: None,
             max_pending: 0,
             sharded: conn.is_cluster().then(Arc::default),
             wait_replicas: 0,
@@ -362,6 +372,24 @@ impl Delivery {
     pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
         self.dead_cap = cap.max(1);
         self
+    }
+
+    /// Keeps fewer dead letters for tenants `bytes_of` gives a number of
+    /// bytes (a memory budget): as many as fit in it at
+    /// [`LETTER_MAX_BYTES`] each, at least one.
+    pub fn with_dead_letter_bytes(mut self, bytes_of: DeadLetterBytes) -> Self {
+        self.dead_bytes = Some(bytes_of);
+        self
+    }
+
+    /// The dead letters kept for `tenant`.
+    fn dead_cap_of(&self, tenant: &str) -> usize {
+        let by_bytes = self
+            .dead_bytes
+            .as_ref()
+            .and_then(|f| f(tenant))
+            .map(|b| usize::try_from(b / LETTER_MAX_BYTES).unwrap_or(usize::MAX));
+        by_bytes.map_or(self.dead_cap, |n| n.clamp(1, self.dead_cap))
     }
 
     /// The firings this host holds in this pool.
@@ -891,7 +919,7 @@ impl Delivery {
             .key(space.dead_tenants())
             .arg(lease)
             .arg(dead)
-            .arg(self.dead_cap)
+            .arg(self.dead_cap_of(tenant))
             .arg(tenant);
         if dead.is_empty() {
             let trimmed: i64 = self.conn.invoke(&call).await?;
