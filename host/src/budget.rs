@@ -153,8 +153,8 @@ pub async fn measure(
 #[derive(Debug, PartialEq, Eq)]
 enum Owner<'k> {
     /// A tenant's own key (`{tenant}:...`), or the host's dead-letter
-    /// list of that tenant (`symphony:dead:{tenant}`, on a Cluster
-    /// `symphony:{tag}:dead:{tenant}`).
+    /// list or due index of that tenant (`symphony:dead:{tenant}`,
+    /// `symphony:due:{tenant}`; on a Cluster `symphony:{tag}:dead:...`).
     Tenant(&'k str),
     /// A set the tenants share (`pending_batches:{service}`): charged in
     /// full to every tenant it lists, since any of them may have made it.
@@ -168,8 +168,14 @@ fn owner_of(key: &str) -> Option<Owner<'_>> {
         return Some(Owner::Shared);
     }
     if tenant == crate::keys::HOST_PREFIX {
-        let (_, dead) = key.split_once(":dead:")?;
-        return validate_tenant(dead).is_ok().then_some(Owner::Tenant(dead));
+        // The tenant's dead letters and its due index (whose members are
+        // its whole trigger keys).
+        let (_, owner) = key
+            .split_once(":dead:")
+            .or_else(|| key.split_once(":due:"))?;
+        return validate_tenant(owner)
+            .is_ok()
+            .then_some(Owner::Tenant(owner));
     }
     validate_tenant(tenant)
         .is_ok()
@@ -282,7 +288,12 @@ mod tests {
         assert_eq!(usage.of("b"), 0);
         assert_eq!(owner_of("acme:user:1"), Some(Owner::Tenant("acme")));
         assert_eq!(owner_of("nocolon"), None);
-        assert_eq!(owner_of("symphony:due:acme"), None);
+        assert_eq!(owner_of("symphony:due:acme"), Some(Owner::Tenant("acme")));
+        assert_eq!(
+            owner_of("symphony:{7}:due:acme"),
+            Some(Owner::Tenant("acme"))
+        );
+        assert_eq!(owner_of("symphony:leases"), None);
         assert_eq!(owner_of("symphony:dead:acme"), Some(Owner::Tenant("acme")));
         assert_eq!(
             owner_of("symphony:{7}:dead:acme"),

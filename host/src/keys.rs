@@ -186,6 +186,8 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
         "names starting with \"__\" are Redis's own (its __keyspace@/__keyevent@ channels)"
     } else if tenant.contains(['{', '}']) {
         "'{' and '}' would make a Redis Cluster hash tag"
+    } else if tenant.contains(|c: char| c.is_whitespace() || c == '=') {
+        "spaces and '=' would forge fields in the host's text log lines"
     } else {
         return Ok(());
     };
@@ -599,6 +601,9 @@ mod tests {
             "__x",
             "a{b",
             "tag}",
+            "victim action=rec",
+            " ",
+            "a\u{2028}b",
             &"t".repeat(MAX_TENANT_LEN + 1),
         ] {
             let err = validate_tenant(bad).unwrap_err();
