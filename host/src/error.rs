@@ -24,6 +24,17 @@ pub enum RepoError {
     Denied(String),
 }
 
+impl RepoError {
+    /// A new trigger refused at its tenant's pending-trigger quota
+    /// (`[tenants] max_pending_triggers`), however the count was taken.
+    pub fn pending_quota(tenant: &str, cap: impl std::fmt::Display) -> RepoError {
+        RepoError::Denied(format!(
+            "quota: tenant {tenant:?} has {cap} triggers pending, its max_pending_triggers; \
+             the trigger was not set"
+        ))
+    }
+}
+
 impl From<redis::RedisError> for RepoError {
     fn from(e: redis::RedisError) -> Self {
         RepoError::Unavailable(e.to_string())

@@ -284,10 +284,7 @@ impl Quotas {
             if pending().await? {
                 return Ok(());
             }
-            return Err(RepoError::Denied(format!(
-                "quota: tenant {tenant:?} has {cap} triggers pending, its \
-                 max_pending_triggers; the trigger was not set"
-            )));
+            return Err(RepoError::pending_quota(tenant, cap));
         }
         tally.n += 1;
         Ok(())
@@ -304,10 +301,18 @@ impl Quotas {
 
     /// A plugin cancelled one of `tenant`'s pending triggers: one fewer in
     /// the count [`admit_pending`](Self::admit_pending) keeps.
+    /// A tenant never counted has nothing to take one from.
     pub async fn note_cancelled(&self, tenant: &str) {
-        let entry = self.pending_count(tenant);
-        let mut tally = entry.lock().await;
-        tally.n = tally.n.saturating_sub(1);
+        let entry = self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(tenant)
+            .cloned();
+        if let Some(entry) = entry {
+            let mut tally = entry.lock().await;
+            tally.n = tally.n.saturating_sub(1);
+        }
     }
 
     /// Whether any tenant has a memory budget (then the keyspace is

@@ -360,12 +360,7 @@ impl Delivery {
     }
 
     fn over_pending(&self, key: &str) -> RepoError {
-        RepoError::Denied(format!(
-            "quota: tenant {:?} has {} triggers pending, its max_pending_triggers; \
-             the trigger was not set",
-            tenant_of(key),
-            self.max_pending
-        ))
+        RepoError::pending_quota(tenant_of(key), self.max_pending)
     }
 
     /// Keeps at most `cap` dead letters (the oldest are trimmed).
