@@ -134,27 +134,17 @@ fn a_list_with_small_first_items_is_measured_whole() {
         .collect();
     d.run("evil", Value::Array(calls));
     let big = "B".repeat(200 << 10);
-    let script = serde_json::json!([["batch.enqueue", "s", "e", "a", big]]).to_string();
+    let script = serde_json::json!([["batch.enqueue", "s", "e", "a", big]]);
     let (mut accepted, mut refused) = (0, 0);
     // Three walks' time (a walk every 2 s). The driver stores its result
     // too, so a refused enqueue (or result) ends the job with an error.
     let until = Instant::now() + Duration::from_secs(7);
-    let mut n = 1000;
     while Instant::now() < until {
-        n += 1;
-        let mut db15 = d.redis.db(15);
-        let _: () = db15.set(format!("evil:script:{n}"), &script).unwrap();
-        set_expiring(
-            &mut d.redis.db(8),
-            format!("evil:EXPTRIGGER:drive:{n}").as_bytes(),
-            1,
-        );
-        let id = n.to_string();
-        let e = d
-            .host
-            .wait_for("the driver run", WAIT, |e| is_dispatch(e, "drive", &id));
+        let (n, e) = d.dispatch("evil", &script);
         // The driver's own script (200 KiB of it) is not the list's.
-        let _: u64 = db15
+        let _: u64 = d
+            .redis
+            .db(15)
             .del(&[format!("evil:script:{n}"), format!("evil:result:{n}")])
             .unwrap();
         if e["outcome"] == "ok" {

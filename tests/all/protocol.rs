@@ -19,6 +19,16 @@ const WAIT: Duration = Duration::from_secs(30);
 /// only the key, so it removed the second's lease and held entry: 1 run for
 /// 2 armings, and nothing left to claim. Each claim now has a lease of its
 /// own (a claim token).
+/// The recorder for every action starting `rec`, any tenant, with triggers.
+fn recorder() -> String {
+    plugin_entry_with(
+        "rec",
+        "recorder",
+        &["rec"],
+        "tenants = [\"*\"]\ncapabilities = [\"trigger\"]",
+    )
+}
+
 #[test]
 fn a_trigger_armed_again_while_its_job_runs_runs_again() {
     let redis = RedisServer::start();
@@ -105,15 +115,7 @@ fn one_tenants_failures_never_trim_another_tenants_dead_letters() {
 #[test]
 fn a_trigger_whose_ttl_was_removed_does_not_run() {
     let redis = RedisServer::start();
-    let mut host = Host::start(
-        &redis,
-        &plugin_entry_with(
-            "rec",
-            "recorder",
-            &["rec"],
-            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]",
-        ),
-    );
+    let mut host = Host::start(&redis, &recorder());
     // Indexed by the library as it is set, so the host knows of it first.
     arm(
         &redis,
@@ -211,15 +213,7 @@ fn keys_with_forbidden_tenants_or_huge_ids_are_not_run() {
 #[test]
 fn keys_that_are_not_utf8_never_end_the_scan() {
     let redis = RedisServer::start();
-    let mut host = Host::start(
-        &redis,
-        &plugin_entry_with(
-            "rec",
-            "recorder",
-            &["rec"],
-            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]",
-        ),
-    );
+    let mut host = Host::start(&redis, &recorder());
     host.wait_for("the listener", WAIT, |e| e["event"] == "listening");
     let mut db8 = redis.conn(8);
     // Written unheard: no keyevents while they are set.

@@ -59,10 +59,25 @@ impl Driver<Box<dyn Backend>> {
 impl<R: Backend> Driver<R> {
     /// Runs `calls` in the plugin for `tenant`; returns one result per call.
     pub fn run(&mut self, tenant: &str, calls: Value) -> Vec<Value> {
+        let (n, e) = self.dispatch(tenant, &calls);
+        assert_eq!(e["outcome"], "ok", "{e}");
+        let raw: String = self
+            .redis
+            .db(15)
+            .get(format!("{tenant}:result:{n}"))
+            .unwrap();
+        let results: Vec<Value> = serde_json::from_str(&raw).unwrap();
+        results
+    }
+
+    /// Stores `calls` as the script of a new run for `tenant`, fires it
+    /// and returns its number and its dispatch line, whatever the outcome.
+    pub fn dispatch(&mut self, tenant: &str, calls: &Value) -> (u32, Value) {
         self.next += 1;
         let n = self.next;
-        let mut db15 = self.redis.db(15);
-        let _: () = db15
+        let _: () = self
+            .redis
+            .db(15)
             .set(format!("{tenant}:script:{n}"), calls.to_string())
             .unwrap();
         set_expiring(
@@ -76,10 +91,7 @@ impl<R: Backend> Driver<R> {
             .wait_for("the driver run", Duration::from_secs(10), |e| {
                 is_dispatch(e, "drive", &id) && e["tenant"] == tenant
             });
-        assert_eq!(e["outcome"], "ok", "{e}");
-        let raw: String = db15.get(format!("{tenant}:result:{n}")).unwrap();
-        let results: Vec<Value> = serde_json::from_str(&raw).unwrap();
-        results
+        (n, e)
     }
 
     /// Runs one call and returns its `ok` value (panics on an error result).
