@@ -162,6 +162,9 @@ impl Dispatcher {
         let mut events_open = true;
         loop {
             self.wake_at = None;
+            if events_open {
+                events_open = self.accept_arrived(&mut events);
+            }
             self.start_ready(&done_tx);
             if !events_open && self.queued == 0 {
                 break;
@@ -201,6 +204,21 @@ impl Dispatcher {
                 released, "shutting down: gave back claimed triggers that had not started"
             );
         }
+    }
+
+    /// Queues every firing that has arrived, under its tenant, before a
+    /// slot is given (under load a job finishes all the time, and a firing
+    /// left in the channel meanwhile, another tenant's among them, waited
+    /// behind every queued job). Whether `events` is still open.
+    fn accept_arrived(&mut self, events: &mut mpsc::Receiver<Firing>) -> bool {
+        while self.queued < MAX_QUEUED {
+            match events.try_recv() {
+                Ok(event) => self.accept(event),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        true
     }
 
     fn accept(&mut self, firing: Firing) {
