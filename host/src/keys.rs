@@ -188,6 +188,10 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
         "'{' and '}' would make a Redis Cluster hash tag"
     } else if tenant.contains(|c: char| c.is_whitespace() || c == '=') {
         "spaces and '=' would forge fields in the host's text log lines"
+    } else if tenant.contains(invisible) {
+        "invisible, reordering, private-use and unassigned characters (zero-width \
+         spaces, bidi controls, tags, non-characters) would make one name look like \
+         another, or like nothing, in logs and the dashboard"
     } else {
         return Ok(());
     };
@@ -195,6 +199,15 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
         tenant: tenant.to_owned(),
         why,
     })
+}
+
+/// Whether `c` is drawn as nothing, or changes how its neighbours are
+/// drawn: Unicode's "Other" categories (format characters such as U+200B
+/// and U+202E, private use, surrogates, unassigned code points and
+/// non-characters; controls are refused before this).
+fn invisible(c: char) -> bool {
+    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
+    c.general_category_group() == GeneralCategoryGroup::Other
 }
 
 /// A `clap` value parser for tenant arguments: the rule of
@@ -604,6 +617,18 @@ mod tests {
             "victim action=rec",
             " ",
             "a\u{2028}b",
+            // Zero-width space and joiner, bidi override and isolate, BOM,
+            // a tag character, private use, a non-character, unassigned.
+            "vic\u{200b}tim",
+            "a\u{200d}b",
+            "\u{202e}mitciv",
+            "a\u{2066}b",
+            "\u{feff}acme",
+            "acme\u{e0041}",
+            "a\u{e000}",
+            "a\u{fdd0}",
+            "a\u{10ffff}",
+            "a\u{378}",
             &"t".repeat(MAX_TENANT_LEN + 1),
         ] {
             let err = validate_tenant(bad).unwrap_err();
@@ -628,6 +653,10 @@ mod tests {
             "symphony2",
             "_x",
             "a_b",
+            "café-ünï",
+            "東京",
+            "ﾃﾅﾝﾄ",
+            "🦀",
             "t".repeat(128).as_str(),
         ] {
             validate_tenant(good).unwrap();
@@ -684,6 +713,8 @@ mod props {
             Just('*'),
             Just('é'),
             Just('\n'),
+            Just('\u{200b}'),
+            Just('\u{202e}'),
             any::<char>(),
             proptest::char::range('a', 'e'),
         ];
@@ -715,7 +746,7 @@ mod props {
                 prop_assert!(!t.contains(forbidden), "{:?}", t);
                 prop_assert!(!t.starts_with("__"));
                 prop_assert!(!RESERVED_TENANTS.contains(&t.as_str()));
-                prop_assert!(!t.chars().any(|c| c.is_control()));
+                prop_assert!(!t.chars().any(|c| c.is_control() || invisible(c)));
             }
         }
 
