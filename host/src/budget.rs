@@ -4,7 +4,9 @@
 //! pools reach) take in Redis, by `MEMORY USAGE`: measured by a walk of the
 //! keyspace every [`MEASURE_EVERY`], plus what this host's plugins wrote
 //! for the tenant since that walk began (each write's arguments and a
-//! key's overhead, [`KEY_OVERHEAD`]). A plugin's write that would take the
+//! key's overhead, [`KEY_OVERHEAD`]). The host's keys that hold a
+//! tenant's data count too: its dead letters, its due index, and its
+//! fields of the retry metadata. A plugin's write that would take the
 //! tenant past its budget is refused with `denied("quota: ...")` and writes
 //! nothing; deletes are never refused, so a tenant at its budget can free
 //! space.
@@ -134,7 +136,11 @@ pub async fn measure(
             }
         }
         match failed {
-            None => usage.end_walk(&measured),
+            None => {
+                usage.end_walk(&measured);
+                tracing::debug!(target: "symphony::budget", event = "memory_measured",
+                    tenants = measured.len(), "measured the budgeted tenants' Redis memory");
+            }
             Some(e) => {
                 if let Some(suppressed) = errors.allow() {
                     tracing::warn!(event = "memory_walk_failed", error = %e, suppressed,
@@ -159,6 +165,10 @@ enum Owner<'k> {
     /// A set the tenants share (`pending_batches:{service}`): charged in
     /// full to every tenant it lists, since any of them may have made it.
     Shared,
+    /// The host's retry metadata (`symphony:meta`, on a Cluster
+    /// `symphony:{tag}:meta`), one field per retrying firing: each field
+    /// is charged to the tenant of its trigger key.
+    Meta,
 }
 
 /// The owner of `key`, if a tenant's (the host's other keys are no one's).
@@ -168,6 +178,9 @@ fn owner_of(key: &str) -> Option<Owner<'_>> {
         return Some(Owner::Shared);
     }
     if tenant == crate::keys::HOST_PREFIX {
+        if key.ends_with(":meta") {
+            return Some(Owner::Meta);
+        }
         // The tenant's dead letters and its due index (whose members are
         // its whole trigger keys).
         let (_, owner) = key
@@ -237,14 +250,16 @@ async fn walk(
     while let Some(at) = cursor {
         let (next, keys) = conn.scan_page("*", at, PAGE).await?;
         cursor = next;
-        let keys: Vec<(&str, Owner<'_>)> = keys
-            .iter()
-            .filter_map(|k| Some((k.as_str(), owner_of(k)?)))
-            .filter(|(_, owner)| match owner {
-                Owner::Tenant(t) => budgeted(t),
-                Owner::Shared => true,
-            })
-            .collect();
+        let mut owned: Vec<(&str, Owner<'_>)> = Vec::new();
+        for key in &keys {
+            match owner_of(key) {
+                Some(Owner::Meta) => charge_meta(&conn, key, budgeted, measured).await?,
+                Some(Owner::Tenant(t)) if !budgeted(t) => {}
+                Some(owner) => owned.push((key.as_str(), owner)),
+                None => {}
+            }
+        }
+        let keys = owned;
         let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
         let sizes: Vec<Option<u64>> = each(&conn, &names, usage_of).await?;
         let shared: Vec<&str> = keys
@@ -260,6 +275,7 @@ async fn walk(
             let owners = match owner {
                 Owner::Tenant(t) => vec![(*t).to_owned()],
                 Owner::Shared => listed.remove(key).unwrap_or_default(),
+                Owner::Meta => Vec::new(),
             };
             for tenant in owners.into_iter().filter(|t| budgeted(t)) {
                 *measured.entry(tenant).or_default() += size;
@@ -267,6 +283,47 @@ async fn walk(
         }
     }
     Ok(())
+}
+
+/// What a field of a hash takes beyond its name and value.
+const FIELD_OVERHEAD: u64 = 24;
+
+/// Charges each field of the retry metadata hash `key` (a firing's member
+/// → its JSON) to the tenant of the firing, if it has a budget: the field's
+/// name and value and [`FIELD_OVERHEAD`]. The hash holds only firings
+/// waiting for a retry, so it is small unless tenants fail a lot, which is
+/// when it must be counted.
+async fn charge_meta(
+    conn: &RedisConn,
+    key: &str,
+    budgeted: &(dyn Fn(&str) -> bool + Send + Sync),
+    measured: &mut HashMap<String, u64>,
+) -> redis::RedisResult<()> {
+    let mut at = 0_u64;
+    loop {
+        let hscan = redis::cmd("HSCAN")
+            .arg(key)
+            .arg(at)
+            .arg("COUNT")
+            .arg(PAGE)
+            .clone();
+        // Field, value, field, value, ...
+        let (next, flat): (u64, Vec<Vec<u8>>) = conn.query(&hscan).await?;
+        for pair in flat.chunks_exact(2) {
+            let [field, value] = pair else { continue };
+            let Some(tenant) = std::str::from_utf8(field).ok().and_then(tenant_of) else {
+                continue;
+            };
+            if validate_tenant(tenant).is_ok() && budgeted(tenant) {
+                let bytes = (field.len() + value.len()) as u64 + FIELD_OVERHEAD;
+                *measured.entry(tenant.to_owned()).or_default() += bytes;
+            }
+        }
+        if next == 0 {
+            return Ok(());
+        }
+        at = next;
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +357,8 @@ mod tests {
             Some(Owner::Tenant("acme"))
         );
         assert_eq!(owner_of("symphony:dead"), None);
+        assert_eq!(owner_of("symphony:meta"), Some(Owner::Meta));
+        assert_eq!(owner_of("symphony:{7}:meta"), Some(Owner::Meta));
         assert_eq!(owner_of("pending_batches:whatsapp"), Some(Owner::Shared));
         assert_eq!(owner_of("__x:y"), None);
     }

@@ -178,3 +178,72 @@ fn a_list_with_small_first_items_is_measured_whole() {
         "the list grew to {size} bytes under a 1 MiB budget ({accepted} items accepted)"
     );
 }
+
+/// What the host keeps for a budgeted tenant's failing firings between
+/// attempts counts against the budget, and is small: 600 firings failing
+/// with 16 KiB errors, waiting for a retry, once held 9.6 MiB of retry
+/// metadata under a 1 MiB budget (and another tenant's `SETEX` met `OOM`).
+/// The error kept is cut to 1 KiB, and the tenant's own writes are refused
+/// once the metadata and its keys fill its budget.
+#[test]
+fn a_tenants_retry_metadata_is_capped_and_counted() {
+    let redis = RedisServer::start();
+    let plugins = plugin_entry_with(
+        "hostile",
+        "hostile",
+        &["h_"],
+        "tenants = [\"*\"]\ncapabilities = [\"generic\"]\n\
+         [plugin.retry]\nmax_attempts = 3\nbackoff = \"10m\"\nmax_backoff = \"10m\"",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = write_manifest(
+        dir.path(),
+        &plugins,
+        "[tenants.\"*\"]\nmax_memory_kib = 1024",
+    );
+    let filter = "info,symphony::budget=debug";
+    let mut host = Host::spawn_logging(&manifest, &redis, dir, filter);
+    host.wait_for("the listener", WAIT, |e| e["event"] == "listening");
+    let n = 600;
+    let triggers: Vec<_> = (0..n)
+        .map(|i| ("evil".to_owned(), "h_err16k".to_owned(), i.to_string(), 20))
+        .collect();
+    arm(&redis, &triggers);
+    host.wait_for_n("the failing firings", WAIT, n, |e| {
+        e["event"] == "dispatch" && e["action"] == "h_err16k"
+    });
+    // Every failure is in the retry metadata (field: the firing's member).
+    let mut kept = 0;
+    let deadline = Instant::now() + WAIT;
+    while kept < n {
+        assert!(Instant::now() < deadline, "{kept} of {n} retries recorded");
+        let meta: Vec<(Vec<u8>, Vec<u8>)> = redis.conn(8).hgetall("symphony:meta").unwrap();
+        let bytes: usize = meta.iter().map(|(f, v)| f.len() + v.len()).sum();
+        kept = meta.len();
+        if kept < n {
+            std::thread::sleep(Duration::from_millis(100));
+        } else {
+            println!("{n} failing firings keep {bytes} bytes of retry metadata");
+            assert!(
+                bytes < n * 1400,
+                "{bytes} bytes of retry metadata for {n} firings"
+            );
+        }
+    }
+    // Once a walk has counted the metadata (about 700 KiB: two walks
+    // ended since it was all there), the tenant's own writes fill only
+    // what is left of its 1 MiB.
+    let walks = host.events(|e| e["event"] == "memory_measured").len();
+    host.wait_for_n("two walks", WAIT, walks + 2, |e| {
+        e["event"] == "memory_measured"
+    });
+    let (stored, error) = fill(&mut host, &redis, "evil", "f");
+    println!(
+        "with its retry metadata counted, the tenant stored {stored} values of 16 KiB: {error}"
+    );
+    assert!(error.contains("quota"), "{error}");
+    assert!(
+        stored <= 25,
+        "the retry metadata is not counted: the tenant stored {stored} values of 16 KiB"
+    );
+}

@@ -225,6 +225,10 @@ pub type DeadLetterBytes = Arc<dyn Fn(&str) -> Option<u64> + Send + Sync>;
 /// id and fields.
 pub const LETTER_MAX_BYTES: u64 = 20 * 1024;
 
+/// The most of a retry's error kept in Redis for a tenant with a memory
+/// budget (others keep 16 KiB).
+pub const BUDGETED_ERROR_BYTES: usize = 1024;
+
 /// Dead letters kept by default (`[delivery] max_dead_letters`).
 pub const DEFAULT_MAX_DEAD_LETTERS: usize = 10_000;
 
@@ -385,6 +389,19 @@ impl Delivery {
             .and_then(|f| f(tenant))
             .map(|b| usize::try_from(b / LETTER_MAX_BYTES).unwrap_or(usize::MAX));
         by_bytes.map_or(self.dead_cap, |n| n.clamp(1, self.dead_cap))
+    }
+
+    /// The retry metadata kept in Redis for a firing of `tenant`: for a
+    /// tenant with a memory budget, the error is cut to
+    /// [`BUDGETED_ERROR_BYTES`] (its failures must not fill Redis beside
+    /// its budget, and the budget counts this metadata).
+    fn kept_meta(&self, tenant: &str, meta: &Meta) -> Meta {
+        let budgeted = self.dead_bytes.as_ref().and_then(|f| f(tenant)).is_some();
+        let mut meta = meta.clone();
+        if budgeted {
+            meta.last_error = crate::text::cap_at(meta.last_error, BUDGETED_ERROR_BYTES);
+        }
+        meta
     }
 
     /// The firings this host holds in this pool.
@@ -947,7 +964,8 @@ impl Delivery {
             .rsplit_once(lease::TOKEN_SEP)
             .map_or("", |(_, t)| t);
         let member = format!("{}{SEP}r{}.{token}", firing.key, meta.attempts);
-        let meta = serde_json::to_string(meta)
+        let meta = self.kept_meta(tenant_of(&member), meta);
+        let meta = serde_json::to_string(&meta)
             .map_err(|e| RepoError::InvalidInput(format!("cannot encode retry meta: {e}")))?;
         let space = self.space_of(&member);
         let at: i64 = self

@@ -86,6 +86,8 @@ impl Plugin for Hostile {
             "h_panic" => panic!("hostile plugin panicked on purpose"),
             "h_bigret" => Err(Error::msg("x".repeat(100 << 20))),
             "h_bigerr" => Err(Error::msg("e".repeat(20 << 20))),
+            // An error as long as the host keeps (16 KiB).
+            "h_err16k" => Err(Error::msg("e".repeat(16 << 10))),
             "h_quiet" => Ok(()),
             "h_fill" => {
                 let value = format!("\"{}\"", "f".repeat(16 << 10));
