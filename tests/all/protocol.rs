@@ -14,11 +14,6 @@ use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// A key armed again while its own firing runs, with one slot: the second
-/// firing is claimed and waits for the slot. The first one's finish named
-/// only the key, so it removed the second's lease and held entry: 1 run for
-/// 2 armings, and nothing left to claim. Each claim now has a lease of its
-/// own (a claim token).
 /// The recorder for every action starting `rec`, any tenant, with triggers.
 fn recorder() -> String {
     plugin_entry_with(
@@ -28,6 +23,12 @@ fn recorder() -> String {
         "tenants = [\"*\"]\ncapabilities = [\"trigger\"]",
     )
 }
+
+/// A key armed again while its own firing runs, with one slot: the second
+/// firing is claimed and waits for the slot. The first one's finish named
+/// only the key, so it removed the second's lease and held entry: 1 run for
+/// 2 armings, and nothing left to claim. Each claim now has a lease of its
+/// own (a claim token).
 
 #[test]
 fn a_trigger_armed_again_while_its_job_runs_runs_again() {
@@ -498,4 +499,59 @@ fn a_killed_hosts_firing_runs_again_though_its_key_was_armed_again() {
         dues[0] < dues[1],
         "the killed job ran at the new arming's time: {dues:?}"
     );
+}
+
+/// An `expired` event of an earlier arming, heard late (the host was
+/// stopped), for a key armed again and then deleted by the application:
+/// the event made the new arming's entry due at once (as if its TTL had
+/// been shortened unheard), and the deleted arming ran. The randomized
+/// checker found it (seed 49). The earlier arming's firing, kept apart
+/// when the key was armed again, now marks the key as fired, and the late
+/// event is taken for that firing's.
+#[test]
+fn a_late_expired_event_does_not_run_a_deleted_re_arming() {
+    let redis = RedisServer::start();
+    let mut host = Host::start(&redis, &recorder());
+    let signal = |sig: &str| {
+        let pid = host.pid().to_string();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill {sig} {pid}");
+    };
+    let mut db8 = redis.conn(8);
+    let key = "acme:EXPTRIGGER:rec_late:1";
+    let trigger = |ttl| {
+        [(
+            "acme".to_owned(),
+            "rec_late".to_owned(),
+            "1".to_owned(),
+            ttl,
+        )]
+    };
+    signal("-STOP");
+    arm(&redis, &trigger(100));
+    let due: i64 = db8.zscore("symphony:due:acme", key).unwrap();
+    // Past due by Redis's clock, and expired: its `expired` event waits in
+    // the stopped host's subscription.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (secs, micros): (i64, i64) = redis::cmd("TIME").query(&mut db8).unwrap();
+        let past = secs * 1000 + micros / 1000 > due + 20;
+        if past && !db8.exists::<_, bool>(key).unwrap() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{key} never expired");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    arm(&redis, &trigger(5_000));
+    let _: i64 = db8.del(key).unwrap();
+    signal("-CONT");
+    host.wait_for("the first arming's run", WAIT, |e| {
+        is_dispatch(e, "rec_late", "1")
+    });
+    wait_settled(&redis, "acme", WAIT);
+    let _ = host.terminate(Duration::from_secs(20));
+    let runs = host.events(|e| is_dispatch(e, "rec_late", "1"));
+    assert_eq!(runs.len(), 1, "the deleted arming ran: {runs:?}");
 }

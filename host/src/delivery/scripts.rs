@@ -3,8 +3,8 @@
 //!
 //! Each file's header says which KEYS and ARGV it takes. Most scripts touch
 //! only the keys they are given; the claims and the reaper find tenants'
-//! indexes in Redis, and the armings and claims use the space's `spent`
-//! key ([`KeyUse::Finds`]), always beside a key they are given (in its
+//! indexes in Redis, and the armings, indexings and claims use the space's
+//! `spent` key or a key's fired mark ([`KeyUse::Finds`]), always beside a key they are given (in its
 //! [`Space`](super::Space)), so on a cluster every script stays in one
 //! slot. `hint`, `hint_cas` and `hints_due` work on a cluster's
 //! hint buckets (and name a tenant's pairs beside the bucket's hints).
@@ -46,7 +46,10 @@ fn lua(name: &'static str, keys: KeyUse, body: &str) -> Lua {
     Lua {
         name,
         keys,
-        script: redis::Script::new(&format!("{PRELUDE}{body}")),
+        script: redis::Script::new(&format!(
+            "local FIRED_TTL_MS = {}\n{PRELUDE}{body}",
+            super::FIRED_TTL_MS
+        )),
     }
 }
 
@@ -79,7 +82,7 @@ scripts! {
     arm: Finds,
     arm_many: Finds,
     cancel: Declared,
-    index: Declared,
+    index: Finds,
     unindex: Declared,
     claim: Finds,
     claim_one: Finds,
@@ -106,6 +109,7 @@ mod tests {
         // and the tenant, which is what `Space` names.
         assert!(PRELUDE.contains("string.sub(ready_key, 1, -6) .. 'due:' .. tenant_of(m)"));
         assert!(PRELUDE.contains("string.sub(ready_key, 1, -6) .. 'spent'"));
+        assert!(PRELUDE.contains("string.sub(ready_key, 1, -6) .. 'fired:' .. key"));
         for space in [
             super::super::Space::standalone(),
             super::super::Space::of_slot(9),
@@ -114,6 +118,7 @@ mod tests {
             let beside = ready.strip_suffix("ready").unwrap();
             assert_eq!(format!("{beside}due:acme"), space.due("acme"));
             assert_eq!(format!("{beside}spent"), space.spent());
+            assert_eq!(format!("{beside}fired:"), space.fired());
             assert_eq!(format!("{beside}probe"), space.probe());
         }
     }
@@ -141,6 +146,7 @@ mod tests {
             let computes = body.contains("index_in(")
                 || body.contains("claim_from(")
                 || body.contains("set_quietly(")
+                || body.contains("keep_due_firing(")
                 || body.contains("KEYS[1] .. ':'")
                 || body.contains("'symphony:");
             assert_eq!(

@@ -8,7 +8,7 @@ if max > 0 and adds_entry(KEYS[1], KEYS[2], now)
     and redis.call('ZCARD', KEYS[2]) >= max then
   return -1
 end
-keep_due_firing(KEYS[1], KEYS[2], now)
+keep_due_firing(KEYS[3], KEYS[1], KEYS[2], now)
 local at = now + tonumber(ARGV[2])
 set_quietly(KEYS[3], KEYS[1], ARGV[1], at)
 redis.call('ZADD', KEYS[2], at, KEYS[1])

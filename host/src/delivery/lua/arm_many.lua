@@ -19,7 +19,7 @@ for i = 2, #KEYS, 2 do
   local ttl = tonumber(ARGV[2 + i / 2])
   local at = now + ttl
   if first < 0 or at < first then first = at end
-  keep_due_firing(KEYS[i], KEYS[i + 1], now)
+  keep_due_firing(KEYS[1], KEYS[i], KEYS[i + 1], now)
   set_quietly(KEYS[1], KEYS[i], ARGV[1], at)
   redis.call('ZADD', KEYS[i + 1], at, KEYS[i])
   ready(KEYS[1], tenant_of(KEYS[i]), at)

@@ -11,7 +11,12 @@ for i = 4, #KEYS, 2 do
   local k = KEYS[i]
   local s = redis.call('ZSCORE', KEYS[i + 1], k)
   if s then
-    if tonumber(s) > now and redis.call('EXISTS', k) == 0 then
+    -- Unless the key has a fired mark: then this event is an earlier
+    -- arming's (its firing was claimed, or kept apart when the key was
+    -- armed again), and the key was deleted since (its `del` event comes
+    -- later), not expired early.
+    if tonumber(s) > now and redis.call('EXISTS', k) == 0
+        and redis.call('EXISTS', ARGV[2] .. k) == 0 then
       redis.call('ZADD', KEYS[i + 1], now, k)
       ready(KEYS[1], tenant_of(k), now)
     end

@@ -9,7 +9,7 @@ local first = -1
 for i = 2, #KEYS, 2 do
   local at = redis.call('PEXPIRETIME', KEYS[i])
   if at >= 0 then
-    keep_due_firing(KEYS[i], KEYS[i + 1], now)
+    keep_due_firing(KEYS[1], KEYS[i], KEYS[i + 1], now)
     redis.call('ZADD', KEYS[i + 1], at, KEYS[i])
     ready(KEYS[1], tenant_of(KEYS[i]), at)
     if first < 0 or at < first then first = at end

@@ -1,5 +1,6 @@
--- What every script starts with: the server time in ms, as `now`, and the
--- helpers below.
+-- What every script starts with, after `FIRED_TTL_MS` (how long a fired
+-- mark stays, which scripts.rs puts first): the server time in ms, as
+-- `now`, and the helpers below.
 --
 -- `tenant_of(m)` and `index_in(ready, m)`: the tenant of an index member
 -- and its due index, beside the ready set `ready` (`{space}ready` and
@@ -13,10 +14,10 @@
 -- may be below (a cancel or a later re-arming does not raise it), and the
 -- next claim that looks at the tenant sets it right.
 --
--- `keep_due_firing`, before a key is (re)indexed: if its entry is past due
--- and unclaimed while the key is alive, the key expired and was armed again
--- since, so that firing is moved to a member of its own rather than
--- overwritten. (An entry not yet due belongs to the same arming, or one the
+-- `keep_due_firing(ready, key, due, now)`, before a key is (re)indexed: if
+-- its entry is past due and unclaimed while the key is alive, the key
+-- expired and was armed again since, so that firing is moved to a member
+-- of its own rather than overwritten, and the key's fired mark is set. (An entry not yet due belongs to the same arming, or one the
 -- new arming postpones.) "Past due" allows 5 ms: Redis expires a key only
 -- once its time is passed, judged at the script's start, while `now` is
 -- read a little later, so the same arming can look just due here.
@@ -104,11 +105,16 @@ local function adds_entry(key, due, now)
   local s = redis.call('ZSCORE', due, key)
   return (not s) or tonumber(s) < now - 5
 end
-local function keep_due_firing(key, due, now)
+local function keep_due_firing(ready_key, key, due, now)
   local s = redis.call('ZSCORE', due, key)
   if s and tonumber(s) < now - 5 then
     redis.call('ZREM', due, key)
     redis.call('ZADD', due, s, key .. '\0d' .. s)
+    -- The key's `expired` event may still be on its way to a host: it is
+    -- this firing's, now kept apart, and must not make the new arming's
+    -- entry due (claim_expired.lua).
+    local fired = string.sub(ready_key, 1, -6) .. 'fired:' .. key
+    redis.call('SET', fired, '1', 'PX', FIRED_TTL_MS)
   end
 end
 -- `claim_from(c, tenant, share)` claims up to `share` entries of `tenant`
