@@ -11,7 +11,11 @@
 //! - an arming whose fate an operation decided within [`WINDOW`] of its due
 //!   time may have run or not, and one due around a host's SIGKILL or
 //!   SIGSTOP, or a Redis restart, may run once more (a host killed
-//!   mid-handler reruns its job after the lease);
+//!   mid-handler reruns its job after the lease), and so may one that
+//!   another client set again (`SET ... PX`) before its due time, if it
+//!   came due near such a fault (no host heard the change in time, and
+//!   the host that comes back takes the key for one armed again after it
+//!   expired: `docs/guarantees.md`, "The window that remains");
 //! - fast jobs started no later than [`LATE`] after their due time, or the
 //!   lease after a fault (a kill, a stop, a restart, a dropped
 //!   subscription).
@@ -51,9 +55,13 @@ enum Fate {
 #[derive(Debug, Clone)]
 struct Arming {
     due: i64,
+    /// Its due time when armed (`PEXPIRE` may have moved `due`).
+    armed_due: i64,
     fate: Fate,
-    /// A host was killed near its due time: one more run is allowed.
-    rerun_ok: bool,
+    /// Another client set the key again (`SET ... PX`) before it was due:
+    /// if no host ran at its due time, the host that comes back cannot
+    /// tell this from an arming after the key expired, and runs it too.
+    retimed_by_client: bool,
 }
 
 /// The model: each key's armings in order.
@@ -69,10 +77,15 @@ impl Model {
     /// An operation at `now` ends the key's last arming's pending life
     /// (cancel, delete, persist, or a new arming of the key).
     fn supersede(&mut self, key: &str, now: i64) {
+        self.supersede_by(key, now, false);
+    }
+
+    fn supersede_by(&mut self, key: &str, now: i64, by_client: bool) {
         if let Some(last) = self.armings.get_mut(key).and_then(|a| a.last_mut())
             && last.fate == Fate::Run
         {
             let to_due = last.due - now;
+            last.retimed_by_client = by_client;
             last.fate = if to_due > WINDOW {
                 Fate::NotRun
             } else if to_due < -WINDOW {
@@ -84,14 +97,20 @@ impl Model {
     }
 
     fn arm(&mut self, key: &str, now: i64, ttl: i64) {
-        self.supersede(key, now);
+        self.arm_by(key, now, ttl, false);
+    }
+
+    /// An arming; `by_client`: a plain `SET ... PX` of another client.
+    fn arm_by(&mut self, key: &str, now: i64, ttl: i64, by_client: bool) {
+        self.supersede_by(key, now, by_client);
         self.armings
             .entry(key.to_owned())
             .or_default()
             .push(Arming {
                 due: now + ttl,
+                armed_due: now + ttl,
                 fate: Fate::Run,
-                rerun_ok: false,
+                retimed_by_client: false,
             });
     }
 
@@ -111,11 +130,23 @@ impl Model {
 
     fn kill(&mut self, now: i64) {
         self.kills.push(now);
-        for a in self.armings.values_mut().flatten() {
-            if a.due > now - 2 * LEASE_MS && a.due < now + WINDOW {
-                a.rerun_ok = true;
-            }
-        }
+    }
+
+    /// Whether a fault happened near `due`: a host killed or stopped
+    /// within two leases before it, or just after it.
+    fn near_fault(&self, due: i64) -> bool {
+        self.kills
+            .iter()
+            .any(|k| (due - 2 * LEASE_MS..=due + WINDOW).contains(k))
+    }
+
+    /// Whether `a` may run once more than its fate says: it was due near
+    /// a fault (a host killed mid-handler reruns its job after the lease;
+    /// a firing re-timed by another client while no host ran runs at its
+    /// first due time too).
+    fn may_rerun(&self, a: &Arming) -> bool {
+        (a.fate != Fate::NotRun || a.retimed_by_client)
+            && (self.near_fault(a.due) || self.near_fault(a.armed_due))
     }
 }
 
@@ -169,7 +200,7 @@ fn check(seed: u64) {
             }
             80..110 => {
                 set_expiring(&mut db8, key.as_bytes(), ttl as u64);
-                model.arm(key, t, ttl);
+                model.arm_by(key, t, ttl, true);
                 "set px"
             }
             110..130 => {
@@ -334,10 +365,7 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
         let armings = &model.armings[key];
         let must = armings.iter().filter(|a| a.fate == Fate::Run).count();
         let may = armings.iter().filter(|a| a.fate == Fate::Maybe).count();
-        let reruns = armings
-            .iter()
-            .filter(|a| a.fate != Fate::NotRun && a.rerun_ok)
-            .count();
+        let reruns = armings.iter().filter(|a| model.may_rerun(a)).count();
         let ran = runs.get(key).map_or(0, Vec::len);
         if ran < must || ran > must + may + reruns {
             let dues: Vec<i64> = runs
@@ -355,10 +383,7 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
         for e in runs.get(key).into_iter().flatten() {
             let late_ms = e["late_us"].as_i64().unwrap_or(0) / 1000;
             let due = e["due_ms"].as_i64().unwrap_or(0);
-            let near_kill = model
-                .kills
-                .iter()
-                .any(|k| (due - 2 * LEASE_MS..=due + WINDOW).contains(k));
+            let near_kill = model.near_fault(due);
             let bound = if key.contains(":slow_") {
                 i64::MAX
             } else if near_kill {
@@ -373,13 +398,15 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
             }
         }
     }
-    assert!(
-        broken.is_empty(),
-        "seed {seed}: {} guarantees broken:\n{}\nhistory:\n{}",
-        broken.len(),
-        broken.join("\n"),
-        model.history
-    );
+    if !broken.is_empty() {
+        let logs = keep_logs(seed, hosts);
+        panic!(
+            "seed {seed}: {} guarantees broken:\n{}\nhistory:\n{}\nthe hosts' logs: {logs}",
+            broken.len(),
+            broken.join("\n"),
+            model.history
+        );
+    }
     let armings: usize = model.armings.values().map(Vec::len).sum();
     let count = |op: &str| model.history.matches(op).count();
     println!(
@@ -393,6 +420,20 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
         count("kill pub/sub"),
         count("restart Redis"),
     );
+}
+
+/// Writes each host's log beside the test binary's target directory
+/// (`target/checker-logs/seed-{seed}-host-{i}.log`), for a failing seed;
+/// returns where.
+fn keep_logs(seed: u64, hosts: &[&Host]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/checker-logs");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return "not kept (cannot make target/checker-logs)".to_owned();
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        let _ = std::fs::write(dir.join(format!("seed-{seed}-host-{i}.log")), host.log());
+    }
+    dir.display().to_string()
 }
 
 /// Seeds from `SYMPHONY_CHECKER_SEEDS` (`a..b`), for longer runs.
