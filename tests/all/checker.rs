@@ -2,7 +2,8 @@
 //! histories of arm, re-arm (before and while running), cancel, TTL
 //! changes by another client, `PERSIST`, `DEL`, host SIGKILLs and SIGSTOPs,
 //! pub/sub connection kills and Redis restarts on its AOF, on a real
-//! redis-server and two hosts, checked against the guarantees of
+//! redis-server and two hosts (or on a Redis Cluster, where the Redis fault
+//! is a primary SIGKILLed and failed over), checked against the guarantees of
 //! `docs/guarantees.md`:
 //!
 //! - every arming that must run (nothing changed it in time) ran, once;
@@ -18,11 +19,12 @@
 //!   expired: `docs/guarantees.md`, "The window that remains");
 //! - fast jobs started no later than [`LATE`] after their due time, or the
 //!   lease after a fault (a kill, a stop, a restart, a dropped
-//!   subscription).
+//!   subscription, a failover), plus the Redis outages that began near it.
 //!
-//! A failing seed prints its history. CI runs a few fixed seeds
-//! (`checker::seed_*`); `SYMPHONY_CHECKER_SEEDS=a..b` runs more (see
-//! `docs/benchmarks.md`).
+//! A failing seed prints its history and keeps the hosts' logs. CI runs a
+//! few fixed seeds (`checker::seed_*`, `checker::cluster_seed_1`);
+//! `SYMPHONY_CHECKER_SEEDS=a..b` and `SYMPHONY_CHECKER_CLUSTER_SEEDS=a..b`
+//! run more (see `docs/benchmarks.md`).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -35,6 +37,9 @@ use crate::support::*;
 
 /// How close to its due time an operation makes an arming's fate unknown.
 const WINDOW: i64 = 300;
+/// How long before a Cluster primary's death a write may not have reached
+/// its replica (on loopback, far less).
+const REPLICATION_LAG: i64 = 1_000;
 /// How late a fast job may start (CI shares 2 cores with the whole suite).
 const LATE: i64 = 3_000;
 /// The hosts' lease: a killed host's firings run again after it.
@@ -55,6 +60,9 @@ enum Fate {
 #[derive(Debug, Clone)]
 struct Arming {
     due: i64,
+    /// When it was armed, and when an operation ended its pending life.
+    armed_at: i64,
+    superseded_at: Option<i64>,
     /// Its due time when armed (`PEXPIRE` may have moved `due`).
     armed_due: i64,
     fate: Fate,
@@ -70,6 +78,8 @@ struct Model {
     armings: HashMap<String, Vec<Arming>>,
     /// When faults happened: a firing due near one may be late by a lease.
     kills: Vec<i64>,
+    /// When Redis was down (a restart, a failover): from, to.
+    outages: Vec<(i64, i64)>,
     history: String,
 }
 
@@ -81,14 +91,21 @@ impl Model {
     }
 
     fn supersede_by(&mut self, key: &str, now: i64, by_client: bool) {
+        // A fault near its due time may have delayed its claim past `now`:
+        // then the operation may have come first.
+        let due = self.armings.get(key).and_then(|a| a.last()).map(|a| a.due);
+        let delayed = due.is_some_and(|due| {
+            self.near_fault(due) && now <= due + LEASE_MS + LATE + self.outage_near(due)
+        });
         if let Some(last) = self.armings.get_mut(key).and_then(|a| a.last_mut())
             && last.fate == Fate::Run
         {
             let to_due = last.due - now;
             last.retimed_by_client = by_client;
+            last.superseded_at = Some(now);
             last.fate = if to_due > WINDOW {
                 Fate::NotRun
-            } else if to_due < -WINDOW {
+            } else if to_due < -WINDOW && !delayed {
                 Fate::Run
             } else {
                 Fate::Maybe
@@ -108,6 +125,8 @@ impl Model {
             .or_default()
             .push(Arming {
                 due: now + ttl,
+                armed_at: now,
+                superseded_at: None,
                 armed_due: now + ttl,
                 fate: Fate::Run,
                 retimed_by_client: false,
@@ -132,12 +151,35 @@ impl Model {
         self.kills.push(now);
     }
 
+    /// A Cluster primary was killed at `at`: what it had not yet passed to
+    /// its replica is lost (replication is asynchronous), so an arming made
+    /// or ended shortly before may or may not have taken effect.
+    fn failover(&mut self, at: i64) {
+        let lost = at - REPLICATION_LAG..=at;
+        for a in self.armings.values_mut().flatten() {
+            if lost.contains(&a.armed_at) || a.superseded_at.is_some_and(|s| lost.contains(&s)) {
+                a.fate = Fate::Maybe;
+            }
+        }
+    }
+
     /// Whether a fault happened near `due`: a host killed or stopped
     /// within two leases before it, or just after it.
     fn near_fault(&self, due: i64) -> bool {
         self.kills
             .iter()
             .any(|k| (due - 2 * LEASE_MS..=due + WINDOW).contains(k))
+    }
+
+    /// How much longer than a lease a firing due at `due` may wait: the
+    /// Redis outages that began near it (a host killed just before a
+    /// failover leaves a lease that only the new primary can reap).
+    fn outage_near(&self, due: i64) -> i64 {
+        self.outages
+            .iter()
+            .filter(|(from, _)| (due - 2 * LEASE_MS..=due + LEASE_MS + LATE).contains(from))
+            .map(|(from, to)| to - from)
+            .sum()
     }
 
     /// Whether `a` may run once more than its fate says: it was due near
@@ -150,10 +192,64 @@ impl Model {
     }
 }
 
-/// Runs one seeded history; panics with it when a guarantee breaks.
+/// Where a history runs, and its Redis faults: one server (restarted on
+/// its AOF) or a Redis Cluster (a primary SIGKILLed: its replica takes
+/// over, and the node comes back as a replica).
+trait Faulty: Backend {
+    /// Kills every pub/sub connection (on every node).
+    fn kill_pubsub(&self);
+    /// The Redis fault; its name.
+    fn fault(&mut self, rng: &mut fastrand::Rng) -> &'static str;
+}
+
+impl Faulty for RedisServer {
+    fn kill_pubsub(&self) {
+        self.kill_pubsub_clients();
+    }
+
+    fn fault(&mut self, _rng: &mut fastrand::Rng) -> &'static str {
+        self.restart();
+        "restart Redis (AOF)"
+    }
+}
+
+impl Faulty for RedisCluster {
+    fn kill_pubsub(&self) {
+        for node in self.nodes.iter().filter(|n| n.running()) {
+            node.kill_pubsub_clients();
+        }
+    }
+
+    fn fault(&mut self, rng: &mut fastrand::Rng) -> &'static str {
+        let primaries = self.primaries();
+        let (victim, _) = primaries[rng.usize(..primaries.len())];
+        self.nodes[victim].stop();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.primaries().len() < primaries.len() {
+            assert!(Instant::now() < deadline, "no replica took over");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.nodes[victim].restart();
+        self.wait_ok(Duration::from_secs(30));
+        "fail over a primary"
+    }
+}
+
+/// Runs one seeded history on a standalone server; panics with it when a
+/// guarantee breaks.
 fn check(seed: u64) {
-    let mut rng = fastrand::Rng::with_seed(seed);
     let redis = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    check_on(seed, redis);
+}
+
+/// Runs one seeded history on a Redis Cluster, with one failover at a
+/// random time.
+fn check_cluster(seed: u64) {
+    check_on(seed, RedisCluster::start());
+}
+
+fn check_on<R: Faulty>(seed: u64, redis: R) {
+    let mut rng = fastrand::Rng::with_seed(seed);
     let plugins = format!(
         "{}{}",
         plugin_entry_with(
@@ -180,7 +276,11 @@ fn check(seed: u64) {
         .collect();
     let mut model = Model::default();
     let mut redis = redis;
-    let mut db8 = redis.conn(8);
+    let mut db8 = redis.db(8);
+    // On a Cluster, one failover at a random time (besides those drawn).
+    let mut fail_at = redis
+        .is_cluster()
+        .then(|| Duration::from_millis(rng.u64(1000..4000)));
     let mut stops = Vec::new();
     let started = Instant::now();
     let now = || {
@@ -192,7 +292,14 @@ fn check(seed: u64) {
         let key = &keys[rng.usize(..keys.len())];
         let ttl = rng.i64(50..1500);
         let t = now();
-        let op = match rng.u32(..200) {
+        let roll = match fail_at {
+            Some(at) if started.elapsed() >= at => {
+                fail_at = None;
+                197
+            }
+            _ => rng.u32(..200),
+        };
+        let op = match roll {
             0..80 => {
                 arm(&redis, &[trigger_of(key, ttl)]);
                 model.arm(key, t, ttl);
@@ -246,16 +353,20 @@ fn check(seed: u64) {
                 "stop a host (SIGSTOP)"
             }
             196 => {
-                redis.kill_pubsub_clients();
+                redis.kill_pubsub();
                 model.kill(t);
                 "kill pub/sub connections"
             }
             197 => {
-                redis.restart();
-                db8 = redis.conn(8);
+                let op = redis.fault(&mut rng);
+                db8 = redis.db(8);
                 model.kill(t);
                 model.kill(now());
-                "restart Redis (AOF)"
+                model.outages.push((t, now()));
+                if redis.is_cluster() {
+                    model.failover(t);
+                }
+                op
             }
             _ => {
                 let i = rng.usize(..hosts.len());
@@ -290,9 +401,9 @@ fn check(seed: u64) {
         .map(|a| a.due)
         .max()
         .unwrap_or(end);
-    let settle = Duration::from_millis(u64::try_from(latest - end).unwrap_or(0));
-    std::thread::sleep(settle + Duration::from_millis(500));
-    wait_settled(&redis, "chk", Duration::from_secs(60));
+    let rest = Duration::from_millis(u64::try_from(latest - end).unwrap_or(0));
+    std::thread::sleep(rest + Duration::from_millis(500));
+    settle(&redis, &keys, Duration::from_secs(60));
     let all: Vec<&Host> = hosts.iter().flatten().chain(dead.iter()).collect();
     verify(seed, &model, &all);
 }
@@ -306,7 +417,41 @@ fn trigger_of(key: &str, ttl: i64) -> (String, String, String, u64) {
     (tenant, action, id, ttl as u64)
 }
 
-fn cancel(redis: &RedisServer, key: &str) {
+/// Waits until none of `keys` is left to run: no index entry of theirs
+/// (the recorder's `seen_` triggers, due a minute later, are not theirs)
+/// and no lease in their spaces.
+fn settle(redis: &impl Backend, keys: &[String], timeout: Duration) {
+    use symphony_host::delivery::Space;
+    let mut conn = redis.db(8);
+    let space_of = |key: &str| {
+        if redis.is_cluster() {
+            Space::of_slot(symphony_host::backend::slot_of(key))
+        } else {
+            Space::standalone()
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut left = Vec::new();
+        for key in keys {
+            let space = space_of(key);
+            let due: Vec<String> = conn.zrange(space.due("chk"), 0, -1).unwrap();
+            let leases: Vec<String> = conn.zrange(space.leases(), 0, -1).unwrap();
+            let mine = |m: &String| m.split('\0').next() == Some(key.as_str());
+            left.extend(due.iter().chain(&leases).filter(|m| mine(m)).cloned());
+        }
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "waited {timeout:?} for the keys to settle: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn cancel(redis: &impl Backend, key: &str) {
     let (tenant, action, id, _) = trigger_of(key, 0);
     with_pools(redis, |pools| async move {
         symphony_host::repo::TriggerRepo::new(&pools, &tenant)
@@ -387,7 +532,7 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
             let bound = if key.contains(":slow_") {
                 i64::MAX
             } else if near_kill {
-                LEASE_MS + LATE
+                LEASE_MS + LATE + model.outage_near(due)
             } else {
                 LATE
             };
@@ -411,7 +556,7 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
     let count = |op: &str| model.history.matches(op).count();
     println!(
         "checker seed {seed}: {} operations, {armings} armings over {} keys; faults: \
-         {} host kills, {} host stops, {} pub/sub kills, {} Redis restarts; \
+         {} host kills, {} host stops, {} pub/sub kills, {} Redis restarts, {} failovers; \
          every guarantee held",
         model.history.lines().count(),
         model.armings.len(),
@@ -419,6 +564,7 @@ fn verify(seed: u64, model: &Model, hosts: &[&Host]) {
         count("stop a host"),
         count("kill pub/sub"),
         count("restart Redis"),
+        count("fail over"),
     );
 }
 
@@ -446,6 +592,25 @@ fn seeds_from_the_environment() {
     for seed in a.parse::<u64>().unwrap()..b.parse::<u64>().unwrap() {
         check(seed);
     }
+}
+
+/// Cluster seeds from `SYMPHONY_CHECKER_CLUSTER_SEEDS` (`a..b`).
+#[test]
+fn cluster_seeds_from_the_environment() {
+    let Ok(range) = std::env::var("SYMPHONY_CHECKER_CLUSTER_SEEDS") else {
+        return;
+    };
+    let (a, b) = range
+        .split_once("..")
+        .expect("SYMPHONY_CHECKER_CLUSTER_SEEDS=a..b");
+    for seed in a.parse::<u64>().unwrap()..b.parse::<u64>().unwrap() {
+        check_cluster(seed);
+    }
+}
+
+#[test]
+fn cluster_seed_1() {
+    check_cluster(1);
 }
 
 #[test]
