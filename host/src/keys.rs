@@ -204,10 +204,17 @@ pub fn validate_tenant(tenant: &str) -> Result<(), KeyError> {
 /// Whether `c` is drawn as nothing, or changes how its neighbours are
 /// drawn: Unicode's "Other" categories (format characters such as U+200B
 /// and U+202E, private use, surrogates, unassigned code points and
-/// non-characters; controls are refused before this).
+/// non-characters; controls are refused before this), and the
+/// Default_Ignorable_Code_Point characters of other categories (the
+/// combining grapheme joiner U+034F, variation selectors, Hangul fillers
+/// such as U+3164).
 fn invisible(c: char) -> bool {
-    use unicode_properties::{GeneralCategoryGroup, UnicodeGeneralCategory};
-    c.general_category_group() == GeneralCategoryGroup::Other
+    use icu_properties::props::{
+        BinaryProperty, DefaultIgnorableCodePoint, EnumeratedProperty, GeneralCategory,
+        GeneralCategoryGroup,
+    };
+    GeneralCategoryGroup::Other.contains(GeneralCategory::for_char(c))
+        || DefaultIgnorableCodePoint::for_char(c)
 }
 
 /// A `clap` value parser for tenant arguments: the rule of
@@ -629,6 +636,16 @@ mod tests {
             "a\u{fdd0}",
             "a\u{10ffff}",
             "a\u{378}",
+            // Default-ignorable marks and letters: a grapheme joiner,
+            // variation selectors, Hangul fillers, a Mongolian selector.
+            "vic\u{34f}tim",
+            "victim\u{fe0f}",
+            "victim\u{e0100}",
+            "vic\u{3164}tim",
+            "\u{3164}",
+            "a\u{115f}",
+            "a\u{17b4}",
+            "a\u{180b}",
             &"t".repeat(MAX_TENANT_LEN + 1),
         ] {
             let err = validate_tenant(bad).unwrap_err();
@@ -715,6 +732,7 @@ mod props {
             Just('\n'),
             Just('\u{200b}'),
             Just('\u{202e}'),
+            Just('\u{3164}'),
             any::<char>(),
             proptest::char::range('a', 'e'),
         ];

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::budget::{KEY_OVERHEAD, Usage};
+use crate::budget::Usage;
 use crate::error::RepoError;
 use crate::throttle::Throttle;
 
@@ -334,19 +334,18 @@ impl Quotas {
         &self.usage
     }
 
-    /// Admits a plugin's write of `bytes` of arguments for `tenant` under
-    /// its memory budget (a key's overhead is added).
+    /// Admits a plugin's write for `tenant` under its memory budget, at
+    /// `cost()` bytes (what Redis may take for it: see
+    /// [`crate::budget::write_cost`]; computed only for a budgeted tenant).
     ///
     /// # Errors
     /// [`RepoError::Denied`] (`quota: ...`) when it would take the tenant
     /// past its `max_memory_kib`; nothing is charged.
-    pub fn store(&self, tenant: &str, bytes: usize) -> Result<(), RepoError> {
+    pub fn store(&self, tenant: &str, cost: impl FnOnce() -> u64) -> Result<(), RepoError> {
         let Some(budget) = self.memory_budget(tenant) else {
             return Ok(());
         };
-        let bytes = u64::try_from(bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(KEY_OVERHEAD);
+        let bytes = cost();
         let Err(used) = self.usage.charge(tenant, bytes, budget) else {
             return Ok(());
         };

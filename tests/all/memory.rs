@@ -247,3 +247,50 @@ fn a_tenants_retry_metadata_is_capped_and_counted() {
         "the retry metadata is not counted: the tenant stored {stored} values of 16 KiB"
     );
 }
+
+/// A write is charged for what Redis makes of it: an upsert of a wide
+/// object becomes a hash table of 5 to 7 KB for 1.2 KB of arguments, and
+/// 400 of them in one job, each charged at its arguments, took a tenant to
+/// 1.8 times its 1 MiB budget before a walk could see it (and another
+/// tenant's `SET` met `OOM`). Each field is charged now.
+#[test]
+fn wide_hashes_are_charged_for_their_fields() {
+    let mut d = crate::repos::Driver::start_with("[tenants.\"*\"]\nmax_memory_kib = 1024");
+    let mut wide: serde_json::Map<String, Value> = (0..130)
+        .map(|i| (format!("f{i}"), Value::from(i)))
+        .collect();
+    // One value over 64 bytes: Redis keeps the hash as a hash table.
+    wide.insert("long".to_owned(), Value::from("L".repeat(70)));
+    let calls: Vec<Value> = (0..400)
+        .map(|i| serde_json::json!(["user.upsert", format!("u{i}"), wide, null]))
+        .collect();
+    let (_, e) = d.dispatch("evil", &Value::Array(calls));
+    // What the job stored (the driver's script, 520 KB, is the test's).
+    let taken: u64 = (0..16)
+        .map(|db| {
+            let mut conn = d.redis.db(db);
+            let keys: Vec<String> = conn.keys("evil:*").unwrap();
+            let keys: Vec<&String> = keys.iter().filter(|k| !k.contains(":script:")).collect();
+            keys.iter()
+                .map(|k| {
+                    redis::cmd("MEMORY")
+                        .arg("USAGE")
+                        .arg(k)
+                        .arg("SAMPLES")
+                        .arg(0)
+                        .query::<Option<u64>>(&mut conn)
+                        .unwrap()
+                        .unwrap_or(0)
+                })
+                .sum::<u64>()
+        })
+        .sum();
+    let stored = e["error"].as_str().unwrap_or_default();
+    println!(
+        "400 wide upserts under a 1 MiB budget: the job's keys take {taken} bytes; {stored:.300}"
+    );
+    assert!(
+        taken < 1_100_000,
+        "the job's keys take {taken} bytes under a 1 MiB budget"
+    );
+}

@@ -147,7 +147,8 @@ macro_rules! call {
             Err(e) => return Ok(Err(e)),
         };
         if $grow {
-            if let Err(e) = $self.quotas.store(&tenant, bytes) {
+            let cost = || crate::budget::write_cost(&[$(AsRef::<str>::as_ref(&$input)),*]);
+            if let Err(e) = $self.quotas.store(&tenant, cost) {
                 return Ok(Err(e.into()));
             }
         }
