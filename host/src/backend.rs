@@ -113,10 +113,19 @@ impl Cluster {
     }
 }
 
-/// Counts a failed call in [`crate::metrics::REDIS_ERRORS`].
+/// Redis calls that failed, over every connection of this process.
+static REDIS_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many Redis calls failed in this process so far (the metrics'
+/// `symphony_redis_errors_total`).
+pub fn redis_errors() -> u64 {
+    REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a failed call in [`redis_errors`].
 fn counted<T>(r: RedisResult<T>) -> RedisResult<T> {
     if r.is_err() {
-        crate::metrics::REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     r
 }
@@ -578,7 +587,7 @@ pub fn slot_of(key: &str) -> u16 {
 
 /// Counts a failed cluster call (see [`counted`]).
 fn count_err(e: redis::RedisError) -> redis::RedisError {
-    crate::metrics::REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     e
 }
 

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::backend::RedisConn;
+use crate::context::HostContext;
 use crate::error::RepoError;
-use crate::lifecycle::HostContext;
 use crate::pools::PoolAlias;
 use crate::throttle::Throttle;
 

@@ -70,6 +70,7 @@ pub mod backend;
 pub mod bindings;
 pub mod budget;
 pub mod commands;
+pub mod context;
 pub mod delivery;
 pub mod dispatch;
 pub mod error;
@@ -98,7 +99,8 @@ use std::future::Future;
 use std::path::Path;
 
 pub use crate::commands::{CheckedPlugin, check};
-pub use crate::lifecycle::{Host, HostContext, Stage};
+pub use crate::context::HostContext;
+pub use crate::lifecycle::{Host, Stage};
 use crate::manifest::{RedisOverride, RedisUrl};
 
 /// A duration in whole milliseconds, for log fields (JSON numbers, unlike `u128`).
@@ -128,7 +130,7 @@ pub struct RunOptions {
     /// seed DB) or a cluster.
     pub redis: Option<RedisOverride>,
     /// Replaces `[admin] listen`.
-    pub admin_listen: Option<admin::AdminListen>,
+    pub admin_listen: Option<manifest::AdminListen>,
 }
 
 impl RunOptions {
@@ -149,7 +151,7 @@ impl RunOptions {
     }
 
     /// Options with an admin listen override.
-    pub fn with_admin_listen(mut self, listen: Option<admin::AdminListen>) -> Self {
+    pub fn with_admin_listen(mut self, listen: Option<manifest::AdminListen>) -> Self {
         self.admin_listen = listen;
         self
     }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use symphony_host::admin::AdminListen;
 use symphony_host::commands;
 use symphony_host::delivery::DeadFilter;
+use symphony_host::manifest::AdminListen;
 use symphony_host::manifest::{ClusterSeeds, RedisOverride, RedisUrl};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt as _;

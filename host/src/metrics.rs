@@ -22,10 +22,6 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::pools::PoolAlias;
 use crate::runtime::Outcome;
 
-/// Redis calls that failed, over every connection of this process
-/// (counted by [`crate::backend::RedisConn`]).
-pub(crate) static REDIS_ERRORS: AtomicU64 = AtomicU64::new(0);
-
 type Labels = Vec<(&'static str, String)>;
 
 /// Buckets from 100 µs to about 26 s, doubling.
@@ -303,7 +299,7 @@ impl Metrics {
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         self.redis_errors
             .inner()
-            .store(REDIS_ERRORS.load(Ordering::Relaxed), Ordering::Relaxed);
+            .store(crate::backend::redis_errors(), Ordering::Relaxed);
         let mut out = String::with_capacity(8 * 1024);
         encode(&mut out, &self.registry)?;
         Ok(out)

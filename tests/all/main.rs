@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod admin_hostile;
+mod architecture;
 mod author;
 mod browser;
 mod checker;

@@ -27,6 +27,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::policy::{Capability, Grants, Limits, Policy, TenantSelector};
+
+pub mod admin;
+
+pub use self::admin::{AdminConfig, AdminListen};
 // Re-exported where the manifest's readers have always found them.
 pub use crate::policy::{HumanDuration, RetryConfig};
 pub use crate::pools::{
@@ -76,7 +80,7 @@ pub struct Manifest {
     pub runtime: RuntimeConfig,
     /// The admin server (health, metrics).
     #[serde(default)]
-    pub admin: crate::admin::AdminConfig,
+    pub admin: AdminConfig,
     /// Leases of claimed firings.
     #[serde(default)]
     pub delivery: DeliveryConfig,
