@@ -214,8 +214,9 @@ fn a_primary_killed_mid_stream_fails_over_losing_no_acknowledged_trigger() {
     let arming = std::thread::spawn(move || {
         arm_through_failures(target, "ver_fo", n, (1000, 3000), Duration::from_secs(6), 1)
     });
-    // Mid-stream: armings, claims and finishes are under way.
-    std::thread::sleep(Duration::from_secs(3));
+    // Mid-stream, by state: armings go on, and a tenth has run (the first
+    // are due 1 s after their arming).
+    wait_dispatched(&refs, "ver_fo", n / 10, Duration::from_secs(30));
     cluster.nodes[victim].stop();
     let promoted = Instant::now();
     while cluster.primaries().len() < 3 {

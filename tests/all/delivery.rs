@@ -39,7 +39,8 @@ fn a_killed_subscription_during_1000_triggers_loses_none() {
     let n = 1000;
     let started = Instant::now();
     arm(&redis, &spread("ver_kill", n, 500, 3000));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Mid-stream, by state: a quarter has run.
+    wait_dispatched(&[&host], "ver_kill", n / 4, Duration::from_secs(30));
     let killed = redis.kill_pubsub_clients();
     assert_eq!(killed, 1);
     let counts = wait_dispatched(&[&host], "ver_kill", n, Duration::from_secs(30));
@@ -58,7 +59,8 @@ fn a_host_stopped_for_3_s_loses_none() {
     let mut first = Host::start(&redis, &counter());
     let n = 1000;
     arm(&redis, &spread("ver_down", n, 500, 4000));
-    std::thread::sleep(Duration::from_millis(1000));
+    // Mid-stream, by state: a tenth has run.
+    wait_dispatched(&[&first], "ver_down", n / 10, Duration::from_secs(30));
     assert!(first.terminate(Duration::from_secs(20)).success());
     let before = dispatch_counts(&[&first], "ver_down").len();
     std::thread::sleep(Duration::from_secs(3));
@@ -88,7 +90,8 @@ fn a_redis_restart_with_appendonly_loses_none() {
     let host = Host::start_with(&redis, &counter(), "[delivery]\nlease = \"4s\"");
     let n = 500;
     arm(&redis, &spread("ver_aof", n, 500, 4000));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Mid-stream, by state: a quarter has run.
+    wait_dispatched(&[&host], "ver_aof", n / 4, Duration::from_secs(30));
     redis.restart();
     let restarted = Instant::now();
     let counts = wait_dispatched(&[&host], "ver_aof", n, Duration::from_secs(40));
