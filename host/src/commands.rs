@@ -10,12 +10,10 @@ use anyhow::Context as _;
 use crate::delivery::{DeadFilter, DeadList, Delivery};
 use crate::keys;
 use crate::manifest::{
-    ClusterSeeds, Manifest, RedisOverride, RedisTarget, RedisUrl, RuntimeConfig, seed_pool_urls,
+    ClusterSeeds, Manifest, RedisOverride, RedisTarget, RedisUrl, seed_pool_urls,
 };
-use crate::plugins::PluginSet;
 use crate::pools::Pools;
 use crate::repo::{self, TriggerRepo};
-use crate::runtime::Runtime;
 
 /// One checked plugin, as reported by [`check`].
 #[derive(Debug, Clone)]
@@ -41,12 +39,7 @@ pub struct CheckedPlugin {
 pub async fn check(manifest_path: &Path) -> anyhow::Result<Vec<CheckedPlugin>> {
     let manifest = Manifest::load(manifest_path)?;
     let pools = Pools::connect(&manifest.redis_target(None))?;
-    let runtime = Runtime::new(
-        &manifest.runtime,
-        RuntimeConfig::fuel_needed(&manifest.plugins),
-        pools,
-    )?;
-    let set = PluginSet::load(&runtime, &manifest, 0)?;
+    let set = crate::plugins::start(&manifest, pools)?.set;
     Ok(set
         .plugins()
         .iter()

@@ -32,12 +32,9 @@ use crate::context::HostContext;
 use crate::delivery::Delivery;
 use crate::dispatch::{Concurrency, Dispatcher};
 use crate::listener::{ClusterListener, Listener, NotifyError};
-use crate::manifest::{Manifest, RuntimeConfig};
-use crate::plugins::PluginSet;
+use crate::manifest::Manifest;
 use crate::pools::{PoolAlias, Pools};
-use crate::quota::Quotas;
 use crate::reload::{self, Reloader};
-use crate::runtime::Runtime;
 use crate::stats::Stats;
 use crate::{RunOptions, fleet, millis, pump, sweeper};
 
@@ -162,14 +159,11 @@ impl Host {
         done(Stage::Pools, t);
 
         let t = Instant::now();
-        let runtime = Runtime::new(
-            &manifest.runtime,
-            RuntimeConfig::fuel_needed(&manifest.plugins),
-            pools.clone(),
-        )?;
-        let quotas = Arc::new(Quotas::new(&manifest.tenants));
-        runtime.set_quotas(quotas.clone());
-        let set = PluginSet::load(&runtime, &manifest, 0)
+        let crate::plugins::Started {
+            runtime,
+            quotas,
+            set,
+        } = crate::plugins::start(&manifest, pools.clone())
             .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
         for plugin in set.plugins() {
             info!(

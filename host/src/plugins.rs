@@ -7,8 +7,40 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, RuntimeConfig};
+use crate::pools::Pools;
+use crate::quota::Quotas;
 use crate::runtime::{LoadError, LoadedPlugin, Runtime};
+
+/// What runs plugins: the engine, the tenants' quotas (which it applies)
+/// and the plugin set, built by [`start`].
+pub struct Started {
+    /// The engine, over the pools it was given.
+    pub runtime: Arc<Runtime>,
+    /// The manifest's `[tenants]` quotas, set on the engine.
+    pub quotas: Arc<Quotas>,
+    /// Every plugin of the manifest, compiled (generation 0).
+    pub set: PluginSet,
+}
+
+/// The start-up every command that runs plugins shares (`run`, `check`,
+/// `invoke`): the engine over `pools`, the manifest's quotas on it, then
+/// every plugin compiled. One place, so each applies the same quotas.
+///
+/// # Errors
+/// The engine's configuration error, or every plugin load error.
+pub fn start(manifest: &Manifest, pools: Pools) -> anyhow::Result<Started> {
+    let fuel = RuntimeConfig::fuel_needed(&manifest.plugins);
+    let runtime = Runtime::new(&manifest.runtime, fuel, pools)?;
+    let quotas = Arc::new(Quotas::new(&manifest.tenants));
+    runtime.set_quotas(quotas.clone());
+    let set = PluginSet::load(&runtime, manifest, 0)?;
+    Ok(Started {
+        runtime,
+        quotas,
+        set,
+    })
+}
 
 /// Every plugin of a manifest, compiled, with the prefix routes.
 pub struct PluginSet {

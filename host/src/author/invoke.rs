@@ -29,10 +29,9 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 
 use crate::keys;
-use crate::manifest::{Manifest, RedisOverride, RuntimeConfig};
-use crate::plugins::PluginSet;
+use crate::manifest::{Manifest, RedisOverride};
 use crate::pools::{PoolAlias, Pools, RedisTarget, RedisUrl, seed_pool_urls};
-use crate::runtime::{Job, Outcome, Runtime};
+use crate::runtime::{Job, Outcome};
 
 /// What [`invoke`] runs.
 #[derive(Debug, Clone)]
@@ -127,16 +126,9 @@ pub async fn invoke(
         None => urls,
     };
     let pools = Pools::connect(&RedisTarget::Servers(urls.clone()))?;
-    let runtime = Runtime::new(
-        &manifest.runtime,
-        RuntimeConfig::fuel_needed(&manifest.plugins),
-        pools.clone(),
-    )?;
     // The manifest's [tenants] quotas hold here as in `run`.
-    runtime.set_quotas(std::sync::Arc::new(crate::quota::Quotas::new(
-        &manifest.tenants,
-    )));
-    let set = PluginSet::load(&runtime, &manifest, 0)?;
+    let crate::plugins::Started { runtime, set, .. } =
+        crate::plugins::start(&manifest, pools.clone())?;
     let plugin = set.route(&request.action).cloned().with_context(|| {
         let prefixes: Vec<&str> = set
             .plugins()
