@@ -2,7 +2,7 @@
 //! with the manifest's limits and capabilities, and records every Redis
 //! command its host calls made.
 //!
-//! The job runs as a dispatch would run it ([`Runtime::invoke`], a fresh
+//! The job runs as a dispatch would run it ([`Runtime::invoke`](crate::runtime::Runtime::invoke), a fresh
 //! store scoped to the tenant) but outside delivery: no due index, lease or
 //! trigger key is read or written, unless the plugin itself calls the
 //! trigger repository.
