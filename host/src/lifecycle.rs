@@ -29,8 +29,8 @@ use tracing::{debug, info, warn};
 
 use crate::admin::{AdminListen, AdminServer, Token};
 use crate::context::HostContext;
-use crate::delivery::Delivery;
-use crate::dispatch::{Concurrency, Dispatcher};
+use crate::delivery::{Delivery, Firing};
+use crate::dispatch::{Concurrency, Dispatcher, InFlight};
 use crate::listener::{ClusterListener, Listener, NotifyError};
 use crate::manifest::Manifest;
 use crate::pools::{PoolAlias, Pools};
@@ -112,6 +112,54 @@ impl Drop for Host {
     }
 }
 
+/// Binds the admin server's socket, unless `[admin] listen` (or the
+/// option) is `off`; a port in use fails the start here.
+async fn bind_admin(
+    manifest: &Manifest,
+    options: &RunOptions,
+) -> anyhow::Result<Option<AdminServer>> {
+    let AdminListen::On(addr) = options.admin_listen.unwrap_or(manifest.admin.listen) else {
+        return Ok(None);
+    };
+    let token = Token::resolve(
+        std::env::var("SYMPHONY_ADMIN_TOKEN").ok(),
+        manifest.admin.token_file.as_deref(),
+        manifest.base_dir(),
+    )?;
+    Ok(Some(
+        AdminServer::bind(addr, token)
+            .await?
+            .with_host_names(manifest.admin.host_names.clone()),
+    ))
+}
+
+/// Logs each plugin of a freshly loaded set.
+fn log_loaded(set: &crate::plugins::PluginSet) {
+    for plugin in set.plugins() {
+        info!(
+            event = "plugin_loaded",
+            plugin = %plugin.name(),
+            path = %plugin.path().display(),
+            version = plugin.digest(),
+            load_ms = millis(plugin.compile_time()),
+            actions = ?set.prefixes_of(plugin),
+            "plugin loaded"
+        );
+    }
+}
+
+/// The pool aliases listened to, each once (on a cluster every alias is
+/// DB 0: one listener hears them all).
+fn listened_aliases(ctx: &HostContext) -> Vec<PoolAlias> {
+    let mut aliases = ctx.manifest.listener.pools.clone();
+    aliases.sort();
+    aliases.dedup();
+    if ctx.pools.cluster_seeds().is_some() {
+        aliases.truncate(1);
+    }
+    aliases
+}
+
 /// Logs a finished start-up stage.
 fn done(stage: Stage, since: Instant) {
     debug!(event = "stage_started", %stage, took_ms = millis(since.elapsed()), "start-up stage done");
@@ -130,21 +178,7 @@ impl Host {
         done(Stage::Manifest, t);
 
         let t = Instant::now();
-        let admin = match options.admin_listen.unwrap_or(manifest.admin.listen) {
-            AdminListen::Off => None,
-            AdminListen::On(addr) => {
-                let token = Token::resolve(
-                    std::env::var("SYMPHONY_ADMIN_TOKEN").ok(),
-                    manifest.admin.token_file.as_deref(),
-                    manifest.base_dir(),
-                )?;
-                Some(
-                    AdminServer::bind(addr, token)
-                        .await?
-                        .with_host_names(manifest.admin.host_names.clone()),
-                )
-            }
-        };
+        let admin = bind_admin(&manifest, &options).await?;
         // Per-dispatch metrics and the recent dispatches are kept only for
         // an admin server to read.
         let stats = Arc::new(Stats::new(
@@ -159,24 +193,11 @@ impl Host {
         done(Stage::Pools, t);
 
         let t = Instant::now();
-        let crate::plugins::Started {
-            runtime,
-            quotas,
-            set,
-        } = crate::plugins::start(&manifest, pools.clone())
+        let started = crate::plugins::start(&manifest, pools.clone())
             .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
-        for plugin in set.plugins() {
-            info!(
-                event = "plugin_loaded",
-                plugin = %plugin.name(),
-                path = %plugin.path().display(),
-                version = plugin.digest(),
-                load_ms = millis(plugin.compile_time()),
-                actions = ?set.prefixes_of(plugin),
-                "plugin loaded"
-            );
-        }
-        let plugins = Arc::new(ArcSwap::from_pointee(set));
+        log_loaded(&started.set);
+        let plugins = Arc::new(ArcSwap::from_pointee(started.set));
+        let (runtime, quotas) = (started.runtime, started.quotas);
         done(Stage::Plugins, t);
 
         let cancel = CancellationToken::new();
@@ -197,127 +218,176 @@ impl Host {
         let reloading = tokio::spawn(reload::watch(reloader, requests, cancel.child_token()));
         done(Stage::Reloader, t);
 
-        // Lease renewal outlives `cancel`: in-flight jobs keep their leases
-        // while shutdown drains them.
+        let context = HostContext {
+            manifest,
+            pools,
+            runtime,
+            plugins,
+            stats,
+            quotas,
+            deliveries: Arc::default(),
+            in_flight: InFlight::default(),
+            reload_requests,
+        };
+        let mut host = Host {
+            context,
+            pid_file,
+            pid,
+            cancel,
+            reloading,
+            renewal: CancellationToken::new(),
+            renewing: JoinSet::new(),
+            listeners: JoinSet::new(),
+            sources: JoinSet::new(),
+            dispatching: tokio::spawn(async {}),
+            tracker: TaskTracker::new(),
+            services: JoinSet::new(),
+        };
+        // A failure from here drops `host`, which stops what has started,
+        // and removes the pid file it wrote.
+        if let Err(e) = host.start_pipeline(admin) {
+            host.remove_pid_file();
+            return Err(e);
+        }
+        Ok(host)
+    }
+
+    /// The stages after the reloader: delivery, the listeners, the
+    /// sweepers and pumps, the dispatcher; then the services.
+    fn start_pipeline(&mut self, admin: Option<AdminServer>) -> anyhow::Result<()> {
+        let ctx = &self.context;
         let t = Instant::now();
-        let lease = manifest.delivery.lease.0;
-        let renewal = CancellationToken::new();
-        let mut renewing = JoinSet::new();
-        let mut aliases = manifest.listener.pools.clone();
-        aliases.sort();
-        aliases.dedup();
-        // On a cluster every alias is DB 0: one listener hears them all.
-        if pools.cluster_seeds().is_some() {
-            aliases.truncate(1);
-        }
-        let mut deliveries = BTreeMap::new();
-        for alias in &aliases {
-            let q = quotas.clone();
-            let delivery = Delivery::for_pool(&pools, *alias)?
-                .with_dead_letter_cap(manifest.delivery.max_dead_letters.get())
-                .with_dead_letter_bytes(Arc::new(move |tenant: &str| q.memory_budget(tenant)));
-            renewing.spawn(sweeper::renew(delivery.clone(), lease, renewal.clone()));
-            deliveries.insert(*alias, delivery);
-        }
-        let deliveries = Arc::new(deliveries);
+        let aliases = listened_aliases(ctx);
+        let deliveries = Arc::new(self.start_deliveries(&aliases)?);
         done(Stage::Delivery, t);
 
         let t = Instant::now();
-        let mut listeners = JoinSet::new();
-        let mut keyevents = Vec::new();
-        for alias in &aliases {
-            let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
-            let (pool, mode) = (pools.get(*alias)?, manifest.listener.notify_keyspace_events);
-            if pools.cluster_seeds().is_some() {
-                let listener = ClusterListener::new(*alias, pool, mode, stats.clone());
-                listeners.spawn(listener.run(event_tx, cancel.child_token()));
-            } else {
-                let listener = Listener::new(*alias, pool, mode, stats.clone());
-                listeners.spawn(listener.run(event_tx, cancel.child_token()));
-            }
-            keyevents.push((*alias, event_rx));
-        }
+        let keyevents = self.start_listeners(&aliases)?;
         done(Stage::Listeners, t);
 
         // All firings, swept or heard, go to the one dispatcher.
         let t = Instant::now();
         let (firing_tx, firing_rx) = mpsc::channel(EVENT_QUEUE);
-        let mut sources = JoinSet::new();
+        self.start_sources(keyevents, &deliveries, firing_tx);
+        done(Stage::Sweepers, t);
+
+        let t = Instant::now();
+        let ctx = &self.context;
+        let dispatcher = Dispatcher::new(
+            ctx.runtime.clone(),
+            deliveries.clone(),
+            ctx.plugins.clone(),
+            Concurrency {
+                total: ctx.manifest.runtime.concurrency.get(),
+                per_tenant: ctx.manifest.runtime.tenant_concurrency(),
+            },
+            ctx.stats.clone(),
+        );
+        self.context.in_flight = dispatcher.in_flight();
+        self.context.deliveries = deliveries;
+        self.tracker = dispatcher.tracker();
+        self.dispatching = tokio::spawn(dispatcher.run(firing_rx, self.cancel.child_token()));
+        done(Stage::Dispatcher, t);
+        self.mount_services(admin)
+    }
+
+    /// One [`Delivery`] per listened pool, each with its lease renewal,
+    /// which outlives `cancel`: in-flight jobs keep their leases while
+    /// shutdown drains them.
+    fn start_deliveries(
+        &mut self,
+        aliases: &[PoolAlias],
+    ) -> anyhow::Result<BTreeMap<PoolAlias, Delivery>> {
+        let ctx = &self.context;
+        let lease = ctx.manifest.delivery.lease.0;
+        let mut deliveries = BTreeMap::new();
+        for alias in aliases {
+            let q = ctx.quotas.clone();
+            let delivery = Delivery::for_pool(&ctx.pools, *alias)?
+                .with_dead_letter_cap(ctx.manifest.delivery.max_dead_letters.get())
+                .with_dead_letter_bytes(Arc::new(move |tenant: &str| q.memory_budget(tenant)));
+            self.renewing.spawn(sweeper::renew(
+                delivery.clone(),
+                lease,
+                self.renewal.clone(),
+            ));
+            deliveries.insert(*alias, delivery);
+        }
+        Ok(deliveries)
+    }
+
+    /// A listener per listened pool (on a cluster, of every node); their
+    /// keyevents, by pool.
+    fn start_listeners(
+        &mut self,
+        aliases: &[PoolAlias],
+    ) -> anyhow::Result<Vec<(PoolAlias, mpsc::Receiver<crate::listener::KeyEvent>)>> {
+        let ctx = &self.context;
+        let mut keyevents = Vec::new();
+        for alias in aliases {
+            let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+            let (pool, mode) = (
+                ctx.pools.get(*alias)?,
+                ctx.manifest.listener.notify_keyspace_events,
+            );
+            let cancel = self.cancel.child_token();
+            if ctx.pools.cluster_seeds().is_some() {
+                let listener = ClusterListener::new(*alias, pool, mode, ctx.stats.clone());
+                self.listeners.spawn(listener.run(event_tx, cancel));
+            } else {
+                let listener = Listener::new(*alias, pool, mode, ctx.stats.clone());
+                self.listeners.spawn(listener.run(event_tx, cancel));
+            }
+            keyevents.push((*alias, event_rx));
+        }
+        Ok(keyevents)
+    }
+
+    /// A pump and a sweeper per listened pool, sending to `firings`; and
+    /// the walk of the tenants' memory budgets, if any.
+    fn start_sources(
+        &mut self,
+        keyevents: Vec<(PoolAlias, mpsc::Receiver<crate::listener::KeyEvent>)>,
+        deliveries: &BTreeMap<PoolAlias, Delivery>,
+        firings: mpsc::Sender<Firing>,
+    ) {
+        let ctx = &self.context;
+        let lease = ctx.manifest.delivery.lease.0;
         for (alias, event_rx) in keyevents {
             let Some(delivery) = deliveries.get(&alias).cloned() else {
                 continue;
             };
             let wake = Arc::new(Notify::new());
-            sources.spawn(pump::pump(
+            self.sources.spawn(pump::pump(
                 delivery.clone(),
                 event_rx,
-                firing_tx.clone(),
+                firings.clone(),
                 wake.clone(),
                 lease,
-                stats.clone(),
-                cancel.child_token(),
+                ctx.stats.clone(),
+                self.cancel.child_token(),
             ));
-            sources.spawn(sweeper::sweep(
+            self.sources.spawn(sweeper::sweep(
                 delivery,
-                firing_tx.clone(),
+                firings.clone(),
                 wake,
                 lease,
-                cancel.child_token(),
+                self.cancel.child_token(),
             ));
         }
-        drop(firing_tx);
-        // Tenants' memory budgets: their keys are measured while it runs.
-        if quotas.has_memory_budgets() {
-            let q = quotas.clone();
-            sources.spawn(crate::budget::measure(
-                pools.clone(),
-                quotas.usage().clone(),
-                std::sync::Arc::new(move |tenant: &str| q.memory_budget(tenant).is_some()),
-                cancel.child_token(),
+        if ctx.quotas.has_memory_budgets() {
+            let q = ctx.quotas.clone();
+            self.sources.spawn(crate::budget::measure(
+                ctx.pools.clone(),
+                ctx.quotas.usage().clone(),
+                Arc::new(move |tenant: &str| q.memory_budget(tenant).is_some()),
+                self.cancel.child_token(),
             ));
         }
-        done(Stage::Sweepers, t);
+    }
 
-        let t = Instant::now();
-        let dispatcher = Dispatcher::new(
-            runtime.clone(),
-            deliveries.clone(),
-            plugins.clone(),
-            Concurrency {
-                total: manifest.runtime.concurrency.get(),
-                per_tenant: manifest.runtime.tenant_concurrency(),
-            },
-            stats.clone(),
-        );
-        let in_flight = dispatcher.in_flight();
-        let tracker = dispatcher.tracker();
-        let dispatching = tokio::spawn(dispatcher.run(firing_rx, cancel.child_token()));
-        done(Stage::Dispatcher, t);
-
-        let mut host = Host {
-            context: HostContext {
-                manifest,
-                pools,
-                runtime,
-                plugins,
-                stats,
-                quotas,
-                deliveries,
-                in_flight,
-                reload_requests,
-            },
-            pid_file,
-            pid,
-            cancel,
-            reloading,
-            renewal,
-            renewing,
-            listeners,
-            sources,
-            dispatching,
-            tracker,
-            services: JoinSet::new(),
-        };
+    /// Mounts the admin server (if bound) and the heartbeat.
+    fn mount_services(&mut self, admin: Option<AdminServer>) -> anyhow::Result<()> {
         let mut admin_url = None;
         if let Some(admin) = admin {
             let addr = admin
@@ -326,13 +396,20 @@ impl Host {
             let url = format!("http://{addr}/");
             info!(event = "admin_listening", url = %url, "admin server listening");
             admin_url = Some(url);
-            host.mount("admin", |ctx, cancel| admin.serve(ctx, cancel));
+            self.mount("admin", |ctx, cancel| admin.serve(ctx, cancel));
         }
         let record = fleet::HostRecord::this_process(admin_url);
-        host.mount("heartbeat", |ctx, cancel| {
+        self.mount("heartbeat", |ctx, cancel| {
             fleet::heartbeat(ctx, record, cancel)
         });
-        Ok(host)
+        Ok(())
+    }
+
+    /// Removes the pid file, if it is still this process's.
+    fn remove_pid_file(&self) {
+        if std::fs::read_to_string(&self.pid_file).is_ok_and(|p| p == self.pid) {
+            let _ = std::fs::remove_file(&self.pid_file);
+        }
     }
 
     /// What services see of the host.
@@ -398,9 +475,7 @@ impl Host {
         if let Err(e) = (&mut self.reloading).await {
             warn!(event = "task_failed", error = %e, "the reloader's task failed");
         }
-        if std::fs::read_to_string(&self.pid_file).is_ok_and(|p| p == self.pid) {
-            let _ = std::fs::remove_file(&self.pid_file);
-        }
+        self.remove_pid_file();
         self.context.stats.log_summary();
         let (deferred_dispatches, delayed_calls, refused_triggers) = self.context.quotas.counts();
         let refused_writes = self.context.quotas.refused_writes();
