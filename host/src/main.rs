@@ -359,21 +359,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
                 .with_admin_listen(admin_listen);
             symphony_host::run(&manifest, options, shutdown_signal()).await
         }
-        Command::Check { manifest } => {
-            let plugins = commands::check(&manifest).await?;
-            for p in &plugins {
-                println!(
-                    "ok  {:<16} {}  version {}  loaded in {} ms  actions {}",
-                    p.name,
-                    p.path.display(),
-                    p.digest,
-                    p.load_time.as_millis(),
-                    p.actions.join(", ")
-                );
-            }
-            println!("{}: {} plugin(s) ok", manifest.display(), plugins.len());
-            Ok(())
-        }
+        Command::Check { manifest } => check_command(&manifest).await,
         Command::Reload { manifest } => {
             let pid = symphony_host::reload::signal_reload(&manifest)?;
             println!(
@@ -418,50 +404,87 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             redis_url,
             dry_run,
         } => {
-            use symphony_host::author::invoke;
             let over = RedisOverride::from_options(redis_url, None);
-            let request = invoke::Request::new(&tenant, &action, &id, dry_run);
-            let run = invoke::invoke(&manifest, over.as_ref(), &request).await?;
-            if let Some(n) = run.copied {
-                println!(
-                    "dry run: {n} key(s) of tenant {tenant} copied into a throwaway redis-server; nothing was written to the configured Redis"
-                );
-            }
-            println!("plugin {} ran {}", run.plugin, run.key);
-            println!("redis commands ({}):", run.commands.len());
-            for c in &run.commands {
-                let by = if c.in_script { "  script" } else { "" };
-                // Values can be large: each argument is shown up to 200
-                // characters, with its length when cut.
-                let args: Vec<String> = c
-                    .args
-                    .iter()
-                    .map(|a| match a.char_indices().nth(200) {
-                        Some((cut, _)) => {
-                            format!("{}…({} bytes)", a.get(..cut).unwrap_or(a), a.len())
-                        }
-                        None => a.clone(),
-                    })
-                    .collect();
-                println!("  db {:<2}{by} {}", c.db, args.join(" "));
-            }
-            let ms = run.duration.as_secs_f64() * 1000.0;
-            match run.outcome.detail() {
-                None => {
-                    println!("outcome ok in {ms:.1} ms");
-                    Ok(())
-                }
-                Some(detail) => {
-                    println!("outcome {} in {ms:.1} ms: {detail}", run.outcome.as_str());
-                    anyhow::bail!(
-                        "plugin {} failed: outcome {}: {detail}",
-                        run.plugin,
-                        run.outcome.as_str()
-                    )
-                }
-            }
+            let request =
+                symphony_host::author::invoke::Request::new(&tenant, &action, &id, dry_run);
+            invoke_command(&manifest, over.as_ref(), &request, &tenant).await
         }
-        Command::Dead(DeadCommand::List { target }) => {
+        Command::Dead(command) => dead_command(command).await,
+        Command::Trigger(command) => trigger_command(command).await,
+    }
+}
+
+/// `check`: every plugin compiled, one line each.
+async fn check_command(manifest: &std::path::Path) -> anyhow::Result<()> {
+    let plugins = commands::check(manifest).await?;
+    for p in &plugins {
+        println!(
+            "ok  {:<16} {}  version {}  loaded in {} ms  actions {}",
+            p.name,
+            p.path.display(),
+            p.digest,
+            p.load_time.as_millis(),
+            p.actions.join(", ")
+        );
+    }
+    println!("{}: {} plugin(s) ok", manifest.display(), plugins.len());
+    Ok(())
+}
+
+/// `invoke`: runs one trigger's job and shows its Redis commands and
+/// outcome; fails when the job failed.
+async fn invoke_command(
+    manifest: &std::path::Path,
+    over: Option<&RedisOverride>,
+    request: &symphony_host::author::invoke::Request,
+    tenant: &str,
+) -> anyhow::Result<()> {
+    use symphony_host::author::invoke;
+    let run = invoke::invoke(manifest, over, request).await?;
+    if let Some(n) = run.copied {
+        println!(
+            "dry run: {n} key(s) of tenant {tenant} copied into a throwaway redis-server; nothing was written to the configured Redis"
+        );
+    }
+    println!("plugin {} ran {}", run.plugin, run.key);
+    println!("redis commands ({}):", run.commands.len());
+    for c in &run.commands {
+        let by = if c.in_script { "  script" } else { "" };
+        // Values can be large: each argument is shown up to 200
+        // characters, with its length when cut.
+        let args: Vec<String> = c
+            .args
+            .iter()
+            .map(|a| match a.char_indices().nth(200) {
+                Some((cut, _)) => {
+                    format!("{}…({} bytes)", a.get(..cut).unwrap_or(a), a.len())
+                }
+                None => a.clone(),
+            })
+            .collect();
+        println!("  db {:<2}{by} {}", c.db, args.join(" "));
+    }
+    let ms = run.duration.as_secs_f64() * 1000.0;
+    match run.outcome.detail() {
+        None => {
+            println!("outcome ok in {ms:.1} ms");
+            Ok(())
+        }
+        Some(detail) => {
+            println!("outcome {} in {ms:.1} ms: {detail}", run.outcome.as_str());
+            anyhow::bail!(
+                "plugin {} failed: outcome {}: {detail}",
+                run.plugin,
+                run.outcome.as_str()
+            )
+        }
+    }
+}
+
+/// `dead list|retry|purge`.
+async fn dead_command(command: DeadCommand) -> anyhow::Result<()> {
+    match command {
+        DeadCommand::List { target } => {
             let list = commands::dead_letters(&target.into()).await?;
             for letter in &list.letters {
                 println!("{}", serde_json::to_string(letter)?);
@@ -474,28 +497,34 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Dead(DeadCommand::Retry { filter, target }) => {
+        DeadCommand::Retry { filter, target } => {
             let n = commands::retry_dead(&target.into(), &filter.into()).await?;
             println!("{n} dead letter(s) queued again");
             Ok(())
         }
-        Command::Dead(DeadCommand::Purge { filter, target }) => {
+        DeadCommand::Purge { filter, target } => {
             let n = commands::purge_dead(&target.into(), &filter.into()).await?;
             println!("purged {n} dead letter(s)");
             Ok(())
         }
-        Command::Trigger(TriggerCommand::Set {
+    }
+}
+
+/// `trigger set|set-many|cancel`.
+async fn trigger_command(command: TriggerCommand) -> anyhow::Result<()> {
+    match command {
+        TriggerCommand::Set {
             tenant,
             action,
             id,
             ttl,
             target,
-        }) => {
+        } => {
             let key = commands::set_trigger(&target.into(), &tenant, &action, &id, ttl).await?;
             println!("set {key} (fires in {})", humantime::format_duration(ttl));
             Ok(())
         }
-        Command::Trigger(TriggerCommand::SetMany { file, target }) => {
+        TriggerCommand::SetMany { file, target } => {
             let text = if file.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin()).context("cannot read stdin")?
             } else {
@@ -508,12 +537,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<()> {
             println!("set {} triggers of {} tenants", set.triggers, set.tenants);
             Ok(())
         }
-        Command::Trigger(TriggerCommand::Cancel {
+        TriggerCommand::Cancel {
             tenant,
             action,
             id,
             target,
-        }) => {
+        } => {
             if commands::cancel_trigger(&target.into(), &tenant, &action, &id).await? {
                 println!("cancelled {action}:{id} of tenant {tenant}");
             } else {
