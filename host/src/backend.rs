@@ -4,14 +4,17 @@
 //! It is a standalone server's reconnecting, multiplexed connection, or
 //! the `redis` crate's Redis Cluster connection, which routes each command
 //! to the node that owns its key's slot and follows `MOVED` and `ASK`.
-//! Both answer the same calls, so nothing above this module tells them
-//! apart. What differs between backends lives here, as methods: the retry
+//! Both answer the same calls. What differs between backends lives here,
+//! as methods: the retry
 //! policy of a dropped connection ([`query`](RedisConn::query) and friends),
 //! pipelines (on a cluster a pipeline that spans slots is sent as one
 //! command per key, each to its node, concurrently; a transaction must stay
 //! in one slot) and key enumeration ([`scan_page`](RedisConn::scan_page),
 //! which on a cluster walks every primary, and walks again when the slots
-//! moved meanwhile).
+//! moved meanwhile). Code above still asks "is this a cluster" where the
+//! delivery state is laid out per slot (`delivery`'s sharded claims and
+//! browsing, the listener kind, the repositories' cross-slot writes):
+//! `docs/design.md` lists those places.
 //!
 //! `RedisConn` also implements [`redis::aio::ConnectionLike`], so a
 //! `redis::Cmd`, `Pipeline` or `Script` runs on it directly.

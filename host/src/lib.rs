@@ -17,8 +17,8 @@
 //! - [`author`]: the plugin author's `new`, `build` and `invoke`.
 //!
 //! Redis and its data:
-//! - [`backend`]: [`backend::RedisConn`], the one way host code reaches Redis
-//!   (standalone today; the seam for a cluster).
+//! - [`backend`]: [`backend::RedisConn`], the one way host code reaches Redis,
+//!   a standalone server or a Redis Cluster.
 //! - [`pools`]: reconnecting Redis connections per pool alias.
 //! - [`keys`]: the key formats, byte-compatible with `mimeiapify`.
 //! - [`repo`]: tenant-scoped repositories (the host functions' backends);

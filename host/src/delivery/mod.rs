@@ -47,11 +47,12 @@
 //! header); [`held`](Held) what this host holds; the [`Finisher`]; `dead.rs`
 //! the dead letters.
 //!
-//! The scripts declare the keys they are given, but the claim and the
-//! reaper find tenants' indexes from the ready set and the leases, so they
-//! need a standalone Redis (or all these keys on one node);
-//! `docs/guarantees.md` states what is guaranteed and `docs/design.md` how
-//! the index is to be sharded for Redis Cluster.
+//! The scripts declare the keys they are given, but the claims and the
+//! reaper find tenants' indexes from the ready set and the leases, always
+//! in the [`Space`] of a key they were given: on a Redis Cluster each slot
+//! has its own space (`sharded.rs`, `space.rs`), so every script stays in
+//! one slot. `docs/guarantees.md` states what is guaranteed and
+//! `docs/design.md` how the delivery state is sharded.
 
 mod browse;
 mod dead;

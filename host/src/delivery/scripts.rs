@@ -24,8 +24,8 @@ pub(super) enum KeyUse {
 
 /// One script: its name (the file's), how it names keys, and the script.
 pub(super) struct Lua {
-    // Name and key use are checked by the tests against the files today; a
-    // cluster backend routes by them.
+    // Name and key use are checked by the tests against the files (a
+    // script that finds keys must stay in the slot of a key it is given).
     #[cfg_attr(not(test), allow(dead_code))]
     pub(super) name: &'static str,
     #[cfg_attr(not(test), allow(dead_code))]

@@ -1,6 +1,7 @@
 //! The WebAssembly runtime: one shared [`Engine`] and [`Linker`], plugins
 //! compiled once into a [`PluginPre`], and a fresh [`Store`] per invocation
-//! carrying the job (tenant, action, id) in its data.
+//! carrying the job (tenant, action, id) in its data (with a plugin's
+//! `reuse_instances`, an idle warm instance of the same tenant instead).
 //!
 //! # Sandbox
 //! Each plugin runs under its [`Policy`] (see `docs/security.md`):
