@@ -91,7 +91,8 @@ fn plugins_swap_under_load_each_trigger_once_on_the_live_version() {
             );
         }
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Past the watcher's debounce: this write is a change of its own.
+    std::thread::sleep(symphony_host::reload::DEBOUNCE * 3);
     std::fs::write(&live, b"\0asm\x0d\0\x01\0 this is not a component").unwrap();
     let rejected = host.wait_for("the broken file's rejection", WAIT, |e| {
         e["event"] == "reload_rejected"
@@ -255,7 +256,8 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
 
     // And back: valid again, through the CLI (SIGHUP) this time.
     write(&a, "");
-    std::thread::sleep(Duration::from_millis(300));
+    // Past the watcher's debounce: the write's own reload comes first.
+    std::thread::sleep(symphony_host::reload::DEBOUNCE * 3);
     run_ok(host_cmd().arg("reload").arg(&manifest));
     host.wait_for("the SIGHUP reload", WAIT, |e| {
         e["event"] == "reloaded" && e["reason"] == "SIGHUP"
