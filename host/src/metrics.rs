@@ -284,7 +284,7 @@ impl Metrics {
     }
 
     /// Sets the count of expired keys not run for `reason` (kept by
-    /// [`crate::stats::Stats`]).
+    /// `stats::Stats`, which holds these metrics).
     pub(crate) fn set_ignored(&self, reason: &'static str, n: u64) {
         self.ignored
             .get_or_create(&vec![("reason", reason.to_owned())])

@@ -1,6 +1,6 @@
 //! The pump: the listener's keyevents turned into index updates, and the
 //! fallback claims of `expired` keys no host indexed (the second source of
-//! firings, beside the [`sweeper`](crate::sweeper)).
+//! firings, beside the sweeper, `sweeper`).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

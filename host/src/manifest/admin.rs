@@ -1,6 +1,6 @@
 //! `[admin]` in the manifest: where the admin server listens, its token
 //! file, its metrics label and the host names it answers without a token.
-//! (The server itself is [`crate::admin`].)
+//! (The server itself is the `admin` module, which reads these.)
 
 use std::fmt;
 use std::net::SocketAddr;

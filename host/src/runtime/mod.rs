@@ -630,8 +630,8 @@ impl Runtime {
         }))
     }
 
-    /// The handle of the guest threads, where jobs are spawned (see
-    /// [`crate::dispatch`]); `None` only while the runtime is dropped.
+    /// The handle of the guest threads, where jobs are spawned (by the
+    /// dispatcher, `dispatch`); `None` only while the runtime is dropped.
     pub fn guest_handle(&self) -> Option<&tokio::runtime::Handle> {
         self.guests.0.as_ref().map(tokio::runtime::Runtime::handle)
     }
