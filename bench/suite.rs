@@ -931,15 +931,18 @@ fn unix_secs() -> f64 {
 
 /// Runs the library's listener (`bench/mimeiapify_bench.py listen`) on
 /// `redis`, then `arm` (the script's `burst` or `steady` mode, given the
-/// rest of its arguments), and reads what both measured. `first_due` is
-/// when the work starts (Unix s): Redis's CPU is counted from then.
+/// rest of its arguments), and reads what both measured. A burst is due
+/// `burst_lead` seconds after the listener is ready (its first due time,
+/// Unix s, is appended to `arm`): Redis's CPU is counted from then. (Timed
+/// from before the listener started, two Python start-ups once took the
+/// whole lead.)
 fn library_run(
     python: &str,
     redis: &RedisServer,
     n: usize,
     handler: &str,
     arm: &[String],
-    first_due: Option<f64>,
+    burst_lead: Option<f64>,
 ) -> Measured {
     use std::io::{BufRead as _, Read as _};
     /// The listener process, killed if the bench stops early.
@@ -977,9 +980,12 @@ fn library_run(
         "the library's listener did not start:\n{}",
         log_tail()
     );
+    let first_due = burst_lead.map(|lead| unix_secs() + lead);
+    let mut arm = arm.to_vec();
+    arm.extend(first_due.map(|at| format!("{at:.3}")));
     let mut redis_before = redis_cpu_secs(redis);
     let armed: Value =
-        serde_json::from_str(&run_ok(Command::new(python).arg(&script).args(arm))).unwrap();
+        serde_json::from_str(&run_ok(Command::new(python).arg(&script).args(&arm))).unwrap();
     if let Some(at) = first_due {
         let armed_by = armed["armed_by"].as_f64().unwrap();
         assert!(
@@ -1050,19 +1056,14 @@ fn library(sizes: Sizes, report: &mut Report) {
         let redis = RedisServer::start();
         // `RedisTrigger.set` (a PING and a SETEX each, 32 at a time) arms
         // about 4000 a second here; the TTL is whole seconds.
-        let first_due = unix_secs() + n as f64 / 2000.0 + 3.0;
+        let lead = n as f64 / 2000.0 + 3.0;
         library_run(
             &python,
             &redis,
             n,
             handler,
-            &[
-                "burst".into(),
-                redis.url(),
-                n.to_string(),
-                format!("{first_due:.3}"),
-            ],
-            Some(first_due),
+            &["burst".into(), redis.url(), n.to_string()],
+            Some(lead),
         )
     };
     let theirs = library_burst("write");
