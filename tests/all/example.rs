@@ -1,4 +1,4 @@
-//! The example plugins, run as the README shows them.
+//! The example plugins, run as the README and docs/repositories.md show them.
 
 use std::collections::HashMap;
 use std::time::Duration;

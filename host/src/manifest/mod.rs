@@ -702,6 +702,39 @@ actions = ["send_reminder", "followup_"]
 tenants = ["*"]
 "#;
 
+    /// The ```toml blocks of the documents a user copies manifests from.
+    fn doc_manifests() -> Vec<(String, String)> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut blocks = Vec::new();
+        for doc in ["README.md", "docs/manifest.md"] {
+            let text = std::fs::read_to_string(root.join(doc)).unwrap();
+            let mut lines = text.lines();
+            while let Some(line) = lines.next() {
+                if line.trim() == "```toml" {
+                    let block: Vec<&str> =
+                        lines.by_ref().take_while(|l| l.trim() != "```").collect();
+                    blocks.push((doc.to_owned(), block.join("\n")));
+                }
+            }
+        }
+        blocks
+    }
+
+    /// Every manifest the README and `docs/manifest.md` show is valid.
+    #[test]
+    fn the_documented_manifests_parse() {
+        let blocks = doc_manifests();
+        assert!(
+            blocks.len() >= 2,
+            "the README and docs/manifest.md show manifests"
+        );
+        for (doc, block) in blocks {
+            if let Err(e) = parse(&block) {
+                panic!("{doc}'s manifest does not parse: {e}\n{block}");
+            }
+        }
+    }
+
     #[test]
     fn parses_the_issue_example() {
         let m = parse(OK).unwrap();
