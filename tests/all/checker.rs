@@ -224,11 +224,12 @@ impl Faulty for RedisCluster {
         let primaries = self.primaries();
         let (victim, _) = primaries[rng.usize(..primaries.len())];
         self.nodes[victim].stop();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while self.primaries().len() < primaries.len() {
-            assert!(Instant::now() < deadline, "no replica took over");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        eventually(Duration::from_secs(20), "a replica to take over", || {
+            let now = self.primaries().len();
+            (now >= primaries.len())
+                .then_some(())
+                .ok_or(format!("{now} of {} primaries", primaries.len()))
+        });
         self.nodes[victim].restart();
         self.wait_ok(Duration::from_secs(30));
         "fail over a primary"

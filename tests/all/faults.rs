@@ -97,26 +97,6 @@ fn the_host_starts_while_redis_is_down_and_listens_once_it_is_up() {
 }
 
 #[test]
-fn a_killed_subscription_is_resubscribed_at_once() {
-    let redis = RedisServer::start();
-    let mut host = Host::start(&redis, &plugin_entry("recorder", "recorder", &["rec_"]));
-    let killed = redis.kill_pubsub_clients();
-    assert_eq!(killed, 1, "one subscription connection: the listener's");
-    let e = host.wait_for("the gap to be logged", Duration::from_secs(5), |e| {
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("listener reconnected after a gap"))
-    });
-    let gap = e["gap_ms"].as_u64().unwrap();
-    assert!(gap < 1_000, "resubscribed after {gap} ms");
-    set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:rec_after_kill:1", 50);
-    let e = host.wait_for("a dispatch after the kill", Duration::from_secs(5), |e| {
-        is_dispatch(e, "rec_after_kill", "1")
-    });
-    assert_eq!(e["outcome"], "ok", "{e}");
-}
-
-#[test]
 fn a_server_that_refuses_config_stops_the_host_with_the_fix() {
     let redis = RedisServer::start_with(&["--rename-command", "CONFIG", ""]);
     let dir = tempfile::tempdir().unwrap();
@@ -161,4 +141,30 @@ fn a_server_that_refuses_config_stops_the_host_with_the_fix() {
         is_dispatch(e, "rec_assumed", "1")
     });
     assert_eq!(e["outcome"], "ok", "{e}");
+}
+
+/// Tests with a wall-clock bound: `scripts/test.sh` runs them apart from
+/// the parallel suite, one at a time (`timing::`).
+mod timing {
+    use super::*;
+
+    #[test]
+    fn a_killed_subscription_is_resubscribed_at_once() {
+        let redis = RedisServer::start();
+        let mut host = Host::start(&redis, &plugin_entry("recorder", "recorder", &["rec_"]));
+        let killed = redis.kill_pubsub_clients();
+        assert_eq!(killed, 1, "one subscription connection: the listener's");
+        let e = host.wait_for("the gap to be logged", Duration::from_secs(5), |e| {
+            e["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("listener reconnected after a gap"))
+        });
+        let gap = e["gap_ms"].as_u64().unwrap();
+        assert!(gap < 1_000, "resubscribed after {gap} ms");
+        set_expiring(&mut redis.conn(8), b"acme:EXPTRIGGER:rec_after_kill:1", 50);
+        let e = host.wait_for("a dispatch after the kill", Duration::from_secs(5), |e| {
+            is_dispatch(e, "rec_after_kill", "1")
+        });
+        assert_eq!(e["outcome"], "ok", "{e}");
+    }
 }

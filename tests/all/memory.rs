@@ -213,23 +213,19 @@ fn a_tenants_retry_metadata_is_capped_and_counted() {
         e["event"] == "dispatch" && e["action"] == "h_err16k"
     });
     // Every failure is in the retry metadata (field: the firing's member).
-    let mut kept = 0;
-    let deadline = Instant::now() + WAIT;
-    while kept < n {
-        assert!(Instant::now() < deadline, "{kept} of {n} retries recorded");
+    let bytes = eventually(WAIT, &format!("{n} retries recorded"), || {
         let meta: Vec<(Vec<u8>, Vec<u8>)> = redis.conn(8).hgetall("symphony:meta").unwrap();
         let bytes: usize = meta.iter().map(|(f, v)| f.len() + v.len()).sum();
-        kept = meta.len();
-        if kept < n {
-            std::thread::sleep(Duration::from_millis(100));
-        } else {
-            println!("{n} failing firings keep {bytes} bytes of retry metadata");
-            assert!(
-                bytes < n * 1400,
-                "{bytes} bytes of retry metadata for {n} firings"
-            );
+        match meta.len() >= n {
+            true => Ok(bytes),
+            false => Err(format!("{} recorded", meta.len())),
         }
-    }
+    });
+    println!("{n} failing firings keep {bytes} bytes of retry metadata");
+    assert!(
+        bytes < n * 1400,
+        "{bytes} bytes of retry metadata for {n} firings"
+    );
     // Once a walk has counted the metadata (about 700 KiB: two walks
     // ended since it was all there), the tenant's own writes fill only
     // what is left of its 1 MiB.

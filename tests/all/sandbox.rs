@@ -23,160 +23,6 @@ fn hostile_entry() -> String {
 }
 
 #[test]
-fn hostile_plugins_end_with_clear_outcomes_while_others_run_on_time() {
-    let redis = RedisServer::start();
-    let plugins = format!(
-        "{}{}",
-        hostile_entry(),
-        plugin_entry_with(
-            "good",
-            "recorder",
-            &["rec_"],
-            "tenants = [\"*\"]\ncapabilities = [\"trigger\"]"
-        )
-    );
-    let mut host = Host::start_with(
-        &redis,
-        &plugins,
-        "concurrency = 8\nper_tenant_concurrency = 4",
-    );
-    // Another tenant's data the hostile plugin must not reach.
-    let mut db11 = redis.conn(11);
-    let mut db15 = redis.conn(15);
-    let _: () = db11.hset("other:user:u1", "name", "secret").unwrap();
-    let _: () = db15.set("other:secret", "keep").unwrap();
-    let rss_before = host.proc_status_kib("VmRSS");
-
-    let mut db8 = redis.conn(8);
-    // Each attack, the outcome it must end with, and what its error must
-    // say. Every case is checked, and every failure reported at the end.
-    let cases: &[(&str, &str, &[&str])] = &[
-        ("h_loop", "timeout", &[]),
-        ("h_grow", "memory", &["over its 32 MiB limit"]),
-        ("h_recurse", "trap", &["call stack exhausted"]),
-        ("h_panic", "trap", &[]),
-        ("h_bigret", "memory", &[]),
-        ("h_calls", "limit", &["max_host_calls (10000)"]),
-        ("h_file", "error", &["read: Err", "write: Err", "list: Err"]),
-        ("h_socket", "error", &["tcp: Err", "udp: Err"]),
-        ("h_sleep", "timeout", &[]),
-        ("h_exit", "trap", &["exit"]),
-        ("h_steal", "ok", &[]),
-        ("h_nocap", "denied", &["lacks the capability `trigger`"]),
-    ];
-    let hostile = cases.iter().map(|(action, _, _)| *action);
-    for action in hostile {
-        let id = if action == "h_socket" {
-            redis.port.to_string()
-        } else {
-            "1".into()
-        };
-        set_expiring(
-            &mut db8,
-            format!("evil:EXPTRIGGER:{action}:{id}").as_bytes(),
-            20,
-        );
-    }
-    // Meanwhile another tenant's triggers keep coming, one every 100 ms.
-    let good = 30;
-    for i in 0..good {
-        set_expiring(
-            &mut db8,
-            format!("good:EXPTRIGGER:rec_tick:{i}").as_bytes(),
-            20,
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    let mut failures = Vec::new();
-    let mut seen = HashMap::new();
-    for &(action, want, says) in cases {
-        let Some(e) =
-            host.try_wait_for(WAIT, |e| e["event"] == "dispatch" && e["action"] == action)
-        else {
-            failures.push(format!("{action}: no dispatch line within {WAIT:?}"));
-            continue;
-        };
-        if e["outcome"] != want {
-            failures.push(format!(
-                "{action}: outcome {}, want {want}: {e}",
-                e["outcome"]
-            ));
-        }
-        let error = e["error"].as_str().unwrap_or("");
-        for part in says {
-            if !error.contains(part) {
-                failures.push(format!("{action}: the error lacks {part:?}: {error}"));
-            }
-        }
-        seen.insert(action, e);
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of the {} hostile cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
-    assert!(!std::path::Path::new("/tmp/symphony-hostile-was-here").exists());
-    for action in ["h_loop", "h_sleep"] {
-        let took = seen[action]["duration_us"].as_u64().unwrap();
-        assert!(
-            (1_000_000..3_000_000).contains(&took),
-            "{action} stopped after {took} µs"
-        );
-        println!(
-            "{action}: stopped {} ms after its 1 s timeout",
-            (took - 1_000_000) / 1000
-        );
-    }
-
-    // The other tenant was served on time throughout.
-    let ticks = host.wait_for_n("the good tenant's triggers", WAIT, good, |e| {
-        e["event"] == "dispatch" && e["action"] == "rec_tick"
-    });
-    let mut worst_queue = 0;
-    for e in &ticks {
-        assert_eq!(e["outcome"], "ok", "{e}");
-        worst_queue = worst_queue.max(e["queued_us"].as_u64().unwrap());
-    }
-    assert!(
-        worst_queue < 500_000,
-        "a good trigger waited {worst_queue} µs for a slot"
-    );
-
-    // Nothing of the other tenant was read or written.
-    let name: String = db11.hget("other:user:u1", "name").unwrap();
-    assert_eq!(name, "secret");
-    let kept: String = db15.get("other:secret").unwrap();
-    assert_eq!(kept, "keep");
-    assert!(
-        db15.exists::<_, bool>("evil:other:secret").unwrap(),
-        "crafted keys stay in evil:"
-    );
-
-    // The host is alive, and its memory stayed bounded.
-    set_expiring(&mut db8, b"good:EXPTRIGGER:rec_after:1", 20);
-    let e = host.wait_for("a dispatch after the suite", WAIT, |e| {
-        is_dispatch(e, "rec_after", "1")
-    });
-    assert_eq!(e["outcome"], "ok");
-    let hwm = host.proc_status_kib("VmHWM");
-    let rss = host.proc_status_kib("VmRSS");
-    println!(
-        "host memory: RSS {} MiB before, {} MiB after, peak {} MiB (plugin limit 32 MiB, 4 hostile at once)",
-        rss_before / 1024,
-        rss / 1024,
-        hwm / 1024
-    );
-    assert!(hwm < 512 * 1024, "host peak RSS {} MiB", hwm / 1024);
-    println!(
-        "good tenant: worst wait for a slot {} µs over {good} triggers",
-        worst_queue
-    );
-}
-
-#[test]
 fn a_tenant_the_plugin_does_not_serve_is_not_dispatched() {
     let redis = RedisServer::start();
     let mut host = Host::start(
@@ -202,24 +48,6 @@ fn a_tenant_the_plugin_does_not_serve_is_not_dispatched() {
         !db8.exists::<_, bool>("globex:EXPTRIGGER:seen_rec_x:1")
             .unwrap()
     );
-}
-
-#[test]
-fn fuel_stops_a_loop() {
-    let redis = RedisServer::start();
-    let mut host = Host::start(
-        &redis,
-        &plugin_entry_with(
-            "metered",
-            "hostile",
-            &["h_"],
-            "tenants = [\"*\"]\n[plugin.limits]\nfuel = 10000000\ntimeout = \"10s\"",
-        ),
-    );
-    set_expiring(&mut redis.conn(8), b"t:EXPTRIGGER:h_loop:1", 20);
-    let e = host.wait_for("the metered loop", WAIT, |e| is_dispatch(e, "h_loop", "1"));
-    assert_eq!(e["outcome"], "fuel", "{e}");
-    assert!(e["duration_us"].as_u64().unwrap() < 5_000_000, "{e}");
 }
 
 #[test]
@@ -432,4 +260,182 @@ fn warm_instances_serve_a_bounded_number_of_jobs_of_one_tenant() {
                 .is_some_and(|m| m.starts_with("instance call "))
     });
     assert_eq!(e["message"], "instance call 1");
+}
+
+/// Tests with a wall-clock bound: `scripts/test.sh` runs them apart from
+/// the parallel suite, one at a time (`timing::`).
+mod timing {
+    use super::*;
+
+    #[test]
+    fn hostile_plugins_end_with_clear_outcomes_while_others_run_on_time() {
+        let redis = RedisServer::start();
+        let plugins = format!(
+            "{}{}",
+            hostile_entry(),
+            plugin_entry_with(
+                "good",
+                "recorder",
+                &["rec_"],
+                "tenants = [\"*\"]\ncapabilities = [\"trigger\"]"
+            )
+        );
+        let mut host = Host::start_with(
+            &redis,
+            &plugins,
+            "concurrency = 8\nper_tenant_concurrency = 4",
+        );
+        // Another tenant's data the hostile plugin must not reach.
+        let mut db11 = redis.conn(11);
+        let mut db15 = redis.conn(15);
+        let _: () = db11.hset("other:user:u1", "name", "secret").unwrap();
+        let _: () = db15.set("other:secret", "keep").unwrap();
+        let rss_before = host.proc_status_kib("VmRSS");
+
+        let mut db8 = redis.conn(8);
+        // Each attack, the outcome it must end with, and what its error must
+        // say. Every case is checked, and every failure reported at the end.
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("h_loop", "timeout", &[]),
+            ("h_grow", "memory", &["over its 32 MiB limit"]),
+            ("h_recurse", "trap", &["call stack exhausted"]),
+            ("h_panic", "trap", &[]),
+            ("h_bigret", "memory", &[]),
+            ("h_calls", "limit", &["max_host_calls (10000)"]),
+            ("h_file", "error", &["read: Err", "write: Err", "list: Err"]),
+            ("h_socket", "error", &["tcp: Err", "udp: Err"]),
+            ("h_sleep", "timeout", &[]),
+            ("h_exit", "trap", &["exit"]),
+            ("h_steal", "ok", &[]),
+            ("h_nocap", "denied", &["lacks the capability `trigger`"]),
+        ];
+        let hostile = cases.iter().map(|(action, _, _)| *action);
+        for action in hostile {
+            let id = if action == "h_socket" {
+                redis.port.to_string()
+            } else {
+                "1".into()
+            };
+            set_expiring(
+                &mut db8,
+                format!("evil:EXPTRIGGER:{action}:{id}").as_bytes(),
+                20,
+            );
+        }
+        // Meanwhile another tenant's triggers keep coming, one every 100 ms.
+        let good = 30;
+        for i in 0..good {
+            set_expiring(
+                &mut db8,
+                format!("good:EXPTRIGGER:rec_tick:{i}").as_bytes(),
+                20,
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+
+        let mut failures = Vec::new();
+        let mut seen = HashMap::new();
+        for &(action, want, says) in cases {
+            let Some(e) =
+                host.try_wait_for(WAIT, |e| e["event"] == "dispatch" && e["action"] == action)
+            else {
+                failures.push(format!("{action}: no dispatch line within {WAIT:?}"));
+                continue;
+            };
+            if e["outcome"] != want {
+                failures.push(format!(
+                    "{action}: outcome {}, want {want}: {e}",
+                    e["outcome"]
+                ));
+            }
+            let error = e["error"].as_str().unwrap_or("");
+            for part in says {
+                if !error.contains(part) {
+                    failures.push(format!("{action}: the error lacks {part:?}: {error}"));
+                }
+            }
+            seen.insert(action, e);
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of the {} hostile cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+        assert!(!std::path::Path::new("/tmp/symphony-hostile-was-here").exists());
+        for action in ["h_loop", "h_sleep"] {
+            let took = seen[action]["duration_us"].as_u64().unwrap();
+            assert!(
+                (1_000_000..3_000_000).contains(&took),
+                "{action} stopped after {took} µs"
+            );
+            println!(
+                "{action}: stopped {} ms after its 1 s timeout",
+                (took - 1_000_000) / 1000
+            );
+        }
+
+        // The other tenant was served on time throughout.
+        let ticks = host.wait_for_n("the good tenant's triggers", WAIT, good, |e| {
+            e["event"] == "dispatch" && e["action"] == "rec_tick"
+        });
+        let mut worst_queue = 0;
+        for e in &ticks {
+            assert_eq!(e["outcome"], "ok", "{e}");
+            worst_queue = worst_queue.max(e["queued_us"].as_u64().unwrap());
+        }
+        assert!(
+            worst_queue < 500_000,
+            "a good trigger waited {worst_queue} µs for a slot"
+        );
+
+        // Nothing of the other tenant was read or written.
+        let name: String = db11.hget("other:user:u1", "name").unwrap();
+        assert_eq!(name, "secret");
+        let kept: String = db15.get("other:secret").unwrap();
+        assert_eq!(kept, "keep");
+        assert!(
+            db15.exists::<_, bool>("evil:other:secret").unwrap(),
+            "crafted keys stay in evil:"
+        );
+
+        // The host is alive, and its memory stayed bounded.
+        set_expiring(&mut db8, b"good:EXPTRIGGER:rec_after:1", 20);
+        let e = host.wait_for("a dispatch after the suite", WAIT, |e| {
+            is_dispatch(e, "rec_after", "1")
+        });
+        assert_eq!(e["outcome"], "ok");
+        let hwm = host.proc_status_kib("VmHWM");
+        let rss = host.proc_status_kib("VmRSS");
+        println!(
+            "host memory: RSS {} MiB before, {} MiB after, peak {} MiB (plugin limit 32 MiB, 4 hostile at once)",
+            rss_before / 1024,
+            rss / 1024,
+            hwm / 1024
+        );
+        assert!(hwm < 512 * 1024, "host peak RSS {} MiB", hwm / 1024);
+        println!(
+            "good tenant: worst wait for a slot {} µs over {good} triggers",
+            worst_queue
+        );
+    }
+
+    #[test]
+    fn fuel_stops_a_loop() {
+        let redis = RedisServer::start();
+        let mut host = Host::start(
+            &redis,
+            &plugin_entry_with(
+                "metered",
+                "hostile",
+                &["h_"],
+                "tenants = [\"*\"]\n[plugin.limits]\nfuel = 10000000\ntimeout = \"10s\"",
+            ),
+        );
+        set_expiring(&mut redis.conn(8), b"t:EXPTRIGGER:h_loop:1", 20);
+        let e = host.wait_for("the metered loop", WAIT, |e| is_dispatch(e, "h_loop", "1"));
+        assert_eq!(e["outcome"], "fuel", "{e}");
+        assert!(e["duration_us"].as_u64().unwrap() < 5_000_000, "{e}");
+    }
 }

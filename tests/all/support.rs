@@ -18,6 +18,32 @@ pub fn root() -> PathBuf {
         .to_owned()
 }
 
+/// Polls `check` until it returns `Ok`, for at most `within`, and returns
+/// its value. The polls start 10 ms apart and back off to 100 ms. If the
+/// deadline passes, panics naming `what` and the state the last poll saw
+/// (its `Err`). Every wait in these tests goes through here or through a
+/// wait on the host's log, so none is a bare sleep.
+pub fn eventually<T>(
+    within: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let seen = match check() {
+            Ok(value) => return value,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "waited {within:?} for {what}; last seen: {seen}"
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
 /// Builds every plugin once per test run (`scripts/build-plugins.sh`) and
 /// returns the directory holding `<name>.wasm`.
 pub fn plugins_dir() -> &'static Path {
@@ -804,8 +830,8 @@ pub fn is_dispatch(e: &Value, action: &str, id: &str) -> bool {
 /// their own do not settle.
 pub fn wait_settled(redis: &RedisServer, tenant: &str, timeout: Duration) {
     let mut db8 = redis.conn(8);
-    let deadline = Instant::now() + timeout;
-    loop {
+    let what = format!("{tenant}'s firings to settle");
+    eventually(timeout, &what, || {
         let members: Vec<String> =
             redis::Commands::zrange(&mut db8, format!("symphony:due:{tenant}"), 0, -1).unwrap();
         let due = members
@@ -813,38 +839,34 @@ pub fn wait_settled(redis: &RedisServer, tenant: &str, timeout: Duration) {
             .filter(|m| !m.contains(":EXPTRIGGER:seen_"))
             .count();
         let leased: u64 = redis::Commands::zcard(&mut db8, "symphony:leases").unwrap();
-        if due == 0 && leased == 0 {
-            return;
+        match (due, leased) {
+            (0, 0) => Ok(()),
+            _ => Err(format!("{due} still indexed, {leased} leased")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "waited {timeout:?} for {tenant}'s firings to settle: {due} still indexed, {leased} leased"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    });
+}
+
+/// The library's gauges of `redis`, a server or a cluster.
+pub fn gauges(redis: &impl Backend) -> symphony_host::delivery::Gauges {
+    let gauges = std::cell::Cell::new(None);
+    let out = &gauges;
+    with_pools(redis, |pools| async move {
+        let delivery = symphony_host::delivery::Delivery::new(&pools).unwrap();
+        out.set(Some(delivery.gauges().await.unwrap()));
+    });
+    gauges.get().unwrap()
 }
 
 /// Waits until nothing is left to run on `redis`, a server or a cluster:
 /// the library's gauges count no pending entry and no lease.
 pub fn wait_drained(redis: &impl Backend, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let gauges = std::cell::Cell::new(None);
-        let out = &gauges;
-        with_pools(redis, |pools| async move {
-            let delivery = symphony_host::delivery::Delivery::new(&pools).unwrap();
-            out.set(Some(delivery.gauges().await.unwrap()));
-        });
-        let g = gauges.get().unwrap();
-        if g.pending == 0 && g.leases == 0 {
-            return;
+    eventually(timeout, "every firing to settle", || {
+        let g = gauges(redis);
+        match g.pending == 0 && g.leases == 0 {
+            true => Ok(()),
+            false => Err(format!("{g:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "waited {timeout:?} for every firing to settle: {g:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
 }
 
 /// Sets `key` in `db` to expire after `ttl_ms`, the way any client would.
