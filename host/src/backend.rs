@@ -11,10 +11,14 @@
 //! command per key, each to its node, concurrently; a transaction must stay
 //! in one slot) and key enumeration ([`scan_page`](RedisConn::scan_page),
 //! which on a cluster walks every primary, and walks again when the slots
-//! moved meanwhile). Code above still asks "is this a cluster" where the
-//! delivery state is laid out per slot (`delivery`'s sharded claims and
-//! browsing, the listener kind, the repositories' cross-slot writes):
-//! `docs/design.md` lists those places.
+//! moved meanwhile). Above this module, two places tell the backends
+//! apart: the listener kind (`listener::PoolListener`) and the layout of
+//! the delivery state (`delivery::Layout`). The repositories ask the
+//! questions a backend answers:
+//! [`in_one_transaction`](RedisConn::in_one_transaction),
+//! [`keyspace_shared_by_pools`](RedisConn::keyspace_shared_by_pools),
+//! [`each`](RedisConn::each). `docs/design.md` says where a third backend
+//! goes.
 //!
 //! `RedisConn` also implements [`redis::aio::ConnectionLike`], so a
 //! `redis::Cmd`, `Pipeline` or `Script` runs on it directly.
@@ -150,9 +154,69 @@ impl RedisConn {
         RedisConn(Backend::Cluster(Arc::new(conn)))
     }
 
-    /// Whether this connection is to a Redis Cluster.
+    /// Whether this connection is to a Redis Cluster. Above this module
+    /// only two places ask: the listener kind (`listener::PoolListener`)
+    /// and the delivery state's layout (`delivery::Layout`); the rest ask
+    /// the questions below.
     pub fn is_cluster(&self) -> bool {
         matches!(self.0, Backend::Cluster(_))
+    }
+
+    /// Whether one transaction (`MULTI`, a script) may touch all of `keys`:
+    /// always on a server; on a cluster when they share a slot.
+    pub fn in_one_transaction(&self, keys: &[&str]) -> bool {
+        match &self.0 {
+            Backend::Standalone(_) => true,
+            Backend::Cluster(_) => keys.windows(2).all(|w| match w {
+                [a, b] => slot_of(a) == slot_of(b),
+                _ => true,
+            }),
+        }
+    }
+
+    /// Whether every pool alias shares this connection's keyspace: on a
+    /// cluster (DB 0 only) they do, so one repository's key could be
+    /// another's record.
+    pub fn keyspace_shared_by_pools(&self) -> bool {
+        self.is_cluster()
+    }
+
+    /// Runs `cmd(key)` for each key, the replies in order: pipelined on a
+    /// server, one call per key (each to its node, `at_once` at a time) on
+    /// a cluster.
+    ///
+    /// # Errors
+    /// Redis failing or unreachable.
+    pub async fn each<T: FromRedisValue + Send + 'static>(
+        &self,
+        keys: &[&str],
+        cmd: impl Fn(&str) -> Cmd,
+        at_once: usize,
+    ) -> RedisResult<Vec<T>> {
+        use futures::StreamExt as _;
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !self.is_cluster() {
+            let mut pipe = redis::pipe();
+            for key in keys {
+                pipe.add_command(cmd(key));
+            }
+            return self.pipe(&pipe).await;
+        }
+        let calls: Vec<_> = keys
+            .iter()
+            .map(|key| {
+                let (cmd, conn) = (cmd(key), self.clone());
+                async move { conn.query::<T>(&cmd).await }
+            })
+            .collect();
+        futures::stream::iter(calls)
+            .buffered(at_once.max(1))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect()
     }
 
     /// The cluster's primaries now (`CLUSTER NODES`, from any node), and a

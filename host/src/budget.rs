@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{RedisConn, ScanCursor};
@@ -239,38 +238,6 @@ fn host_key_owner(rest: &str) -> Option<Owner<'_>> {
         .then_some(Owner::Tenant(owner))
 }
 
-/// Runs `cmd(key)` for each key: pipelined on one server, one call per key
-/// (each to its node) on a Cluster.
-async fn each<T: redis::FromRedisValue + Send + 'static>(
-    conn: &RedisConn,
-    keys: &[&str],
-    cmd: impl Fn(&str) -> redis::Cmd,
-) -> redis::RedisResult<Vec<T>> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    if !conn.is_cluster() {
-        let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.add_command(cmd(key));
-        }
-        return conn.pipe(&pipe).await;
-    }
-    let calls: Vec<_> = keys
-        .iter()
-        .map(|key| {
-            let (cmd, conn) = (cmd(key), conn.clone());
-            async move { conn.query::<T>(&cmd).await }
-        })
-        .collect();
-    futures::stream::iter(calls)
-        .buffered(USAGE_CALLS)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect()
-}
-
 /// `MEMORY USAGE key SAMPLES 0`: every element counted (the default
 /// samples five, and a list with small first nodes and huge later ones
 /// read as a fiftieth of its size).
@@ -305,14 +272,19 @@ async fn walk(
         }
         let keys = owned;
         let names: Vec<&str> = keys.iter().map(|(k, _)| *k).collect();
-        let sizes: Vec<Option<u64>> = each(&conn, &names, usage_of).await?;
+        let sizes: Vec<Option<u64>> = conn.each(&names, usage_of, USAGE_CALLS).await?;
         let shared: Vec<&str> = keys
             .iter()
             .filter(|(_, o)| *o == Owner::Shared)
             .map(|(k, _)| *k)
             .collect();
-        let members: Vec<Vec<String>> =
-            each(&conn, &shared, |k| redis::cmd("SMEMBERS").arg(k).clone()).await?;
+        let members: Vec<Vec<String>> = conn
+            .each(
+                &shared,
+                |k| redis::cmd("SMEMBERS").arg(k).clone(),
+                USAGE_CALLS,
+            )
+            .await?;
         let mut listed = shared.iter().zip(members).collect::<HashMap<_, _>>();
         for ((key, owner), size) in keys.iter().zip(sizes) {
             let size = size.unwrap_or(0);

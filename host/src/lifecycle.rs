@@ -31,7 +31,7 @@ use crate::admin::{AdminListen, AdminServer, Token};
 use crate::context::HostContext;
 use crate::delivery::{Delivery, Firing};
 use crate::dispatch::{Concurrency, Dispatcher, InFlight};
-use crate::listener::{ClusterListener, Listener, NotifyError};
+use crate::listener::{NotifyError, PoolListener};
 use crate::manifest::Manifest;
 use crate::pools::{PoolAlias, Pools};
 use crate::reload::{self, Reloader};
@@ -148,16 +148,12 @@ fn log_loaded(set: &crate::plugins::PluginSet) {
     }
 }
 
-/// The pool aliases listened to, each once (on a cluster every alias is
-/// DB 0: one listener hears them all).
-fn listened_aliases(ctx: &HostContext) -> Vec<PoolAlias> {
-    let mut aliases = ctx.manifest.listener.pools.clone();
-    aliases.sort();
-    aliases.dedup();
-    if ctx.pools.cluster_seeds().is_some() {
-        aliases.truncate(1);
-    }
-    aliases
+/// Runs one synchronous start-up stage, and logs it done.
+fn stage<T>(stage: Stage, run: impl FnOnce() -> T) -> T {
+    let t = Instant::now();
+    let out = run();
+    done(stage, t);
+    out
 }
 
 /// Logs a finished start-up stage.
@@ -173,10 +169,9 @@ impl Host {
     /// cannot start or a plugin that does not load. Redis being unreachable
     /// is not an error: listeners and sweepers keep retrying.
     pub async fn start(manifest_path: &Path, options: RunOptions) -> anyhow::Result<Host> {
-        let t = Instant::now();
-        let manifest = Arc::new(Manifest::load(manifest_path)?);
-        done(Stage::Manifest, t);
-
+        let manifest = stage(Stage::Manifest, || {
+            Manifest::load(manifest_path).map(Arc::new)
+        })?;
         let t = Instant::now();
         let admin = bind_admin(&manifest, &options).await?;
         // Per-dispatch metrics and the recent dispatches are kept only for
@@ -186,50 +181,64 @@ impl Host {
             admin.is_some(),
         ));
         done(Stage::Admin, t);
-
-        let t = Instant::now();
-        let pools = Pools::connect(&manifest.redis_target(options.redis.as_ref()))?
-            .with_wait_replicas(manifest.redis.wait_replicas);
-        done(Stage::Pools, t);
-
-        let t = Instant::now();
-        let started = crate::plugins::start(&manifest, pools.clone())
-            .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))?;
+        let pools = stage(Stage::Pools, || {
+            Pools::connect(&manifest.redis_target(options.redis.as_ref()))
+                .map(|p| p.with_wait_replicas(manifest.redis.wait_replicas))
+        })?;
+        let started = stage(Stage::Plugins, || {
+            crate::plugins::start(&manifest, pools.clone())
+                .with_context(|| format!("cannot load the plugins of {}", manifest_path.display()))
+        })?;
         log_loaded(&started.set);
         let plugins = Arc::new(ArcSwap::from_pointee(started.set));
-        let (runtime, quotas) = (started.runtime, started.quotas);
-        done(Stage::Plugins, t);
+        let context = HostContext {
+            manifest,
+            pools,
+            runtime: started.runtime,
+            plugins,
+            stats,
+            quotas: started.quotas,
+            deliveries: Arc::default(),
+            in_flight: InFlight::default(),
+            // Replaced by the reloader's stage.
+            reload_requests: tokio::sync::mpsc::channel(1).0,
+        };
+        let mut host = stage(Stage::Reloader, || {
+            Host::with_reloader(context, manifest_path, options.redis.clone())
+        });
+        // A failure from here drops `host`, which stops what has started,
+        // and removes the pid file it wrote.
+        if let Err(e) = host.start_pipeline(admin) {
+            host.remove_pid_file();
+            return Err(e);
+        }
+        Ok(host)
+    }
 
+    /// The host, with its pid file written and the reloader watching the
+    /// manifest; the pipeline not started yet.
+    fn with_reloader(
+        mut context: HostContext,
+        manifest_path: &Path,
+        redis: Option<crate::manifest::RedisOverride>,
+    ) -> Host {
         let cancel = CancellationToken::new();
-        let t = Instant::now();
         let pid_file = reload::pid_file(manifest_path);
         let pid = std::process::id().to_string();
         if let Err(e) = std::fs::write(&pid_file, &pid) {
             warn!(event = "pid_file_failed", path = %pid_file.display(), error = %e, "cannot write the pid file; `symphony-host reload` will not find this host");
         }
         let reloader = Reloader::new(
-            (*manifest).clone(),
-            options.redis.clone(),
-            runtime.clone(),
-            plugins.clone(),
-            stats.clone(),
+            (*context.manifest).clone(),
+            redis,
+            context.runtime.clone(),
+            context.plugins.clone(),
+            context.stats.clone(),
         );
         let (reload_requests, requests) = tokio::sync::mpsc::channel(8);
+        context.reload_requests = reload_requests;
         let reloading = tokio::spawn(reload::watch(reloader, requests, cancel.child_token()));
-        done(Stage::Reloader, t);
-
-        let context = HostContext {
-            manifest,
-            pools,
-            runtime,
-            plugins,
-            stats,
-            quotas,
-            deliveries: Arc::default(),
-            in_flight: InFlight::default(),
-            reload_requests,
-        };
-        let mut host = Host {
+        Host {
             context,
             pid_file,
             pid,
@@ -242,14 +251,7 @@ impl Host {
             dispatching: tokio::spawn(async {}),
             tracker: TaskTracker::new(),
             services: JoinSet::new(),
-        };
-        // A failure from here drops `host`, which stops what has started,
-        // and removes the pid file it wrote.
-        if let Err(e) = host.start_pipeline(admin) {
-            host.remove_pid_file();
-            return Err(e);
         }
-        Ok(host)
     }
 
     /// The stages after the reloader: delivery, the listeners, the
@@ -257,7 +259,7 @@ impl Host {
     fn start_pipeline(&mut self, admin: Option<AdminServer>) -> anyhow::Result<()> {
         let ctx = &self.context;
         let t = Instant::now();
-        let aliases = listened_aliases(ctx);
+        let aliases = ctx.pools.listened(&ctx.manifest.listener.pools);
         let deliveries = Arc::new(self.start_deliveries(&aliases)?);
         done(Stage::Delivery, t);
 
@@ -331,13 +333,8 @@ impl Host {
                 ctx.manifest.listener.notify_keyspace_events,
             );
             let cancel = self.cancel.child_token();
-            if ctx.pools.cluster_seeds().is_some() {
-                let listener = ClusterListener::new(*alias, pool, mode, ctx.stats.clone());
-                self.listeners.spawn(listener.run(event_tx, cancel));
-            } else {
-                let listener = Listener::new(*alias, pool, mode, ctx.stats.clone());
-                self.listeners.spawn(listener.run(event_tx, cancel));
-            }
+            let listener = PoolListener::new(*alias, pool, mode, ctx.stats.clone());
+            self.listeners.spawn(listener.run(event_tx, cancel));
             keyevents.push((*alias, event_rx));
         }
         Ok(keyevents)

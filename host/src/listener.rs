@@ -150,6 +150,41 @@ impl From<tokio::time::error::Elapsed> for SessionError {
     }
 }
 
+/// The listener a pool needs: one subscription on a server, one per node
+/// on a Redis Cluster. The one place that tells the two apart.
+pub enum PoolListener {
+    /// A server's DB.
+    Server(Listener),
+    /// Every node of a cluster.
+    Cluster(ClusterListener),
+}
+
+impl PoolListener {
+    /// The listener for `pool` (not yet connected).
+    pub fn new(alias: PoolAlias, pool: &Pool, mode: NotifyMode, stats: Arc<Stats>) -> Self {
+        match pool.conn().is_cluster() {
+            true => Self::Cluster(ClusterListener::new(alias, pool, mode, stats)),
+            false => Self::Server(Listener::new(alias, pool, mode, stats)),
+        }
+    }
+
+    /// Runs until `cancel`, forwarding the pool's keyevents to `tx`.
+    ///
+    /// # Errors
+    /// The server's configuration refusing keyevent notifications (see
+    /// [`Listener::run`]).
+    pub async fn run(
+        self,
+        tx: mpsc::Sender<KeyEvent>,
+        cancel: CancellationToken,
+    ) -> Result<(), NotifyError> {
+        match self {
+            Self::Server(listener) => listener.run(tx, cancel).await,
+            Self::Cluster(listener) => listener.run(tx, cancel).await,
+        }
+    }
+}
+
 /// Listens to one pool's expiry events (on a cluster, one node's).
 pub struct Listener {
     alias: PoolAlias,

@@ -517,6 +517,18 @@ impl Pools {
         self.wait_replicas
     }
 
+    /// The pools among `aliases` to listen to, each once. On a Redis
+    /// Cluster every alias is DB 0, so one listener hears them all.
+    pub fn listened(&self, aliases: &[PoolAlias]) -> Vec<PoolAlias> {
+        let mut aliases = aliases.to_vec();
+        aliases.sort();
+        aliases.dedup();
+        if self.cluster.is_some() {
+            aliases.truncate(1);
+        }
+        aliases
+    }
+
     /// The cluster the pools are on, or `None` for servers.
     pub fn cluster_seeds(&self) -> Option<&ClusterSeeds> {
         self.cluster.as_ref()

@@ -149,6 +149,69 @@ impl TriggerFilter {
     }
 }
 
+/// A page from what each tenant's index gave (`per_tenant` entries at
+/// most each), merged in due order, filtered, cut at `limit`.
+fn page_of(
+    read: Vec<Vec<(String, f64)>>,
+    per_tenant: usize,
+    filter: &TriggerFilter,
+    limit: usize,
+) -> SchedulePage {
+    let scanned = read.iter().map(Vec::len).sum();
+    // Entries are in order up to the smallest last entry of a tenant
+    // whose read was full: past it, that tenant may have more.
+    let bound: Option<(i64, String)> = read
+        .iter()
+        .filter(|r| r.len() == per_tenant)
+        .filter_map(|r| r.last())
+        .map(|(m, s)| (*s as i64, m.clone()))
+        .min();
+    let mut entries: Vec<(i64, String)> = read
+        .into_iter()
+        .flatten()
+        .map(|(m, s)| (s as i64, m))
+        .filter(|e| bound.as_ref().is_none_or(|b| e <= b))
+        .collect();
+    entries.sort();
+    let mut items = Vec::new();
+    let mut last: Option<&(i64, String)> = None;
+    for e in &entries {
+        let (key, tenant, action, id, retry) = describe(&e.1);
+        let s = Scheduled {
+            key,
+            tenant,
+            action,
+            id,
+            due_ms: e.0,
+            retry,
+        };
+        last = Some(e);
+        if filter.accepts(&s) {
+            items.push(s);
+            if items.len() == limit {
+                break;
+            }
+        }
+    }
+    let next = if items.len() == limit {
+        last
+    } else {
+        bound.as_ref()
+    }
+    .map(|(due_ms, member)| {
+        Cursor {
+            due_ms: *due_ms,
+            member: member.clone(),
+        }
+        .to_string()
+    });
+    SchedulePage {
+        items,
+        next,
+        scanned,
+    }
+}
+
 impl Delivery {
     /// A page of at most `limit` scheduled triggers matching `filter`, in
     /// due order (then by key), after `after`.
@@ -189,48 +252,11 @@ impl Delivery {
         } else {
             limit
         };
-
         // Round trip 1: where each tenant's index goes past the cursor.
-        let starts: Vec<i64> = match after {
+        let starts = match after {
             None => vec![0; tenants.len()],
-            Some(c) => {
-                let own = tenant_of(&c.member);
-                let mut pipe = redis::pipe();
-                for t in &tenants {
-                    let key = due_key(t);
-                    if t == own {
-                        // Its rank, or (gone) the entries due before it.
-                        pipe.cmd("ZRANK").arg(&key).arg(&c.member);
-                        pipe.cmd("ZCOUNT")
-                            .arg(&key)
-                            .arg("-inf")
-                            .arg(format!("({}", c.due_ms));
-                    } else {
-                        // Another tenant's members sort wholly before or after
-                        // the cursor's at its due time (they differ in the
-                        // `tenant:` prefix).
-                        let before = format!("{t}:").as_str() < c.member.as_str();
-                        let max = if before {
-                            c.due_ms.to_string()
-                        } else {
-                            format!("({}", c.due_ms)
-                        };
-                        pipe.cmd("PING");
-                        pipe.cmd("ZCOUNT").arg(&key).arg("-inf").arg(max);
-                    }
-                }
-                let replies: Vec<redis::Value> = self.conn.pipe(&pipe).await?;
-                replies
-                    .chunks(2)
-                    .map(|pair| match pair {
-                        [redis::Value::Int(rank), _] => rank + 1,
-                        [_, redis::Value::Int(count)] => *count,
-                        _ => 0,
-                    })
-                    .collect()
-            }
+            Some(c) => self.ranks_after(&tenants, c).await?,
         };
-
         // Round trip 2: the entries from there.
         let mut pipe = redis::pipe();
         for (t, start) in tenants.iter().zip(&starts) {
@@ -241,70 +267,55 @@ impl Delivery {
                 .arg("WITHSCORES");
         }
         let read: Vec<Vec<(String, f64)>> = self.conn.pipe(&pipe).await?;
-        let scanned = read.iter().map(Vec::len).sum();
+        Ok(page_of(read, per_tenant, filter, limit))
+    }
 
-        // Entries are in order up to the smallest last entry of a tenant
-        // whose read was full: past it, that tenant may have more.
-        let bound: Option<(i64, String)> = read
-            .iter()
-            .filter(|r| r.len() == per_tenant)
-            .filter_map(|r| r.last())
-            .map(|(m, s)| (*s as i64, m.clone()))
-            .min();
-        let mut entries: Vec<(i64, String)> = read
-            .into_iter()
-            .flatten()
-            .map(|(m, s)| (s as i64, m))
-            .filter(|e| bound.as_ref().is_none_or(|b| e <= b))
-            .collect();
-        entries.sort();
-
-        let mut items = Vec::new();
-        let mut last: Option<&(i64, String)> = None;
-        for e in &entries {
-            let (key, tenant, action, id, retry) = describe(&e.1);
-            let s = Scheduled {
-                key,
-                tenant,
-                action,
-                id,
-                due_ms: e.0,
-                retry,
-            };
-            last = Some(e);
-            if filter.accepts(&s) {
-                items.push(s);
-                if items.len() == limit {
-                    break;
-                }
+    /// Where each tenant's index goes past cursor `c`: the rank of its
+    /// first entry after it.
+    async fn ranks_after(&self, tenants: &[String], c: &Cursor) -> Result<Vec<i64>, RepoError> {
+        let own = tenant_of(&c.member);
+        let mut pipe = redis::pipe();
+        for t in tenants {
+            let key = due_key(t);
+            if t == own {
+                // Its rank, or (gone) the entries due before it.
+                pipe.cmd("ZRANK").arg(&key).arg(&c.member);
+                pipe.cmd("ZCOUNT")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(format!("({}", c.due_ms));
+            } else {
+                // Another tenant's members sort wholly before or after
+                // the cursor's at its due time (they differ in the
+                // `tenant:` prefix).
+                let before = format!("{t}:").as_str() < c.member.as_str();
+                let max = if before {
+                    c.due_ms.to_string()
+                } else {
+                    format!("({}", c.due_ms)
+                };
+                pipe.cmd("PING");
+                pipe.cmd("ZCOUNT").arg(&key).arg("-inf").arg(max);
             }
         }
-        let next = if items.len() == limit {
-            last
-        } else {
-            bound.as_ref()
-        }
-        .map(|(due_ms, member)| {
-            Cursor {
-                due_ms: *due_ms,
-                member: member.clone(),
-            }
-            .to_string()
-        });
-        Ok(SchedulePage {
-            items,
-            next,
-            scanned,
-        })
+        let replies: Vec<redis::Value> = self.conn.pipe(&pipe).await?;
+        Ok(replies
+            .chunks(2)
+            .map(|pair| match pair {
+                [redis::Value::Int(rank), _] => rank + 1,
+                [_, redis::Value::Int(count)] => *count,
+                _ => 0,
+            })
+            .collect())
     }
 
     /// Refuses an operation not built for a Redis Cluster's sharded state.
     fn not_sharded(&self, what: &str) -> Result<(), RepoError> {
-        match self.is_sharded() {
-            true => Err(RepoError::Unavailable(format!(
+        match self.layout.one_space() {
+            true => Ok(()),
+            false => Err(RepoError::Unavailable(format!(
                 "{what} is not available on a Redis Cluster yet"
             ))),
-            false => Ok(()),
         }
     }
 

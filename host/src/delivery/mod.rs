@@ -42,25 +42,30 @@
 //!   an indexed one is left to the sweep (made due now if its entry said
 //!   later), so that expiries too are claimed fairly across tenants.
 //!
-//! Files: this one holds the keys, [`Delivery`] and the firing types;
-//! `scripts.rs` and `lua/` the scripts (one file each, KEYS and ARGV in its
-//! header); [`held`](Held) what this host holds; the [`Finisher`]; `dead.rs`
-//! the dead letters.
+//! Files: this one holds the keys, [`Delivery`] and the firing types, and
+//! the claim, reap and gauges of one space; `layout.rs` where the state
+//! lies (one space, or a space per slot of a Redis Cluster: `sharded.rs`,
+//! `space.rs`); `scripts.rs` and `lua/` the scripts (one file each, KEYS
+//! and ARGV in its header); [`held`](Held) what this host holds; the
+//! [`Finisher`]; `settle.rs` a finished job's outcome; `dead.rs` the dead
+//! letters; `browse.rs` the dashboard's pages; `pending.rs` a tenant's
+//! count; `lease.rs` tokens and doubts.
 //!
 //! The scripts declare the keys they are given, but the claims and the
 //! reaper find tenants' indexes from the ready set and the leases, always
-//! in the [`Space`] of a key they were given: on a Redis Cluster each slot
-//! has its own space (`sharded.rs`, `space.rs`), so every script stays in
-//! one slot. `docs/guarantees.md` states what is guaranteed and
+//! in the [`Space`] of a key they were given, so every script stays in one
+//! slot. `docs/guarantees.md` states what is guaranteed and
 //! `docs/design.md` how the delivery state is sharded.
 
 mod browse;
 mod dead;
 mod finisher;
 mod held;
+mod layout;
 mod lease;
 mod pending;
 mod scripts;
+mod settle;
 mod sharded;
 mod space;
 
@@ -78,8 +83,9 @@ pub use self::finisher::Finisher;
 pub use self::held::Held;
 pub use self::lease::member_of;
 use self::scripts::{SCRIPTS, Scripts};
+pub use self::settle::Settled;
 pub use self::space::{BUCKETS, Bucket, Space};
-use crate::backend::{Node, RedisConn, ScanCursor, slot_of};
+use crate::backend::{Node, RedisConn, ScanCursor};
 use crate::error::RepoError;
 use crate::keys::{TRIGGER_MARKER, parse_trigger};
 use crate::pools::{PoolAlias, Pools};
@@ -211,8 +217,8 @@ pub struct Delivery {
     dead_bytes: Option<DeadLetterBytes>,
     /// Most entries a tenant's index may hold when arming (0: no cap).
     max_pending: u32,
-    /// On a Redis Cluster: a [`Space`] per slot and the hint buckets.
-    sharded: Option<Arc<sharded::State>>,
+    /// One space, or a space per slot of a Redis Cluster.
+    layout: layout::Layout,
     /// Replicas that must acknowledge an arming (0: none).
     wait_replicas: u32,
     /// Claim calls whose reply was lost (see `lease.rs`).
@@ -299,25 +305,24 @@ impl Delivery {
             dead_cap: DEFAULT_MAX_DEAD_LETTERS,
             dead_bytes: None,
             max_pending: 0,
-            sharded: conn.is_cluster().then(Arc::default),
+            layout: layout::Layout::for_conn(&conn),
             wait_replicas: 0,
             doubts: Arc::default(),
             conn,
         }
     }
 
-    /// Whether the state is sharded over a Redis Cluster's slots.
-    pub fn is_sharded(&self) -> bool {
-        self.sharded.is_some()
+    /// Whether arming counts a tenant's index against the pending cap
+    /// itself (one space holds it). Where not (a Redis Cluster's slots),
+    /// the caller counts: `quota::Quotas::admit_pending`.
+    pub fn enforces_pending_cap(&self) -> bool {
+        self.layout.one_space()
     }
 
     /// The space that holds the delivery state of trigger key `key` (or an
     /// index member: the key before its tag).
     pub fn space_of(&self, key: &str) -> Space {
-        match self.sharded {
-            Some(_) => Space::of_slot(slot_of(split_member(key))),
-            None => Space::standalone(),
-        }
+        self.layout.space_of(split_member(key))
     }
 
     /// The due index of an index member.
@@ -357,9 +362,9 @@ impl Delivery {
     /// script can count it: the host does (`pending_of`, and
     /// `quota::Quotas::admit_pending` for plugins' triggers).
     pub fn with_pending_cap(mut self, cap: Option<std::num::NonZeroU32>) -> Self {
-        self.max_pending = match self.sharded {
-            Some(_) => 0,
-            None => cap.map_or(0, std::num::NonZeroU32::get),
+        self.max_pending = match self.layout.one_space() {
+            true => cap.map_or(0, std::num::NonZeroU32::get),
+            false => 0,
         };
         self
     }
@@ -460,9 +465,14 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn gauges(&self) -> Result<Gauges, RepoError> {
-        if self.sharded.is_some() {
-            return self.sharded_gauges().await;
+        match self.layout {
+            layout::Layout::Single => self.single_gauges().await,
+            layout::Layout::Sharded(_) => self.sharded_gauges().await,
         }
+    }
+
+    /// [`Self::gauges`] in one space.
+    async fn single_gauges(&self) -> Result<Gauges, RepoError> {
         let mut head = redis::pipe();
         head.zrange(READY, 0, -1)
             .zcard(LEGACY_DUE)
@@ -709,9 +719,19 @@ impl Delivery {
         lease_ms: u64,
         skip: &[String],
     ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
-        if self.sharded.is_some() {
-            return self.claim_sharded(limit, lease_ms, skip).await;
+        match self.layout {
+            layout::Layout::Single => self.claim_single(limit, lease_ms, skip).await,
+            layout::Layout::Sharded(_) => self.claim_sharded(limit, lease_ms, skip).await,
         }
+    }
+
+    /// [`Self::claim_due`] in one space.
+    async fn claim_single(
+        &self,
+        limit: usize,
+        lease_ms: u64,
+        skip: &[String],
+    ) -> Result<(i64, Option<i64>, Vec<Firing>), RepoError> {
         let space = Space::standalone();
         let token = lease::next_token();
         let mut call = self.scripts.claim.key(space.ready());
@@ -824,9 +844,14 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn reap(&self) -> Result<u64, RepoError> {
-        if self.sharded.is_some() {
-            return self.reap_sharded().await;
+        match self.layout {
+            layout::Layout::Single => self.reap_single().await,
+            layout::Layout::Sharded(_) => self.reap_sharded().await,
         }
+    }
+
+    /// [`Self::reap`] in one space.
+    async fn reap_single(&self) -> Result<u64, RepoError> {
         let space = Space::standalone();
         let out: Vec<redis::Value> = self
             .conn

@@ -22,7 +22,7 @@ impl Delivery {
     /// # Errors
     /// Redis failing.
     pub async fn pending_of(&self, tenant: &str) -> Result<u64, RepoError> {
-        if !self.is_sharded() {
+        if self.layout.one_space() {
             let due = Space::standalone().due(tenant);
             return Ok(self.conn.query(redis::cmd("ZCARD").arg(due)).await?);
         }

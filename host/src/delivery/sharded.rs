@@ -147,9 +147,49 @@ fn parse_due(out: &[Value]) -> (i64, i64, Vec<Hint>) {
     (int(out.first()), int(out.get(1)), hints)
 }
 
+/// Due hints as pairs, grouped by the node the slot layout places their
+/// slot on: the groups of two or more (claimed in one call on their node),
+/// and the pairs alone on their node or of a slot the layout does not place
+/// (claimed one by one). Hints that do not parse are dropped.
+fn group_by_node(due: Vec<Hint>, layout: Option<&Topology>) -> (Vec<Pair>, Vec<Vec<Pair>>) {
+    let mut by_node: BTreeMap<Option<Node>, Vec<Pair>> = BTreeMap::new();
+    for hint in due {
+        let Some((slot, tenant)) = parse_tenant_hint(&hint.member) else {
+            continue;
+        };
+        let pair = Pair {
+            slot,
+            tenant: tenant.to_owned(),
+            hint,
+        };
+        let node = layout.and_then(|l| l.owner_of(slot)).cloned();
+        by_node.entry(node).or_default().push(pair);
+    }
+    let mut alone = Vec::new();
+    let mut grouped = Vec::new();
+    for (node, pairs) in by_node {
+        if node.is_none() || pairs.len() == 1 {
+            alone.extend(pairs);
+        } else {
+            grouped.push(pairs);
+        }
+    }
+    (alone, grouped)
+}
+
+/// A lease hint of `slot` at `score`.
+fn lease_hint(slot: u16, score: i64) -> HintWrite {
+    HintWrite {
+        lease: true,
+        slot,
+        member: slot.to_string(),
+        score,
+    }
+}
+
 impl Delivery {
     fn warn_hint(&self, what: &str, error: &RepoError) {
-        if let Some(state) = &self.sharded
+        if let Some(state) = self.layout.sharded()
             && let Some(suppressed) = state.errors.allow()
         {
             warn!(
@@ -222,7 +262,7 @@ impl Delivery {
                     },
                     &e,
                 );
-                if let Some(state) = &self.sharded
+                if let Some(state) = self.layout.sharded()
                     && let Ok(mut kept) = state.unwritten.lock()
                 {
                     // Bounded: past it, the audit writes the rest.
@@ -235,7 +275,9 @@ impl Delivery {
 
     /// Writes again the hints that could not be written before.
     async fn rewrite_hints(&self) {
-        let Some(state) = &self.sharded else { return };
+        let Some(state) = self.layout.sharded() else {
+            return;
+        };
         let kept = match state.unwritten.lock() {
             Ok(mut kept) if !kept.is_empty() => std::mem::take(&mut *kept),
             _ => return,
@@ -271,7 +313,7 @@ impl Delivery {
     /// versions, of a standalone server or of each slot that has had
     /// letters.
     pub(super) async fn dead_lists(&self) -> Result<Vec<String>, RepoError> {
-        let spaces: Vec<Space> = match self.sharded {
+        let spaces: Vec<Space> = match self.layout.sharded() {
             None => vec![Space::standalone()],
             Some(_) => {
                 let mut pipe = redis::pipe();
@@ -371,8 +413,8 @@ impl Delivery {
     /// The slot layout to group claims by (read again every
     /// [`LAYOUT_EVERY`]); `None` when it cannot be read: every pair is
     /// then claimed on its own.
-    async fn layout(&self) -> Option<Arc<Topology>> {
-        let state = self.sharded.as_ref()?;
+    async fn slot_layout(&self) -> Option<Arc<Topology>> {
+        let state = self.layout.sharded()?;
         let held = state.layout.lock().ok()?.clone();
         if let Some((at, layout)) = &held
             && at.elapsed() < LAYOUT_EVERY
@@ -393,7 +435,7 @@ impl Delivery {
 
     /// Reads the layout again before the next claim.
     fn forget_layout(&self) {
-        if let Some(state) = &self.sharded
+        if let Some(state) = self.layout.sharded()
             && let Ok(mut held) = state.layout.lock()
         {
             *held = None;
@@ -509,30 +551,61 @@ impl Delivery {
             return Ok((now, next, Vec::new()));
         }
         let share = (limit / due.len()).max(1);
-        let layout = self.layout().await;
-        let mut by_node: BTreeMap<Option<Node>, Vec<Pair>> = BTreeMap::new();
-        for hint in due {
-            let Some((slot, tenant)) = parse_tenant_hint(&hint.member) else {
+        let layout = self.slot_layout().await;
+        let (alone, grouped) = group_by_node(due, layout.as_deref());
+        let (answers, failed) = self.claim_pairs(alone, grouped, lease_ms, share).await;
+        let mut firings = Vec::new();
+        let mut updates = Vec::new();
+        let mut leases = Vec::new();
+        for (Pair { slot, hint, .. }, out) in answers {
+            let Some(out) = out else {
+                // The claim may have run without its reply reaching us:
+                // its leases would have no hint, and be found only by the
+                // audit. A lease hint due now makes the reaper look at the
+                // slot (and set the hint right) at once.
+                leases.push(lease_hint(slot, 0));
                 continue;
             };
-            let pair = Pair {
-                slot,
-                tenant: tenant.to_owned(),
-                hint,
-            };
-            let node = layout.as_ref().and_then(|l| l.owner_of(slot)).cloned();
-            by_node.entry(node).or_default().push(pair);
-        }
-        let mut alone = Vec::new();
-        let mut grouped = Vec::new();
-        for (node, pairs) in by_node {
-            if node.is_none() || pairs.len() == 1 {
-                alone.extend(pairs);
-            } else {
-                grouped.push(pairs);
+            let (at, after, first_lease) = (int(out.first()), int(out.get(1)), int(out.get(2)));
+            let claimed = self.firings(out.get(3..).unwrap_or_default(), at);
+            if !claimed.is_empty() {
+                leases.push(lease_hint(slot, first_lease.max(0)));
             }
+            firings.extend(claimed);
+            if after >= 0 {
+                next = Some(next.map_or(after, |n| n.min(after)));
+            }
+            updates.push((
+                slot,
+                Hint {
+                    score: after,
+                    ..hint
+                },
+            ));
         }
-        let mut answers: Vec<(Pair, Option<Vec<Value>>)> = Vec::new();
+        if let Some(e) = failed {
+            self.warn_hint("claim", &e.into());
+        }
+        // One call per bucket for each kind, the buckets together.
+        futures::future::join(
+            self.write_hints(leases),
+            self.settle_hints(Hints::Work, updates),
+        )
+        .await;
+        Ok((now, next, firings))
+    }
+
+    /// Claims the pairs: each group on its node in one `claim_many`, the
+    /// pairs alone (and those a node left out) one by one, all at once.
+    /// Each pair's answer, `None` when its call failed; and the last error.
+    async fn claim_pairs(
+        &self,
+        mut alone: Vec<Pair>,
+        grouped: Vec<Vec<Pair>>,
+        lease_ms: u64,
+        share: usize,
+    ) -> (Vec<(Pair, Option<Vec<Value>>)>, Option<redis::RedisError>) {
+        let mut answers = Vec::new();
         let mut failed = None;
         let many = futures::future::join_all(
             grouped
@@ -581,55 +654,7 @@ impl Delivery {
                 }
             }
         }
-        let mut firings = Vec::new();
-        let mut updates = Vec::new();
-        let mut leases = Vec::new();
-        for (Pair { slot, hint, .. }, out) in answers {
-            let Some(out) = out else {
-                // The claim may have run without its reply reaching us:
-                // its leases would have no hint, and be found only by the
-                // audit. A lease hint due now makes the reaper look at the
-                // slot (and set the hint right) at once.
-                leases.push(HintWrite {
-                    lease: true,
-                    slot,
-                    member: slot.to_string(),
-                    score: 0,
-                });
-                continue;
-            };
-            let (at, after, first_lease) = (int(out.first()), int(out.get(1)), int(out.get(2)));
-            let claimed = self.firings(out.get(3..).unwrap_or_default(), at);
-            if !claimed.is_empty() {
-                leases.push(HintWrite {
-                    lease: true,
-                    slot,
-                    member: slot.to_string(),
-                    score: first_lease.max(0),
-                });
-            }
-            firings.extend(claimed);
-            if after >= 0 {
-                next = Some(next.map_or(after, |n| n.min(after)));
-            }
-            updates.push((
-                slot,
-                Hint {
-                    score: after,
-                    ..hint
-                },
-            ));
-        }
-        if let Some(e) = failed {
-            self.warn_hint("claim", &e.into());
-        }
-        // One call per bucket for each kind, the buckets together.
-        futures::future::join(
-            self.write_hints(leases),
-            self.settle_hints(Hints::Work, updates),
-        )
-        .await;
-        Ok((now, next, firings))
+        (answers, failed)
     }
 
     /// The cluster's reaper: slots whose lease hint has ended have their
@@ -679,7 +704,9 @@ impl Delivery {
 
     /// This host's turn of the audit, once per [`AUDIT_EVERY`].
     async fn audit_if_due(&self) {
-        let Some(state) = &self.sharded else { return };
+        let Some(state) = self.layout.sharded() else {
+            return;
+        };
         {
             let Ok(mut last) = state.audited.lock() else {
                 return;
@@ -783,5 +810,73 @@ impl Delivery {
             retries: held.iter().skip(1).step_by(2).sum(),
             dead_letters: self.dead_count().await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hint(slot: u16, tenant: &str) -> Hint {
+        Hint {
+            member: tenant_hint(slot, tenant),
+            score: 0,
+            version: String::new(),
+        }
+    }
+
+    /// Two primaries, 0-8191 and 8192-16383, and slot 16383 unplaced.
+    fn two_nodes() -> Topology {
+        Topology::parse(
+            "a 127.0.0.1:7001@17001 master - 0 0 1 connected 0-8191\n\
+             b 127.0.0.1:7002@17002 master - 0 0 2 connected 8192-16382\n",
+        )
+    }
+
+    fn slots(pairs: &[Pair]) -> Vec<(u16, &str)> {
+        pairs.iter().map(|p| (p.slot, p.tenant.as_str())).collect()
+    }
+
+    #[test]
+    fn pairs_of_one_node_are_claimed_together_and_a_lone_pair_alone() {
+        let due = vec![hint(1, "a"), hint(9000, "b"), hint(2, "c"), hint(3, "a")];
+        let (alone, grouped) = group_by_node(due, Some(&two_nodes()));
+        assert_eq!(slots(&alone), [(9000, "b")]);
+        assert_eq!(grouped.len(), 1);
+        assert_eq!(
+            slots(&grouped[0]),
+            [(1, "a"), (2, "c"), (3, "a")],
+            "in hint order"
+        );
+    }
+
+    #[test]
+    fn pairs_the_layout_does_not_place_go_alone() {
+        let due = vec![
+            hint(16383, "a"),
+            hint(16383, "b"),
+            hint(9000, "c"),
+            hint(9001, "d"),
+        ];
+        let (alone, grouped) = group_by_node(due, Some(&two_nodes()));
+        assert_eq!(slots(&alone), [(16383, "a"), (16383, "b")]);
+        assert_eq!(slots(&grouped[0]), [(9000, "c"), (9001, "d")]);
+        // Without a layout (it could not be read), every pair is alone.
+        let due = vec![hint(1, "a"), hint(2, "b")];
+        let (alone, grouped) = group_by_node(due, None);
+        assert_eq!(alone.len(), 2);
+        assert!(grouped.is_empty());
+    }
+
+    #[test]
+    fn hints_that_do_not_parse_are_dropped() {
+        let bad = Hint {
+            member: "not-a-slot:acme".into(),
+            score: 0,
+            version: String::new(),
+        };
+        let (alone, grouped) = group_by_node(vec![bad, hint(5, "a")], Some(&two_nodes()));
+        assert_eq!(slots(&alone), [(5, "a")]);
+        assert!(grouped.is_empty());
     }
 }

@@ -52,7 +52,7 @@ impl BatchRepo {
             .rpush(&key, dumps(data))
             .expire(&key, i64::from(DEFAULT_TTL_SECS))
             .ignore();
-        if self.conn.is_cluster() {
+        if !self.conn.in_one_transaction(&[&key, &pending]) {
             // The list and the pending set are in different slots: the
             // item is pushed (with its TTL) atomically, then the tenant
             // marked pending. A failure between leaves the item pushed and

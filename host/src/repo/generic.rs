@@ -38,7 +38,7 @@ impl GenericRepo {
     /// it is refused there (`docs/compat.md`, "On a Redis Cluster").
     fn key(&self, key: &str) -> Result<String, RepoError> {
         let full = generic_key(&self.tenant, key)?;
-        if self.conn.is_cluster() {
+        if self.conn.keyspace_shared_by_pools() {
             let first = key.split(':').next().unwrap_or(key);
             if key.contains(':') && SHARED_WORDS.contains(&first) {
                 return Err(RepoError::InvalidInput(format!(

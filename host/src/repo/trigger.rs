@@ -64,11 +64,11 @@ impl TriggerRepo {
         self
     }
 
-    /// Whether the delivery state is sharded over a Redis Cluster's slots
-    /// (where the pending-trigger quota is counted by the host,
-    /// `Quotas::admit_pending`).
-    pub fn is_sharded(&self) -> bool {
-        self.delivery.is_sharded()
+    /// Whether arming counts the tenant's pending triggers against the
+    /// cap itself; where not (a Redis Cluster's slots), the caller counts
+    /// (`Quotas::admit_pending`).
+    pub fn enforces_pending_cap(&self) -> bool {
+        self.delivery.enforces_pending_cap()
     }
 
     /// How many triggers the tenant has pending in its due index.

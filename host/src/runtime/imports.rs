@@ -195,7 +195,7 @@ impl trigger::Host for JobState {
             let cap = quotas.of(t).max_pending_triggers;
             let repo = TriggerRepo::new(p, t)?.with_pending_cap(cap);
             if let Some(cap) = cap
-                && repo.is_sharded()
+                && !repo.enforces_pending_cap()
             {
                 quotas
                     .admit_pending(t, cap, || repo.pending(), || repo.is_pending(&action, &id))
