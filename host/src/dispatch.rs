@@ -24,7 +24,7 @@
 //! `dispatch`) with outcome, duration_us, queued_us, late_us (from the due
 //! time to the start), due_ms and, unless ok, error.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -35,28 +35,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, error, info, warn};
 
-use crate::delivery::{DeadLetter, Delivery, Finisher, Firing, Meta};
+use crate::delivery::{Delivery, Finisher, Firing, Settled};
+pub use crate::fair::Concurrency;
+use crate::fair::{FairQueue, Running as Slots, Verdict};
 use crate::keys::parse_trigger;
 use crate::plugins::PluginSet;
-use crate::policy::{AfterFailure, serves};
+use crate::policy::serves;
 use crate::pools::PoolAlias;
 use crate::runtime::{Job, LoadedPlugin, Outcome, Runtime};
-use crate::stats::Stats;
+use crate::stats::{JobEnd, Stats};
 use crate::throttle::Throttle;
 
 /// How often an ignored-key line may repeat.
 const IGNORED_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Most jobs waiting for a slot, over all tenants.
 const MAX_QUEUED: usize = 100_000;
-
-/// Limits of the scheduler.
-#[derive(Debug, Clone, Copy)]
-pub struct Concurrency {
-    /// Jobs running at once.
-    pub total: usize,
-    /// Jobs of one tenant running at once.
-    pub per_tenant: usize,
-}
 
 struct Queued {
     tenant: String,
@@ -97,13 +90,8 @@ pub struct Dispatcher {
     stats: Arc<Stats>,
     unrouted_log: Throttle,
     tenant_log: Throttle,
-    queues: HashMap<String, VecDeque<Queued>>,
-    /// Tenants with queued jobs, in round-robin order.
-    order: VecDeque<String>,
-    queued: usize,
-    running: usize,
-    tenant_running: HashMap<String, usize>,
-    plugin_running: HashMap<String, usize>,
+    /// Jobs waiting for a slot, per tenant, and the jobs running.
+    fair: FairQueue<Queued>,
     /// When a tenant deferred by its quota may start its next job.
     wake_at: Option<Instant>,
 }
@@ -135,12 +123,7 @@ impl Dispatcher {
             stats,
             unrouted_log: Throttle::new(IGNORED_LOG_INTERVAL),
             tenant_log: Throttle::new(IGNORED_LOG_INTERVAL),
-            queues: HashMap::new(),
-            order: VecDeque::new(),
-            queued: 0,
-            running: 0,
-            tenant_running: HashMap::new(),
-            plugin_running: HashMap::new(),
+            fair: FairQueue::new(limits),
             wake_at: None,
         }
     }
@@ -166,7 +149,7 @@ impl Dispatcher {
                 events_open = self.accept_arrived(&mut events);
             }
             self.start_ready(&done_tx);
-            if !events_open && self.queued == 0 {
+            if !events_open && self.fair.queued() == 0 {
                 break;
             }
             let wake_at = self.wake_at;
@@ -176,7 +159,7 @@ impl Dispatcher {
                 Some(done) = done_rx.recv() => self.finished(done),
                 // A tenant's quota refilled.
                 _ = sleep_until_opt(wake_at), if wake_at.is_some() => {}
-                event = events.recv(), if events_open && self.queued < MAX_QUEUED => match event {
+                event = events.recv(), if events_open && self.fair.queued() < MAX_QUEUED => match event {
                     Some(event) => self.accept(event),
                     None => events_open = false,
                 },
@@ -189,7 +172,7 @@ impl Dispatcher {
         while let Ok(firing) = events.try_recv() {
             unstarted.push(firing);
         }
-        unstarted.extend(self.queues.drain().flat_map(|(_, q)| q).map(|q| q.firing));
+        unstarted.extend(self.fair.drain().map(|q| q.firing));
         for (pool, delivery) in self.deliveries.iter() {
             let (of_pool, others): (Vec<Firing>, Vec<Firing>) =
                 unstarted.into_iter().partition(|f| f.pool == *pool);
@@ -211,7 +194,7 @@ impl Dispatcher {
     /// left in the channel meanwhile, another tenant's among them, waited
     /// behind every queued job). Whether `events` is still open.
     fn accept_arrived(&mut self, events: &mut mpsc::Receiver<Firing>) -> bool {
-        while self.queued < MAX_QUEUED {
+        while self.fair.queued() < MAX_QUEUED {
             match events.try_recv() {
                 Ok(event) => self.accept(event),
                 Err(mpsc::error::TryRecvError::Empty) => break,
@@ -237,18 +220,14 @@ impl Dispatcher {
             self.finish_unrun(firing);
             return;
         }
-        let queue = self.queues.entry(tenant.clone()).or_default();
-        if queue.is_empty() {
-            self.order.push_back(tenant.clone());
-        }
-        queue.push_back(Queued {
+        let queued = Queued {
             tenant,
             action,
             id,
             firing,
             heard_at: Instant::now(),
-        });
-        self.queued += 1;
+        };
+        self.fair.push(&queued.tenant.clone(), queued);
     }
 
     /// Finishes a firing that will not run (no plugin, tenant not served).
@@ -282,82 +261,41 @@ impl Dispatcher {
         Some((plugin.clone(), set.generation()))
     }
 
-    /// Starts queued jobs round-robin across tenants while the limits allow.
-    ///
-    /// `order` lists the tenants with queued jobs, the one served longest
-    /// ago first. One scan goes down it: a tenant whose next job starts
-    /// moves to the back; a tenant that must wait (its own limit, its
-    /// plugin's `max_instances`, its quota) keeps its place, so it is first
-    /// in line when the slot it waits for frees. (Moving waiting tenants to
-    /// the back too left the order as it was after a scan that started
-    /// nothing, and a slot freed by a flood's job went back to the flood,
-    /// ahead of another tenant waiting for the same plugin.)
+    /// Starts queued jobs round-robin across tenants while the limits
+    /// allow ([`FairQueue`] keeps the order and the counts).
     fn start_ready(&mut self, done: &mpsc::UnboundedSender<Done>) {
-        let mut i = 0;
-        while self.running < self.limits.total && i < self.order.len() {
-            let Some(tenant) = self.order.get(i).cloned() else {
-                break;
-            };
-            let Some(queue) = self.queues.get_mut(&tenant) else {
-                self.order.remove(i);
-                continue;
-            };
-            let tenant_busy =
-                self.tenant_running.get(&tenant).copied().unwrap_or(0) >= self.limits.per_tenant;
-            if tenant_busy {
-                i += 1;
-                continue;
-            }
-            let Some(next) = queue.pop_front() else {
-                self.queues.remove(&tenant);
-                self.order.remove(i);
-                continue;
-            };
-            let route = if self.still_held(&next) {
-                self.route(&next.tenant, &next.action, &next.id)
-                    .ok_or(Unstarted::Unrouted)
-            } else {
-                Err(Unstarted::LeaseLost)
-            };
-            match route {
-                // Its lease was lost while it waited: the reaper has given
-                // it back for another host, so it must not run here.
-                Err(Unstarted::LeaseLost) => self.queued -= 1,
-                // Gone since it was queued (a reload): dropped, logged by `route`.
-                Err(Unstarted::Unrouted) => {
-                    self.queued -= 1;
-                    self.finish_unrun(next.firing);
-                }
-                Ok((plugin, generation)) => {
-                    let busy = self
-                        .plugin_running
-                        .get(plugin.name().as_str())
-                        .copied()
-                        .unwrap_or(0)
-                        >= plugin.policy().limits.max_instances.get();
-                    if busy || self.over_quota(&tenant) {
-                        // Wait for the plugin, or for the tenant's quota to
-                        // refill, in place; other tenants go on meanwhile.
-                        if let Some(queue) = self.queues.get_mut(&tenant) {
-                            queue.push_front(next);
-                        }
-                        i += 1;
-                        continue;
-                    }
-                    self.queued -= 1;
-                    self.start(next, plugin, generation, done);
-                    // Served: to the back of the line.
-                    self.order.remove(i);
-                    self.order.push_back(tenant.clone());
-                }
-            }
-            if self.queues.get(&tenant).is_some_and(VecDeque::is_empty) {
-                self.queues.remove(&tenant);
-                if let Some(at) = self.order.iter().position(|t| *t == tenant) {
-                    self.order.remove(at);
-                }
-            }
+        let mut fair = std::mem::replace(&mut self.fair, FairQueue::new(self.limits));
+        fair.start_ready(|tenant, next, running| self.decide(tenant, next, running, done));
+        self.fair = fair;
+    }
+
+    /// Starts `next`, or says why it waits or is dropped.
+    fn decide(
+        &mut self,
+        tenant: &str,
+        next: Queued,
+        running: &Slots,
+        done: &mpsc::UnboundedSender<Done>,
+    ) -> Verdict<Queued> {
+        // Its lease was lost while it waited: the reaper has given it back
+        // for another host, so it must not run here.
+        if !self.still_held(&next) {
+            return Verdict::Dropped;
         }
+        // Gone since it was queued (a reload): dropped, logged by `route`.
+        let Some((plugin, generation)) = self.route(&next.tenant, &next.action, &next.id) else {
+            self.finish_unrun(next.firing);
+            return Verdict::Dropped;
+        };
+        let name = plugin.name().as_str().to_owned();
+        let busy = running.of_plugin(&name) >= plugin.policy().limits.max_instances.get();
+        // Wait for the plugin, or for the tenant's quota to refill, in
+        // place; other tenants go on meanwhile.
+        if busy || self.over_quota(tenant) {
+            return Verdict::Wait(next);
+        }
+        self.start(next, plugin, generation, done);
+        Verdict::Started(name)
     }
 
     /// Whether `tenant` is at its dispatch quota (then the scheduler is woken
@@ -393,7 +331,7 @@ impl Dispatcher {
     }
 
     fn start(
-        &mut self,
+        &self,
         queued: Queued,
         plugin: Arc<LoadedPlugin>,
         generation: u64,
@@ -418,12 +356,6 @@ impl Dispatcher {
                 },
             );
         }
-        self.running += 1;
-        *self.tenant_running.entry(job.tenant.clone()).or_default() += 1;
-        *self
-            .plugin_running
-            .entry(plugin.name().as_str().to_owned())
-            .or_default() += 1;
         let runtime = self.runtime.clone();
         let stats = self.stats.clone();
         let done = done.clone();
@@ -457,7 +389,7 @@ impl Dispatcher {
             if let (Some(delivery), Some(finisher)) =
                 (deliveries.get(&firing.pool), finishers.get(&firing.pool))
             {
-                settle(delivery, finisher, &stats, &plugin, &job, &firing, &outcome).await;
+                settle(delivery, finisher, &stats, &plugin, &firing, &outcome).await;
             }
             if let Ok(mut set) = in_flight.lock() {
                 set.remove(&firing.lease);
@@ -471,18 +403,8 @@ impl Dispatcher {
     }
 
     fn finished(&mut self, done: Done) {
-        self.running = self.running.saturating_sub(1);
-        decrement(&mut self.tenant_running, &done.tenant);
-        decrement(&mut self.plugin_running, &done.plugin);
+        self.fair.finished(&done.tenant, &done.plugin);
     }
-}
-
-/// Why a queued firing is dropped unstarted.
-enum Unstarted {
-    /// This host lost its lease.
-    LeaseLost,
-    /// No plugin owns it any more, or serves its tenant.
-    Unrouted,
 }
 
 /// Sleeps until `at` (for ever when `None`; the caller guards that branch).
@@ -493,97 +415,52 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
-    if let Some(n) = counts.get_mut(key) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            counts.remove(key);
-        }
-    }
-}
-
-/// Records the outcome in Redis: done, a retry after a backoff, or a dead letter.
+/// Records the outcome in Redis ([`Delivery::settle`]), and logs what
+/// became of the firing.
 async fn settle(
     delivery: &Delivery,
     finisher: &Finisher,
     stats: &Stats,
     plugin: &LoadedPlugin,
-    job: &Job,
     firing: &Firing,
     outcome: &Outcome,
 ) {
-    let result = match outcome.detail() {
-        None => {
-            finisher.done(firing.lease.clone());
-            Ok(())
-        }
-        Some(error) => {
-            let attempts = firing.meta.attempts + 1;
-            let first_due_ms = if firing.meta.attempts == 0 {
-                firing.due_ms
-            } else {
-                firing.meta.first_due_ms
-            };
-            if let AfterFailure::Retry {
-                delay,
-                max_attempts,
-            } = plugin.policy().retry.after_failure(&job.action, attempts)
-            {
-                let meta = Meta {
-                    attempts,
-                    first_due_ms,
-                    last_error: error,
-                };
-                // Logged once Redis holds it, so a reader of the log finds it there.
-                delivery
-                    .retry(firing, delay, &meta)
-                    .await
-                    .map(|at| match at {
-                        Some(_) => warn!(
-                            event = "retry_scheduled",
-                            max_attempts,
-                            retry_in_ms = crate::millis(delay),
-                            "dispatch failed; retrying"
-                        ),
-                        None => lease_gone(),
-                    })
-            } else {
-                let letter = DeadLetter {
-                    tenant: job.tenant.clone(),
-                    action: job.action.clone(),
-                    id: job.id.clone(),
-                    key: job.key.clone(),
-                    attempts,
-                    last_error: error,
-                    first_due_ms,
-                    failed_at_ms: crate::unix_ms(),
-                };
-                delivery.dead(firing, &letter).await.map(|trimmed| {
-                    let Some(trimmed) = trimmed else {
-                        return lease_gone();
-                    };
-                    error!(
-                        event = "dead_lettered",
-                        "dispatch failed for the last time; moved to the dead-letter list"
-                    );
-                    if trimmed > 0 {
-                        stats.dead_trimmed.fetch_add(trimmed, Ordering::Relaxed);
-                        warn!(
-                            event = "dead_letters_trimmed",
-                            trimmed,
-                            "the tenant's dead-letter list is at [delivery] max_dead_letters; trimmed its oldest"
-                        );
-                    }
-                })
+    let retry = &plugin.policy().retry;
+    match delivery
+        .settle(finisher, firing, outcome.detail(), retry)
+        .await
+    {
+        Ok(Settled::Done) => {}
+        // Logged once Redis holds it, so a reader of the log finds it there.
+        Ok(Settled::Retried {
+            delay,
+            max_attempts,
+        }) => warn!(
+            event = "retry_scheduled",
+            max_attempts,
+            retry_in_ms = crate::millis(delay),
+            "dispatch failed; retrying"
+        ),
+        Ok(Settled::DeadLettered { trimmed }) => {
+            error!(
+                event = "dead_lettered",
+                "dispatch failed for the last time; moved to the dead-letter list"
+            );
+            if trimmed > 0 {
+                stats.dead_trimmed.fetch_add(trimmed, Ordering::Relaxed);
+                warn!(
+                    event = "dead_letters_trimmed",
+                    trimmed,
+                    "the tenant's dead-letter list is at [delivery] max_dead_letters; trimmed its oldest"
+                );
             }
         }
-    };
-    if let Err(e) = result {
-        error!(
+        Ok(Settled::LeaseGone) => lease_gone(),
+        Err(e) => error!(
             event = "outcome_unrecorded",
             error = %e,
             "cannot record the outcome in Redis; the lease will run this firing again"
-        );
+        ),
     }
 }
 
@@ -627,31 +504,15 @@ async fn run_job(
     let queued_us = u64::try_from(start.duration_since(heard_at).as_micros()).unwrap_or(u64::MAX);
     let outcome = runtime.invoke(plugin, job.clone()).await;
     let duration_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
-    stats.record(&outcome);
+    stats.job_finished(&JobEnd {
+        job: &job,
+        attempt: firing.meta.attempts + 1,
+        outcome: &outcome,
+        duration_us,
+        queued_us,
+        late_us,
+    });
     let detail = outcome.detail();
-    // For the admin server's metrics and dashboard, when there is one.
-    if stats.observed {
-        stats.metrics.dispatched(
-            &job.tenant,
-            plugin.name().as_str(),
-            &outcome,
-            duration_us as f64 / 1e6,
-            late_us.map(|l| l as f64 / 1e6),
-            queued_us as f64 / 1e6,
-        );
-        stats.recent.record(crate::recent::Dispatch {
-            at_ms: crate::unix_ms(),
-            tenant: job.tenant.clone(),
-            action: job.action.clone(),
-            id: job.id.clone(),
-            plugin: plugin.name().to_string(),
-            attempt: firing.meta.attempts + 1,
-            outcome: outcome.as_str(),
-            error: detail.clone(),
-            duration_us,
-            late_us,
-        });
-    }
     // The job's fields come from its span; the error only when there is one.
     macro_rules! dispatch_event {
         ($level:ident) => {

@@ -30,7 +30,8 @@
 //! - [`pump`]: keyevents into the index, and fallback claims of `expired` keys.
 //! - [`sweeper`]: claims due firings and hands them over at their due time;
 //!   renews the leases of those this host holds.
-//! - [`dispatch`]: fair per-tenant queues, limits and quotas, one job per firing.
+//! - [`dispatch`]: routes firings, applies quotas and leases, one job per
+//!   firing, and settles its outcome; [`fair`] is its pure per-tenant queue.
 //! - [`plugins`]: the loaded plugin set and its routing table (longest prefix).
 //! - [`runtime`]: the wasmtime engine, plugin loading, invocation in a fresh
 //!   store; [`bindings`] is the host side of `wit/symphony.wit`.
@@ -74,6 +75,7 @@ pub mod context;
 pub mod delivery;
 pub mod dispatch;
 pub mod error;
+pub mod fair;
 pub mod fleet;
 pub mod keys;
 pub mod lifecycle;

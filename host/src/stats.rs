@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::metrics::Metrics;
 use crate::recent::Recent;
-use crate::runtime::Outcome;
+use crate::runtime::{Job, Outcome};
 
 /// Counters since start.
 #[derive(Debug, Default)]
@@ -93,8 +93,39 @@ impl Stats {
         (get(&self.ok) + failed, failed)
     }
 
+    /// The one observer of a finished job: counts its outcome and, when
+    /// an admin server observes, feeds the metrics and the recent
+    /// dispatches.
+    pub fn job_finished(&self, end: &JobEnd<'_>) {
+        self.record(end.outcome);
+        if !self.observed {
+            return;
+        }
+        let (job, outcome) = (end.job, end.outcome);
+        self.metrics.dispatched(
+            &job.tenant,
+            job.plugin.as_str(),
+            outcome,
+            end.duration_us as f64 / 1e6,
+            end.late_us.map(|l| l as f64 / 1e6),
+            end.queued_us as f64 / 1e6,
+        );
+        self.recent.record(crate::recent::Dispatch {
+            at_ms: crate::unix_ms(),
+            tenant: job.tenant.clone(),
+            action: job.action.clone(),
+            id: job.id.clone(),
+            plugin: job.plugin.to_string(),
+            attempt: end.attempt,
+            outcome: outcome.as_str(),
+            error: outcome.detail(),
+            duration_us: end.duration_us,
+            late_us: end.late_us,
+        });
+    }
+
     /// Counts an invocation's outcome.
-    pub fn record(&self, outcome: &Outcome) {
+    fn record(&self, outcome: &Outcome) {
         let counter = match outcome {
             Outcome::Ok => &self.ok,
             Outcome::Error(_) => &self.error,
@@ -130,4 +161,20 @@ impl Stats {
             "dispatch totals"
         );
     }
+}
+
+/// A finished job, as [`Stats::job_finished`] receives it.
+pub struct JobEnd<'a> {
+    /// The job.
+    pub job: &'a Job,
+    /// Its attempt (1 for the first).
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: &'a Outcome,
+    /// How long the handler ran (µs).
+    pub duration_us: u64,
+    /// From hearing the key to the start (µs).
+    pub queued_us: u64,
+    /// From the due time to the start (µs); `None` when unknown.
+    pub late_us: Option<i64>,
 }
