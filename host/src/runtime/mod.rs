@@ -19,10 +19,21 @@
 //!   stderr go into tracing (`output`).
 //! - Redis: only through the host functions (`imports`), scoped to the
 //!   tenant of the firing trigger.
+//!
+//! # Files
+//! This one: the engine, loading and one invocation. `outcome`: how an
+//! invocation ends. `limiter`: the memory limit. `warm`: warm instances.
+//! `guests`: the guest threads a long job moves to. `imports`: the host
+//! functions. `output`: guest stdout and stderr. `artifacts`: the on-disk
+//! cache of compiled plugins.
 
 mod artifacts;
+mod guests;
 mod imports;
+mod limiter;
+mod outcome;
 mod output;
+mod warm;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -42,7 +53,13 @@ use crate::manifest::{PluginName, RuntimeConfig};
 use crate::policy::{Access, Grants, Policy, Repo};
 use crate::pools::Pools;
 use artifacts::Artifacts;
+use guests::GuestThreads;
+pub(crate) use guests::on_guest_thread;
+pub use guests::run_job_task;
+use limiter::Limiter;
+pub use outcome::Outcome;
 use output::{GuestOutput, Stream};
+use warm::{WARM_SLOTS, Warm, WarmSlot};
 
 /// How often the epoch advances: the resolution of invocation timeouts, and
 /// the longest a guest runs before it yields its thread.
@@ -63,60 +80,6 @@ pub struct Job {
     pub plugin: PluginName,
     /// Generation of the plugin set the job was routed in.
     pub generation: u64,
-}
-
-/// How an invocation ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// `on-expire` returned `ok`.
-    Ok,
-    /// `on-expire` returned `err` with this message.
-    Error(String),
-    /// `on-expire` returned `err` after a host call was denied for a missing
-    /// capability.
-    Denied(String),
-    /// The instance trapped (panic, unreachable, stack overflow, exit).
-    Trap(String),
-    /// The invocation ran past its timeout and was stopped.
-    Timeout(Duration),
-    /// The plugin tried to grow its memory past its limit.
-    Memory(String),
-    /// The plugin ran out of fuel.
-    Fuel,
-    /// The plugin made more host calls than allowed.
-    Limit(String),
-}
-
-impl Outcome {
-    /// The outcome's name in logs: `ok`, `error`, `denied`, `trap`,
-    /// `timeout`, `memory`, `fuel` or `limit`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Outcome::Ok => "ok",
-            Outcome::Error(_) => "error",
-            Outcome::Denied(_) => "denied",
-            Outcome::Trap(_) => "trap",
-            Outcome::Timeout(_) => "timeout",
-            Outcome::Memory(_) => "memory",
-            Outcome::Fuel => "fuel",
-            Outcome::Limit(_) => "limit",
-        }
-    }
-
-    /// What went wrong, for the log's `error` field (`None` when ok).
-    pub fn detail(&self) -> Option<String> {
-        match self {
-            Outcome::Ok => None,
-            Outcome::Error(m)
-            | Outcome::Denied(m)
-            | Outcome::Trap(m)
-            | Outcome::Memory(m)
-            | Outcome::Limit(m) => Some(m.clone()),
-            Outcome::Timeout(limit) => Some(format!("stopped at the {limit:?} timeout")),
-            Outcome::Fuel => Some("ran out of fuel".to_owned()),
-        }
-    }
 }
 
 /// A plugin that could not be loaded.
@@ -177,50 +140,14 @@ pub struct LoadedPlugin {
     warm: std::sync::Mutex<HashMap<String, Vec<Warm>>>,
 }
 
-/// A warm instance kept for the next job of the same tenant.
-struct Warm {
-    store: Store<JobState>,
-    instance: Plugin,
-    stdout: GuestOutput,
-    stderr: GuestOutput,
-    uses: u32,
-    /// Its share of [`WARM_SLOTS`], given back when it leaves the pool.
-    _slot: WarmSlot,
-}
-
-/// One of the [`WARM_SLOTS`] pooling slots set aside for idle warm
-/// instances, over all plugins; released on drop.
-struct WarmSlot(Arc<std::sync::atomic::AtomicU32>);
-
-impl WarmSlot {
-    fn acquire(idle: &Arc<std::sync::atomic::AtomicU32>) -> Option<WarmSlot> {
-        use std::sync::atomic::Ordering;
-        idle.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-            (n < WARM_SLOTS).then_some(n + 1)
-        })
-        .ok()
-        .map(|_| WarmSlot(idle.clone()))
-    }
-}
-
-impl Drop for WarmSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-    }
-}
-
 /// Most resources (WASI streams, pollables, ...) one invocation may hold at
 /// once: WASI calls are not counted against `max_host_calls`, so this bounds
 /// the host memory they can take.
 const MAX_RESOURCES: usize = 4096;
 
-/// Most idle warm instances one plugin keeps (each holds a pooling slot).
-const MAX_WARM_PER_PLUGIN: usize = 8;
 /// Bytes of a pooled memory reset in place (rather than by `madvise`) when
 /// its instance is done.
 const KEEP_RESIDENT: usize = 1 << 20;
-/// Pooling slots set aside for idle warm instances.
-const WARM_SLOTS: u32 = 64;
 /// Most core module instances one component may hold (Rust, Go and
 /// JavaScript plugins hold a handful: the program, shims and adapters).
 pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
@@ -228,21 +155,6 @@ pub const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 pub const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 /// Most tables one component may define.
 pub const MAX_TABLES_PER_COMPONENT: u32 = 8;
-
-impl LoadedPlugin {
-    fn take_warm(&self, tenant: &str) -> Option<Warm> {
-        self.warm.lock().ok()?.get_mut(tenant)?.pop()
-    }
-
-    fn put_warm(&self, tenant: &str, warm: Warm) {
-        if let Ok(mut pool) = self.warm.lock() {
-            let idle: usize = pool.values().map(Vec::len).sum();
-            if idle < MAX_WARM_PER_PLUGIN {
-                pool.entry(tenant.to_owned()).or_default().push(warm);
-            }
-        }
-    }
-}
 
 impl LoadedPlugin {
     /// The plugin's name from the manifest.
@@ -264,59 +176,6 @@ impl LoadedPlugin {
     /// What the host enforces for it.
     pub fn policy(&self) -> &Policy {
         &self.policy
-    }
-}
-
-/// Refuses memory and table growth past the plugin's limit, counted over
-/// the sum of every memory and table of the instance (a component may hold
-/// several), and remembers that it did so the outcome can say `memory`.
-struct Limiter {
-    max_memory: usize,
-    /// Bytes of every memory and table of the instance so far.
-    used: usize,
-    refused: Option<usize>,
-}
-
-/// Most elements of any table (function tables of ordinary guests hold a few thousand).
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-/// Bytes a table element costs the host (a pointer).
-const TABLE_ELEMENT_BYTES: usize = std::mem::size_of::<usize>();
-
-impl Limiter {
-    /// Admits growth of one memory or table from `current` to `desired`
-    /// bytes if the instance's total stays within the limit.
-    fn grow(&mut self, current: usize, desired: usize) -> bool {
-        let total = self.used.saturating_sub(current).saturating_add(desired);
-        if total > self.max_memory {
-            self.refused = Some(total);
-            return false;
-        }
-        self.used = total;
-        true
-    }
-}
-
-impl wasmtime::ResourceLimiter for Limiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(self.grow(current, desired))
-    }
-
-    fn table_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS
-            && self.grow(
-                current.saturating_mul(TABLE_ELEMENT_BYTES),
-                desired.saturating_mul(TABLE_ELEMENT_BYTES),
-            ))
     }
 }
 
@@ -440,110 +299,6 @@ pub struct Runtime {
     guests: GuestThreads,
     /// Per-tenant quotas (none until [`Runtime::set_quotas`]).
     quotas: std::sync::OnceLock<Arc<crate::quota::Quotas>>,
-}
-
-/// A Tokio runtime of its own for jobs that run long. Guest code is CPU work
-/// the host does not control: on these threads it can never delay the
-/// listener, sweeper, pump or dispatcher, which run on the caller's runtime
-/// (the OS shares the cores between both; guests yield on every epoch tick
-/// within theirs). A job starts on the caller's runtime and moves here at
-/// its guest's first epoch tick ([`run_job_task`]).
-struct GuestThreads(Option<tokio::runtime::Runtime>);
-
-thread_local! {
-    /// True on the guest threads.
-    static ON_GUEST_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set when a guest yields at an epoch tick on this thread: it has run
-    /// guest code for up to a tick. Read and cleared by [`run_job_task`].
-    static TICKED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Whether the caller runs on the guest threads (host calls made there run
-/// their Redis I/O on the control runtime instead).
-pub(crate) fn on_guest_thread() -> bool {
-    ON_GUEST_THREAD.with(std::cell::Cell::get)
-}
-
-/// Runs a job's future where it was called (the control runtime) until its
-/// guest first yields at an epoch tick, then moves it to `guests` for the
-/// rest of its run.
-///
-/// Most jobs end, host calls included, well within a tick of guest code
-/// (5 ms): they run with no handoff between threads, which measured 7 µs
-/// of host CPU less per job in the 1-host burst and 13 % more jobs a
-/// second (`docs/benchmarks.md`). A
-/// CPU-bound guest holds a control thread for at most one tick, once; from
-/// then on it runs on the guest threads, as every job did before.
-///
-/// The job keeps the caller's span (a job's span) when it moves.
-///
-/// # Errors
-/// The job panicking, here or on the guest threads (its message): the
-/// panic ends the job, not the caller's task.
-pub async fn run_job_task<F>(job: F, guests: tokio::runtime::Handle) -> Result<F::Output, String>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    use std::task::Poll;
-    let mut job = Box::pin(job);
-    let finished_here = std::future::poll_fn(|cx| {
-        TICKED.with(|t| t.set(false));
-        let polled =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.as_mut().poll(cx)));
-        match polled {
-            Ok(Poll::Ready(out)) => Poll::Ready(Some(Ok(out))),
-            Err(panic) => Poll::Ready(Some(Err(panic_message(panic.as_ref())))),
-            // Only the guest's own tick sets the flag during this poll.
-            Ok(Poll::Pending) if TICKED.with(std::cell::Cell::take) => Poll::Ready(None),
-            Ok(Poll::Pending) => Poll::Pending,
-        }
-    })
-    .await;
-    match finished_here {
-        Some(out) => out,
-        None => {
-            use tracing::Instrument as _;
-            let span = tracing::Span::current();
-            guests
-                .spawn(job.instrument(span))
-                .await
-                .map_err(|e| e.to_string())
-        }
-    }
-}
-
-/// The message of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("a panic");
-    format!("panicked: {text}")
-}
-
-impl GuestThreads {
-    fn new() -> anyhow::Result<Self> {
-        let threads = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("symphony-guest")
-            .on_thread_start(|| ON_GUEST_THREAD.with(|g| g.set(true)))
-            .enable_all()
-            .build()
-            .context("cannot start the guest threads")?;
-        Ok(Self(Some(rt)))
-    }
-}
-
-impl Drop for GuestThreads {
-    fn drop(&mut self) {
-        // Dropping a runtime blocks, which an async context may not do.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 impl Runtime {
@@ -767,7 +522,7 @@ impl Runtime {
             if Instant::now() >= ctx.data().deadline {
                 Ok(wasmtime::UpdateDeadline::Interrupt)
             } else {
-                TICKED.with(|t| t.set(true));
+                guests::note_tick();
                 Ok(wasmtime::UpdateDeadline::Yield(1))
             }
         });
@@ -909,88 +664,7 @@ fn default_cache_dir() -> PathBuf {
 
 #[cfg(test)]
 mod tests {
-    use super::{GuestThreads, Limiter, TICKED, not_a_component, on_guest_thread, run_job_task};
-
-    /// The limit is over the sum of an instance's memories: two memories of
-    /// 20 MiB do not fit 32 MiB, though each alone would.
-    #[test]
-    fn the_memory_limit_covers_every_memory_of_an_instance() {
-        let engine = wasmtime::Engine::default();
-        let limiter = || Limiter {
-            max_memory: 32 << 20,
-            used: 0,
-            refused: None,
-        };
-        let two = wat::parse_str("(module (memory 320) (memory 320))").unwrap();
-        let module = wasmtime::Module::new(&engine, two).unwrap();
-        let mut store = wasmtime::Store::new(&engine, limiter());
-        store.limiter(|l| l);
-        assert!(wasmtime::Instance::new(&mut store, &module, &[]).is_err());
-        assert_eq!(store.data().refused, Some(40 << 20));
-
-        let one = wat::parse_str("(module (memory 320))").unwrap();
-        let module = wasmtime::Module::new(&engine, one).unwrap();
-        let mut store = wasmtime::Store::new(&engine, limiter());
-        store.limiter(|l| l);
-        assert!(wasmtime::Instance::new(&mut store, &module, &[]).is_ok());
-        assert_eq!(store.data().used, 20 << 20);
-    }
-
-    #[test]
-    fn a_job_runs_where_it_starts_until_its_first_tick_then_on_the_guest_threads() {
-        let guests = GuestThreads::new().unwrap();
-        let handle = guests.0.as_ref().unwrap().handle().clone();
-        let control = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        // A job that never ticks ends where it started.
-        let short = control.block_on(run_job_task(async { on_guest_thread() }, handle.clone()));
-        assert!(
-            !short.unwrap(),
-            "a short job should not leave the control runtime"
-        );
-        // A job whose guest ticks (as the epoch callback marks it) goes on,
-        // from its next poll, on the guest threads, in the caller's span.
-        // (Spans are recorded only under a subscriber, global for the
-        // guest threads' sake.)
-        let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
-        let ticking = async {
-            let mut where_ran = Vec::new();
-            for _ in 0..3 {
-                let span = tracing::Span::current().metadata().map(|m| m.name());
-                where_ran.push((on_guest_thread(), span));
-                TICKED.with(|t| t.set(true));
-                tokio::task::yield_now().await;
-            }
-            where_ran
-        };
-        let where_ran = control
-            .block_on(tracing::Instrument::instrument(
-                run_job_task(ticking, handle.clone()),
-                tracing::info_span!("job"),
-            ))
-            .unwrap();
-        assert_eq!(
-            where_ran,
-            [
-                (false, Some("job")),
-                (true, Some("job")),
-                (true, Some("job"))
-            ]
-        );
-        // A job that panics ends with the panic's message; the caller goes on.
-        let panicked = control.block_on(run_job_task(
-            async {
-                let n: u32 = std::hint::black_box(0);
-                if n == 0 {
-                    panic!("boom");
-                }
-                n
-            },
-            handle,
-        ));
-        assert_eq!(panicked.unwrap_err(), "panicked: boom");
-    }
+    use super::not_a_component;
 
     #[test]
     fn tells_modules_and_junk_from_components() {
