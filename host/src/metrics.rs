@@ -92,7 +92,16 @@ impl Metrics {
             redis_errors: Counter::default(),
             ignored: Family::default(),
         };
-        let r = &mut m.registry;
+        let mut registry = std::mem::take(&mut m.registry);
+        m.register_jobs(&mut registry);
+        m.register_state(&mut registry);
+        m.registry = registry;
+        m
+    }
+
+    /// Registers the metrics of jobs: counts, durations, lateness.
+    fn register_jobs(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "dispatches",
             "Jobs run, by plugin and outcome (ok, error, denied, trap, timeout, memory, fuel, limit)",
@@ -121,6 +130,12 @@ impl Metrics {
             "Jobs running on this host now",
             m.in_flight.clone(),
         );
+    }
+
+    /// Registers the metrics of the shared state, the plugins, the
+    /// listeners and Redis.
+    fn register_state(&self, r: &mut Registry) {
+        let m = self;
         r.register(
             "triggers_pending",
             "Triggers in the due indexes of the expiry pool, every tenant (read from Redis when scraped)",
@@ -181,7 +196,6 @@ impl Metrics {
             "Expired keys not run, by reason (not_trigger, unrouted, tenant_not_served)",
             m.ignored.clone(),
         );
-        m
     }
 
     /// Records a finished job.

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::delivery::{Delivery, Firing, INTERNAL_PREFIX};
 use crate::keys::check_trigger;
 use crate::listener::{EventKind, KeyEvent};
+use crate::pools::PoolAlias;
 use crate::stats::Stats;
 use crate::throttle::Throttle;
 
@@ -54,25 +55,9 @@ pub async fn pump(
             _ = cancel.cancelled() => return,
             n = events.recv_many(&mut batch, PUMP_BATCH) => if n == 0 { return },
         }
-        // Group the batch into steps, in order: a run of events of one kind
-        // is one step (one script call).
-        let mut steps: Vec<Step> = Vec::new();
-        for event in batch.drain(..) {
-            match event {
-                KeyEvent::Subscribed { pool, node } => steps.push(Step::IndexAll(pool, node)),
-                KeyEvent::Key {
-                    pool, kind, key, ..
-                } => {
-                    let Some(key) = pump.trigger(pool, kind, key) else {
-                        continue;
-                    };
-                    match steps.last_mut() {
-                        Some(Step::Run(k, keys)) if *k == kind => keys.push(key),
-                        _ => steps.push(Step::Run(kind, vec![key])),
-                    }
-                }
-            }
-        }
+        let steps = steps_of(batch.drain(..), |pool, kind, key| {
+            pump.trigger(pool, kind, key)
+        });
         for step in steps {
             match step {
                 Step::IndexAll(pool, node) => {
@@ -99,11 +84,40 @@ pub async fn pump(
 /// restart, a failover, a cluster connection being replaced).
 const RETRY_FOR: Duration = Duration::from_secs(30);
 
+/// A batch of keyevents as steps, in order: a run of events of one kind
+/// is one step (one script call), and a (re)subscription a step of its
+/// own. `trigger` gives an event's trigger key, or `None` to leave it out
+/// (it does not break a run).
+fn steps_of(
+    batch: impl IntoIterator<Item = KeyEvent>,
+    mut trigger: impl FnMut(PoolAlias, EventKind, Result<String, Vec<u8>>) -> Option<String>,
+) -> Vec<Step> {
+    let mut steps: Vec<Step> = Vec::new();
+    for event in batch {
+        match event {
+            KeyEvent::Subscribed { pool, node } => steps.push(Step::IndexAll(pool, node)),
+            KeyEvent::Key {
+                pool, kind, key, ..
+            } => {
+                let Some(key) = trigger(pool, kind, key) else {
+                    continue;
+                };
+                match steps.last_mut() {
+                    Some(Step::Run(k, keys)) if *k == kind => keys.push(key),
+                    _ => steps.push(Step::Run(kind, vec![key])),
+                }
+            }
+        }
+    }
+    steps
+}
+
 /// One step of a pump batch.
+#[derive(Debug, PartialEq)]
 enum Step {
     /// The listener (re)subscribed: index every trigger key present (on
     /// a cluster, the node's).
-    IndexAll(crate::pools::PoolAlias, Option<crate::backend::Node>),
+    IndexAll(PoolAlias, Option<crate::backend::Node>),
     /// Consecutive keyevents of one kind.
     Run(EventKind, Vec<String>),
 }
@@ -124,7 +138,7 @@ impl Pump {
     /// are not triggers: those that expired are counted and logged).
     fn trigger(
         &self,
-        pool: crate::pools::PoolAlias,
+        pool: PoolAlias,
         kind: EventKind,
         key: Result<String, Vec<u8>>,
     ) -> Option<String> {
@@ -213,5 +227,87 @@ impl Pump {
         if let Some(suppressed) = self.errors.allow() {
             warn!(event = "index_update_failed", error = %e, suppressed, "cannot apply keyevents to the trigger index");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(kind: EventKind, key: &str) -> KeyEvent {
+        KeyEvent::Key {
+            pool: PoolAlias::Expiry,
+            kind,
+            key: Ok(key.to_owned()),
+            heard_at: Instant::now(),
+        }
+    }
+
+    fn subscribed() -> KeyEvent {
+        KeyEvent::Subscribed {
+            pool: PoolAlias::Expiry,
+            node: None,
+        }
+    }
+
+    fn keep_all(_: PoolAlias, _: EventKind, key: Result<String, Vec<u8>>) -> Option<String> {
+        key.ok()
+    }
+
+    fn run(kind: EventKind, keys: &[&str]) -> Step {
+        Step::Run(kind, keys.iter().map(|k| (*k).to_owned()).collect())
+    }
+
+    #[test]
+    fn a_run_of_one_kind_is_one_step_and_the_order_is_kept() {
+        use EventKind::*;
+        let batch = [
+            key(Expire, "a"),
+            key(Expire, "b"),
+            key(Del, "a"),
+            key(Expire, "a"),
+            key(Expired, "b"),
+            key(Expired, "c"),
+        ];
+        assert_eq!(
+            steps_of(batch, keep_all),
+            [
+                run(Expire, &["a", "b"]),
+                run(Del, &["a"]),
+                run(Expire, &["a"]),
+                run(Expired, &["b", "c"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_subscription_is_a_step_of_its_own_between_runs() {
+        use EventKind::*;
+        let batch = [key(Expire, "a"), subscribed(), key(Expire, "b")];
+        assert_eq!(
+            steps_of(batch, keep_all),
+            [
+                run(Expire, &["a"]),
+                Step::IndexAll(PoolAlias::Expiry, None),
+                run(Expire, &["b"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_left_out_do_not_break_a_run() {
+        use EventKind::*;
+        let batch = [
+            key(Expired, "t:EXPTRIGGER:a:1"),
+            key(Expired, "symphony:due:t"),
+            key(Expired, "t:EXPTRIGGER:a:2"),
+        ];
+        let steps = steps_of(batch, |_, _, k| {
+            k.ok().filter(|k| !k.starts_with("symphony:"))
+        });
+        assert_eq!(
+            steps,
+            [run(Expired, &["t:EXPTRIGGER:a:1", "t:EXPTRIGGER:a:2"])]
+        );
     }
 }

@@ -39,35 +39,14 @@ pub async fn sweep(
             return;
         }
         if last_reap.is_none_or(|t| t.elapsed() >= REAP_EVERY) {
-            match delivery.reap().await {
-                Ok(n) if n > 0 => {
-                    warn!(
-                        event = "leases_expired",
-                        firings = n,
-                        "leases ended without an answer (a host died?); those firings run again"
-                    )
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if errors.allow().is_some() {
-                        warn!(event = "reap_failed", error = %e, "cannot check leases");
-                    }
-                }
-            }
-            // Claims whose reply was lost: their leases, held by no host,
-            // are given back now rather than at their end.
-            if let Err(e) = delivery.settle_doubts().await
-                && errors.allow().is_some()
-            {
-                warn!(event = "doubts_unsettled", error = %e, "cannot look for the leases of lost claims; retrying");
-            }
+            reap(&delivery, &errors).await;
             last_reap = Some(Instant::now());
         }
         // Not raced against `cancel`: a claim Redis has made must come back
         // so it can be handed over or given back.
         let skip = delivery.held().tenants_holding(CLAIM_AHEAD);
         let claimed = delivery.claim_due(BATCH, lease_ms, &skip).await;
-        let (server_now, next, mut batch) = match claimed {
+        let (server_now, next, batch) = match claimed {
             Ok(c) if cancel.is_cancelled() => {
                 delivery.release_all(c.2.into_iter().map(|f| f.lease)).await;
                 return;
@@ -86,45 +65,92 @@ pub async fn sweep(
         };
         let claimed_at = Instant::now();
         let full = batch.len() == BATCH;
-        batch.sort_by_key(|f| f.due_ms);
-        let mut pending = batch.into_iter();
-        while let Some(firing) = pending.next() {
-            let wait =
-                Duration::from_millis(u64::try_from(firing.due_ms - server_now).unwrap_or(0));
-            let sent = tokio::select! {
-                _ = cancel.cancelled() => false,
-                sent = async {
-                    let at = claimed_at + wait;
-                    // Under load most firings are due already: no timer for those.
-                    if at > Instant::now() {
-                        tokio::time::sleep_until(at.into()).await;
-                    }
-                    firings.send(firing.clone()).await.is_ok()
-                } => sent,
-            };
-            if !sent {
-                // Shutting down: give back what this host claimed but did not start.
-                let unsent = std::iter::once(firing).chain(pending);
-                delivery.release_all(unsent.map(|f| f.lease)).await;
-                return;
-            }
+        if !hand_over(&delivery, batch, server_now, claimed_at, &firings, &cancel).await {
+            return;
         }
         if full {
             continue;
         }
-        let idle = next
-            .map(|n| {
-                let now = server_now + crate::millis(claimed_at.elapsed()) as i64;
-                Duration::from_millis(u64::try_from(n - LEAD_MS - now).unwrap_or(0))
-            })
-            .unwrap_or(MAX_IDLE)
-            .min(if skip.is_empty() { MAX_IDLE } else { BUSY_POLL });
+        let now = server_now + crate::millis(claimed_at.elapsed()) as i64;
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(idle) => {}
+            _ = tokio::time::sleep(idle_for(next, now, !skip.is_empty())) => {}
             _ = wake.notified() => {}
         }
     }
+}
+
+/// Puts firings whose lease ended back, and gives back the leases of
+/// claims whose reply was lost (held by no host) now rather than at their
+/// end; failures are logged, throttled.
+async fn reap(delivery: &Delivery, errors: &Throttle) {
+    match delivery.reap().await {
+        Ok(n) if n > 0 => {
+            warn!(
+                event = "leases_expired",
+                firings = n,
+                "leases ended without an answer (a host died?); those firings run again"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => {
+            if errors.allow().is_some() {
+                warn!(event = "reap_failed", error = %e, "cannot check leases");
+            }
+        }
+    }
+    if let Err(e) = delivery.settle_doubts().await
+        && errors.allow().is_some()
+    {
+        warn!(event = "doubts_unsettled", error = %e, "cannot look for the leases of lost claims; retrying");
+    }
+}
+
+/// Sends each firing of `batch` to `firings` at its due time (the server's
+/// `server_now` was read at `claimed_at`), in due order. When shutting
+/// down, gives back what was not sent and returns false.
+async fn hand_over(
+    delivery: &Delivery,
+    mut batch: Vec<Firing>,
+    server_now: i64,
+    claimed_at: Instant,
+    firings: &mpsc::Sender<Firing>,
+    cancel: &CancellationToken,
+) -> bool {
+    batch.sort_by_key(|f| f.due_ms);
+    let mut pending = batch.into_iter();
+    while let Some(firing) = pending.next() {
+        let wait = Duration::from_millis(u64::try_from(firing.due_ms - server_now).unwrap_or(0));
+        let sent = tokio::select! {
+            _ = cancel.cancelled() => false,
+            sent = async {
+                let at = claimed_at + wait;
+                // Under load most firings are due already: no timer for those.
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                firings.send(firing.clone()).await.is_ok()
+            } => sent,
+        };
+        if !sent {
+            // Shutting down: give back what this host claimed but did not start.
+            let unsent = std::iter::once(firing).chain(pending);
+            delivery.release_all(unsent.map(|f| f.lease)).await;
+            return false;
+        }
+    }
+    true
+}
+
+/// How long the sweeper may sleep after a batch that was not full: until
+/// the lead before the `next` due time (server ms; `now` is the server's
+/// time now), at most [`MAX_IDLE`], and at most [`BUSY_POLL`] while it
+/// skips a tenant whose firings it holds. A keyevent wakes it sooner.
+fn idle_for(next: Option<i64>, now: i64, skipping: bool) -> Duration {
+    let until_next = next
+        .map(|n| Duration::from_millis(u64::try_from(n - LEAD_MS - now).unwrap_or(0)))
+        .unwrap_or(MAX_IDLE);
+    until_next.min(if skipping { BUSY_POLL } else { MAX_IDLE })
 }
 
 /// Renews the lease of every firing this host holds in `delivery`'s pool
@@ -159,5 +185,45 @@ pub async fn renew(delivery: Delivery, lease: Duration, cancel: CancellationToke
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sweeper_sleeps_until_the_lead_before_the_next_due_time() {
+        let now = 1_000_000;
+        let next = now + LEAD_MS + 120;
+        assert_eq!(idle_for(Some(next), now, false), Duration::from_millis(120));
+    }
+
+    #[test]
+    fn its_sleep_is_bounded_and_never_negative() {
+        let now = 1_000_000;
+        assert_eq!(
+            idle_for(None, now, false),
+            MAX_IDLE,
+            "nothing due: the longest sleep"
+        );
+        assert_eq!(idle_for(Some(now + 60_000), now, false), MAX_IDLE);
+        assert_eq!(
+            idle_for(Some(now - 5), now, false),
+            Duration::ZERO,
+            "already due"
+        );
+        assert_eq!(idle_for(Some(now + LEAD_MS), now, false), Duration::ZERO);
+    }
+
+    #[test]
+    fn while_it_skips_a_busy_tenant_it_looks_again_soon() {
+        let now = 1_000_000;
+        assert_eq!(idle_for(None, now, true), BUSY_POLL);
+        assert_eq!(idle_for(Some(now + 60_000), now, true), BUSY_POLL);
+        assert_eq!(
+            idle_for(Some(now + LEAD_MS + 1), now, true),
+            Duration::from_millis(1)
+        );
     }
 }

@@ -113,7 +113,6 @@ pub async fn invoke(
             "invoke needs a standalone Redis (it records commands with MONITOR); use --redis-url"
         );
     };
-
     let scratch = if request.dry_run {
         let server = Scratch::start().await?;
         let copied = server.copy_tenant(&urls, &request.tenant).await?;
@@ -129,54 +128,12 @@ pub async fn invoke(
     // The manifest's [tenants] quotas hold here as in `run`.
     let crate::plugins::Started { runtime, set, .. } =
         crate::plugins::start(&manifest, pools.clone())?;
-    let plugin = set.route(&request.action).cloned().with_context(|| {
-        let prefixes: Vec<&str> = set
-            .plugins()
-            .iter()
-            .flat_map(|p| set.prefixes_of(p))
-            .collect();
-        format!(
-            "no plugin of {} owns action {:?} (its action prefixes: {})",
-            manifest_path.display(),
-            request.action,
-            prefixes.join(", ")
-        )
-    })?;
-    anyhow::ensure!(
-        crate::policy::serves(&plugin.policy().tenants, &request.tenant),
-        "plugin {} does not serve tenant {:?} (see its `tenants` in {})",
-        plugin.name(),
-        request.tenant,
-        manifest_path.display()
-    );
-
-    // Every server the pools use, and this process's connections to it.
+    let plugin = owner(&set, manifest_path, request)?;
     let server_url = urls
         .get(&PoolAlias::Expiry)
         .or_else(|| urls.values().next())
         .context("no Redis configured")?;
-    let mut ours = HashSet::new();
-    for alias in PoolAlias::ALL {
-        let Ok(pool) = pools.get(alias) else { continue };
-        anyhow::ensure!(
-            pool.url().server() == server_url.server(),
-            "invoke records one Redis server's commands; pool {} is on another ({})",
-            alias.as_str(),
-            pool.url().server()
-        );
-        for conn in [pool.conn(), pool.conn_for(&request.tenant)] {
-            let info: String = conn
-                .query(&redis::cmd("CLIENT").arg("INFO").clone())
-                .await
-                .with_context(|| format!("cannot reach Redis at {}", pool.url().server()))?;
-            if let Some(addr) = info
-                .split_whitespace()
-                .find_map(|f| f.strip_prefix("addr="))
-            {
-                ours.insert(addr.to_owned());
-            }
-        }
-    }
+    let ours = our_clients(&pools, server_url, &request.tenant).await?;
     let client =
         redis::Client::open(server_url.as_str()).context("a Redis URL the client refuses")?;
     let monitor = client
@@ -203,9 +160,87 @@ pub async fn invoke(
     let started = Instant::now();
     let outcome = tracing::Instrument::instrument(runtime.invoke(&plugin, job), span).await;
     let duration = started.elapsed();
+    let commands = recorded_until_marker(&pools, &ours, &mut lines).await?;
+    Ok(Invoked {
+        plugin: plugin.name().to_string(),
+        key,
+        outcome,
+        duration,
+        commands,
+        copied: scratch.map(|(_, n)| n),
+    })
+}
 
-    // A marker through one of our connections: once MONITOR shows it, it
-    // has shown every command before it.
+/// The plugin of `set` that owns the request's action and serves its
+/// tenant.
+fn owner(
+    set: &crate::plugins::PluginSet,
+    manifest_path: &Path,
+    request: &Request,
+) -> anyhow::Result<Arc<crate::runtime::LoadedPlugin>> {
+    let plugin = set.route(&request.action).cloned().with_context(|| {
+        let prefixes: Vec<&str> = set
+            .plugins()
+            .iter()
+            .flat_map(|p| set.prefixes_of(p))
+            .collect();
+        format!(
+            "no plugin of {} owns action {:?} (its action prefixes: {})",
+            manifest_path.display(),
+            request.action,
+            prefixes.join(", ")
+        )
+    })?;
+    anyhow::ensure!(
+        crate::policy::serves(&plugin.policy().tenants, &request.tenant),
+        "plugin {} does not serve tenant {:?} (see its `tenants` in {})",
+        plugin.name(),
+        request.tenant,
+        manifest_path.display()
+    );
+    Ok(plugin)
+}
+
+/// The client addresses of this process's connections to the one server
+/// every pool must be on (`CLIENT INFO` through each).
+async fn our_clients(
+    pools: &Pools,
+    server_url: &RedisUrl,
+    tenant: &str,
+) -> anyhow::Result<HashSet<String>> {
+    let mut ours = HashSet::new();
+    for alias in PoolAlias::ALL {
+        let Ok(pool) = pools.get(alias) else { continue };
+        anyhow::ensure!(
+            pool.url().server() == server_url.server(),
+            "invoke records one Redis server's commands; pool {} is on another ({})",
+            alias.as_str(),
+            pool.url().server()
+        );
+        for conn in [pool.conn(), pool.conn_for(tenant)] {
+            let info: String = conn
+                .query(&redis::cmd("CLIENT").arg("INFO").clone())
+                .await
+                .with_context(|| format!("cannot reach Redis at {}", pool.url().server()))?;
+            if let Some(addr) = info
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("addr="))
+            {
+                ours.insert(addr.to_owned());
+            }
+        }
+    }
+    Ok(ours)
+}
+
+/// The commands MONITOR showed from `ours` (and the scripts they ran), up
+/// to a marker sent through one of our connections: once MONITOR shows it,
+/// it has shown every command before it.
+async fn recorded_until_marker(
+    pools: &Pools,
+    ours: &HashSet<String>,
+    lines: &mut (impl futures::Stream<Item = String> + Unpin),
+) -> anyhow::Result<Vec<Recorded>> {
     let marker = format!("symphony-invoke-end-{}", fastrand::u64(..));
     let pool = pools
         .get(PoolAlias::Expiry)
@@ -216,43 +251,14 @@ pub async fn invoke(
         .await
         .context("Redis went away during the run")?;
     let mut commands = Vec::new();
-    let mut script_open = false;
     let read = async {
+        let mut script_open = false;
         while let Some(line) = lines.next().await {
             if line.contains(&marker) {
                 return true;
             }
-            let Some(parsed) = parse_monitor_line(&line) else {
-                continue;
-            };
-            if parsed.client == "lua" {
-                if script_open {
-                    commands.push(Recorded {
-                        db: parsed.db,
-                        in_script: true,
-                        args: parsed.args,
-                    });
-                }
-                continue;
-            }
-            script_open = false;
-            if ours.contains(parsed.client) {
-                let command = parsed
-                    .args
-                    .first()
-                    .map(|c| c.trim_matches('"').to_ascii_uppercase());
-                if matches!(command.as_deref(), Some("CLIENT")) {
-                    continue;
-                }
-                script_open = matches!(
-                    command.as_deref(),
-                    Some("EVALSHA" | "EVAL" | "EVALSHA_RO" | "EVAL_RO" | "FCALL")
-                );
-                commands.push(Recorded {
-                    db: parsed.db,
-                    in_script: false,
-                    args: parsed.args,
-                });
+            if let Some(parsed) = parse_monitor_line(&line) {
+                record(parsed, ours, &mut script_open, &mut commands);
             }
         }
         false
@@ -264,15 +270,47 @@ pub async fn invoke(
         complete,
         "MONITOR stopped before the run's commands were all seen"
     );
+    Ok(commands)
+}
 
-    Ok(Invoked {
-        plugin: plugin.name().to_string(),
-        key,
-        outcome,
-        duration,
-        commands,
-        copied: scratch.map(|(_, n)| n),
-    })
+/// Keeps a MONITOR line if one of `ours` sent it, or a script one of ours
+/// called ran it (`script_open`); `CLIENT` calls are left out.
+fn record(
+    parsed: MonitorLine<'_>,
+    ours: &HashSet<String>,
+    script_open: &mut bool,
+    commands: &mut Vec<Recorded>,
+) {
+    if parsed.client == "lua" {
+        if *script_open {
+            commands.push(Recorded {
+                db: parsed.db,
+                in_script: true,
+                args: parsed.args,
+            });
+        }
+        return;
+    }
+    *script_open = false;
+    if !ours.contains(parsed.client) {
+        return;
+    }
+    let command = parsed
+        .args
+        .first()
+        .map(|c| c.trim_matches('"').to_ascii_uppercase());
+    if matches!(command.as_deref(), Some("CLIENT")) {
+        return;
+    }
+    *script_open = matches!(
+        command.as_deref(),
+        Some("EVALSHA" | "EVAL" | "EVALSHA_RO" | "EVAL_RO" | "FCALL")
+    );
+    commands.push(Recorded {
+        db: parsed.db,
+        in_script: false,
+        args: parsed.args,
+    });
 }
 
 /// One `MONITOR` line: `1700000000.123456 [10 127.0.0.1:5000] "HSET" "k" "v"`.
