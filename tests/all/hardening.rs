@@ -723,7 +723,14 @@ mod timing {
             .map(|i| ("evil".to_owned(), "spin_hog".to_owned(), i.to_string(), 50))
             .collect();
         arm(&redis, &evil);
-        std::thread::sleep(Duration::from_millis(400));
+        // The spinning jobs are claimed (and so queued or running).
+        let mut db8 = redis.conn(8);
+        eventually(WAIT, "the spinning jobs to be claimed", || {
+            let leased: u64 = db8.zcard("symphony:leases").unwrap();
+            (leased >= 4)
+                .then_some(())
+                .ok_or(format!("{leased} leased"))
+        });
         // Meanwhile 40 of the victim's triggers, due every 50 ms over 2 s.
         let victim: Vec<_> = (0..40u64)
             .map(|i| {

@@ -277,7 +277,8 @@ fn plugins_and_prefixes_come_and_go_and_a_bad_manifest_is_rejected() {
             true => Err("it still exists".into()),
         },
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // Heard and finished unrun: out of the index, no lease left.
+    wait_settled(&redis, "t", WAIT);
     assert!(host.terminate(WAIT).success());
     let totals = host.wait_for("the totals", WAIT, |e| e["event"] == "dispatch_totals");
     assert_eq!(totals["unrouted"], 2, "rec_c:2 and rec_b:3: {totals}");
