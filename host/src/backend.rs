@@ -16,8 +16,8 @@
 //! the delivery state (`delivery::Layout`). The repositories ask the
 //! questions a backend answers:
 //! [`in_one_transaction`](RedisConn::in_one_transaction),
-//! [`keyspace_shared_by_pools`](RedisConn::keyspace_shared_by_pools),
-//! [`each`](RedisConn::each). `docs/design.md` says where a third backend
+//! [`each`](RedisConn::each), and the pools whether aliases share a
+//! keyspace (`Pools::keyspace_shared`). `docs/design.md` says where a third backend
 //! goes.
 //!
 //! `RedisConn` also implements [`redis::aio::ConnectionLike`], so a
@@ -172,13 +172,6 @@ impl RedisConn {
                 _ => true,
             }),
         }
-    }
-
-    /// Whether every pool alias shares this connection's keyspace: on a
-    /// cluster (DB 0 only) they do, so one repository's key could be
-    /// another's record.
-    pub fn keyspace_shared_by_pools(&self) -> bool {
-        self.is_cluster()
     }
 
     /// Runs `cmd(key)` for each key, the replies in order: pipelined on a

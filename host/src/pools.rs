@@ -566,6 +566,23 @@ impl Pools {
         }
     }
 
+    /// Whether another alias's keys are in `alias`'s keyspace: a Redis
+    /// Cluster (every alias is DB 0), or pools whose URLs name the same DB
+    /// of the same server. Then a key one repository builds could be
+    /// another's record, or a trigger.
+    pub fn keyspace_shared(&self, alias: PoolAlias) -> bool {
+        if self.cluster.is_some() {
+            return true;
+        }
+        let Ok(own) = self.get(alias) else {
+            return false;
+        };
+        let same = |url: &RedisUrl| url.db() == own.url.db() && url.server() == own.url.server();
+        self.pools
+            .iter()
+            .any(|(other, pool)| *other != alias && same(&pool.url))
+    }
+
     /// The command connection of `alias` that serves `tenant` (see
     /// [`Pool::conn_for`]).
     ///

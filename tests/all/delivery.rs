@@ -8,6 +8,9 @@ use redis::Commands;
 
 use crate::support::*;
 
+/// The longest wait for an event that should come at once.
+const WAIT: Duration = Duration::from_secs(10);
+
 fn counter() -> String {
     plugin_entry_with("ver", "versioned-v1", &["ver_"], "tenants = [\"*\"]")
 }
@@ -498,6 +501,41 @@ mod cluster {
     fn failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli() {
         super::failing_handlers_are_retried_then_dead_lettered_and_managed_from_the_cli(true)
     }
+}
+
+/// Found by an attack: a trigger whose key expired while no host ran is
+/// still cancelled by our API (its entry is removed, it never runs), and
+/// the cancel says it removed it (it said "no pending trigger").
+#[test]
+fn a_cancel_after_the_key_expired_unseen_cancels_and_says_so() {
+    let redis = RedisServer::start();
+    arm(
+        &redis,
+        &[("acme".into(), "ver_late".into(), "1".into(), 100)],
+    );
+    let mut db8 = redis.conn(8);
+    eventually(WAIT, "the key to expire", || {
+        match db8.exists::<_, bool>("acme:EXPTRIGGER:ver_late:1").unwrap() {
+            false => Ok(()),
+            true => Err("it still exists".into()),
+        }
+    });
+    let removed = std::cell::Cell::new(false);
+    let out = &removed;
+    with_pools(&redis, |pools| async move {
+        let repo = symphony_host::repo::TriggerRepo::new(&pools, "acme").unwrap();
+        out.set(repo.delete("ver_late", "1").await.unwrap());
+    });
+    assert!(removed.get(), "the cancel removed the entry, and says so");
+    let mut host = Host::start(&redis, &counter());
+    arm(
+        &redis,
+        &[("acme".into(), "ver_late".into(), "after".into(), 200)],
+    );
+    host.wait_for("a trigger armed after the cancel", WAIT, |e| {
+        is_dispatch(e, "ver_late", "after")
+    });
+    assert!(host.events(|e| is_dispatch(e, "ver_late", "1")).is_empty());
 }
 
 /// Tests with a wall-clock bound: `scripts/test.sh` runs them apart from

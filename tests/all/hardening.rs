@@ -852,3 +852,44 @@ mod timing {
         let _ = host.terminate(Duration::from_secs(20));
     }
 }
+
+/// Found by an attack: with `[redis.pools] default` naming the expiry DB,
+/// a plugin granted only `generic` wrote `{t}:EXPTRIGGER:...` and so ran
+/// another plugin. Where the default pool shares its DB with another pool,
+/// a generic key starting with a typed repository's word is refused, as on
+/// a cluster; where it does not, the same key is harmless and allowed.
+#[test]
+fn a_generic_key_cannot_forge_a_trigger_where_pools_share_a_db() {
+    use symphony_host::pools::{PoolAlias, Pools, RedisTarget, RedisUrl, seed_pool_urls};
+    use symphony_host::repo::{GenericRepo, RepoError};
+    let redis = RedisServer::start();
+    let base: RedisUrl = redis.url().parse().unwrap();
+    let separate = seed_pool_urls(&base);
+    let mut shared = separate.clone();
+    shared.insert(PoolAlias::Default, base.with_db(8));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let forge = |urls| async move {
+            let pools = Pools::connect(&RedisTarget::Servers(urls)).unwrap();
+            let repo = GenericRepo::new(&pools, "evil").unwrap();
+            repo.set("EXPTRIGGER:rec:forged", &json!("x"), Some(60))
+                .await
+        };
+        let refused = forge(shared).await;
+        assert!(
+            matches!(&refused, Err(RepoError::InvalidInput(m)) if m.contains("shares its DB")),
+            "{refused:?}"
+        );
+        assert!(forge(separate).await.is_ok(), "DB 15 holds no triggers");
+    });
+    let mut db8 = redis.conn(8);
+    assert!(!db8.exists::<_, bool>("evil:EXPTRIGGER:rec:forged").unwrap());
+    let mut db15 = redis.conn(15);
+    assert!(
+        db15.exists::<_, bool>("evil:EXPTRIGGER:rec:forged")
+            .unwrap()
+    );
+}

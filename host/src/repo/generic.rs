@@ -9,7 +9,7 @@ use crate::keys::{self, generic_key};
 use crate::pools::{PoolAlias, Pools};
 
 /// The second parts of the typed repositories' keys (`{t}:{word}:...`):
-/// on a cluster a generic key may not start with one of them.
+/// where pools share a keyspace a generic key may not start with one.
 const SHARED_WORDS: [&str; 6] = ["user", "state", "df", "EXPTRIGGER", "SS", "batch"];
 
 /// A tenant's generic values.
@@ -17,6 +17,8 @@ const SHARED_WORDS: [&str; 6] = ["user", "state", "df", "EXPTRIGGER", "SS", "bat
 pub struct GenericRepo {
     conn: RedisConn,
     tenant: String,
+    /// Whether another pool shares the `default` pool's keyspace.
+    shared: bool,
 }
 
 impl GenericRepo {
@@ -29,20 +31,23 @@ impl GenericRepo {
         Ok(Self {
             conn: pools.conn_for(PoolAlias::Default, tenant)?,
             tenant: tenant.to_owned(),
+            shared: pools.keyspace_shared(PoolAlias::Default),
         })
     }
 
-    /// `{t}:{key}`. On a Redis Cluster every alias shares DB 0, so a key
-    /// whose first part names a typed repository (`user:u1`, `df:...`,
-    /// `EXPTRIGGER:...`) would be that repository's record, or a trigger:
-    /// it is refused there (`docs/compat.md`, "On a Redis Cluster").
+    /// `{t}:{key}`. Where another pool shares the `default` pool's
+    /// keyspace (a Redis Cluster's DB 0, or `[redis.pools]` naming one DB
+    /// twice), a key whose first part names a typed repository (`user:u1`,
+    /// `df:...`, `EXPTRIGGER:...`) would be that repository's record, or a
+    /// trigger, which the `generic` grant must not reach: it is refused
+    /// there (`docs/compat.md`, "On a Redis Cluster").
     fn key(&self, key: &str) -> Result<String, RepoError> {
         let full = generic_key(&self.tenant, key)?;
-        if self.conn.keyspace_shared_by_pools() {
+        if self.shared {
             let first = key.split(':').next().unwrap_or(key);
             if key.contains(':') && SHARED_WORDS.contains(&first) {
                 return Err(RepoError::InvalidInput(format!(
-                    "generic key {key:?}: on a Redis Cluster every pool shares DB 0, and a key \
+                    "generic key {key:?}: the default pool shares its DB with another pool, and a key \
                      starting with {first:?}: is the {first} repository's"
                 )));
             }
