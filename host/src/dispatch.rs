@@ -227,7 +227,7 @@ impl Dispatcher {
             firing,
             heard_at: Instant::now(),
         };
-        self.fair.push(&queued.tenant.clone(), queued);
+        self.fair.push(queued.tenant.clone(), queued);
     }
 
     /// Finishes a firing that will not run (no plugin, tenant not served).

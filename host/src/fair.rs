@@ -57,8 +57,8 @@ impl Running {
 
     fn add(&mut self, tenant: &str, plugin: String) {
         self.total += 1;
-        *self.by_tenant.entry(tenant.to_owned()).or_default() += 1;
-        *self.by_plugin.entry(plugin).or_default() += 1;
+        increment(&mut self.by_tenant, tenant);
+        increment(&mut self.by_plugin, &plugin);
     }
 }
 
@@ -90,13 +90,20 @@ impl<T> FairQueue<T> {
     }
 
     /// Queues `item` at the back of `tenant`'s queue.
-    pub fn push(&mut self, tenant: &str, item: T) {
-        let queue = self.queues.entry(tenant.to_owned()).or_default();
-        if queue.is_empty() {
-            self.order.push_back(tenant.to_owned());
-        }
-        queue.push_back(item);
+    pub fn push(&mut self, tenant: String, item: T) {
         self.queued += 1;
+        match self.queues.get_mut(&tenant) {
+            Some(queue) => {
+                if queue.is_empty() {
+                    self.order.push_back(tenant);
+                }
+                queue.push_back(item);
+            }
+            None => {
+                self.order.push_back(tenant.clone());
+                self.queues.insert(tenant, VecDeque::from([item]));
+            }
+        }
     }
 
     /// A job of `tenant` and `plugin` ended: its slots free.
@@ -161,6 +168,16 @@ impl<T> FairQueue<T> {
     }
 }
 
+/// Adds one to `key`'s count (its key is allocated only the first time).
+fn increment(counts: &mut HashMap<String, usize>, key: &str) {
+    match counts.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            counts.insert(key.to_owned(), 1);
+        }
+    }
+}
+
 fn decrement(counts: &mut HashMap<String, usize>, key: &str) {
     if let Some(n) = counts.get_mut(key) {
         *n = n.saturating_sub(1);
@@ -180,7 +197,7 @@ mod tests {
     fn queue(total: usize, per_tenant: usize, jobs: &[Job]) -> FairQueue<Job> {
         let mut q = FairQueue::new(Concurrency { total, per_tenant });
         for job in jobs {
-            q.push(job.0, *job);
+            q.push(job.0.to_owned(), *job);
         }
         q
     }
@@ -301,7 +318,7 @@ mod tests {
         let mut q = queue(10, 10, &[("a", 1, "p"), ("b", 1, "p"), ("c", 1, "q")]);
         pass(&mut q);
         let mut seen = None;
-        q.push("d", ("d", 1, "p"));
+        q.push("d".into(), ("d", 1, "p"));
         q.start_ready(|_, job, running| {
             seen = Some((running.of_plugin("p"), running.of_plugin("q")));
             Verdict::Wait(job)

@@ -330,6 +330,9 @@ pub struct Pool {
     /// The first command connection, and the others (see [`CONNECTIONS_PER_POOL`]).
     first: RedisConn,
     others: std::sync::Arc<[RedisConn]>,
+    /// Whether another alias's keys are in this pool's keyspace (read on
+    /// every generic host call: worked out once, when the pools are built).
+    shared: bool,
 }
 
 /// Command connections per pool. Commands are pipelined on each; each
@@ -425,9 +428,11 @@ impl Pools {
                     client,
                     first,
                     others: managers.collect(),
+                    shared: false,
                 },
             );
         }
+        mark_shared(&mut pools);
         Ok(Pools {
             pools: pools.into(),
             control: tokio::runtime::Handle::try_current().ok(),
@@ -493,6 +498,8 @@ impl Pools {
                     client: node.clone(),
                     first: first.clone(),
                     others: others.clone(),
+                    // Every alias is the cluster's DB 0.
+                    shared: true,
                 };
                 (alias, pool)
             })
@@ -571,16 +578,7 @@ impl Pools {
     /// of the same server. Then a key one repository builds could be
     /// another's record, or a trigger.
     pub fn keyspace_shared(&self, alias: PoolAlias) -> bool {
-        if self.cluster.is_some() {
-            return true;
-        }
-        let Ok(own) = self.get(alias) else {
-            return false;
-        };
-        let same = |url: &RedisUrl| url.db() == own.url.db() && url.server() == own.url.server();
-        self.pools
-            .iter()
-            .any(|(other, pool)| *other != alias && same(&pool.url))
+        self.get(alias).is_ok_and(|pool| pool.shared)
     }
 
     /// The command connection of `alias` that serves `tenant` (see
@@ -590,6 +588,21 @@ impl Pools {
     /// When the alias is not configured.
     pub fn conn_for(&self, alias: PoolAlias, tenant: &str) -> Result<RedisConn, PoolNotConfigured> {
         Ok(self.get(alias)?.conn_for(tenant))
+    }
+}
+
+/// Marks the pools of servers whose URLs name the same DB of the same
+/// server as another alias's.
+fn mark_shared(pools: &mut BTreeMap<PoolAlias, Pool>) {
+    let keyspaces: Vec<(PoolAlias, String, u32)> = pools
+        .iter()
+        .map(|(alias, pool)| (*alias, pool.url.server(), pool.url.db()))
+        .collect();
+    for (alias, pool) in pools.iter_mut() {
+        let own = (pool.url.server(), pool.url.db());
+        pool.shared = keyspaces
+            .iter()
+            .any(|(other, server, db)| other != alias && (server, db) == (&own.0, &own.1));
     }
 }
 
